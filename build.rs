@@ -1,0 +1,30 @@
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // A PROTOC from the environment wins; otherwise use the vendored binary so
+    // no system protoc is needed.
+    let protoc = match std::env::var_os("PROTOC") {
+        Some(path) => PathBuf::from(path),
+        None => protoc_bin_vendored::protoc_bin_path()?,
+    };
+    let include = protoc_bin_vendored::include_path()?;
+    let includes = [PathBuf::from("proto"), include];
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
+
+    let files = [
+        "proto/hookplane/v1/resources.proto",
+        "proto/hookplane/v1/tenant_service.proto",
+        "proto/hookplane/v1/credential_service.proto",
+        "proto/hookplane/v1/event_type_service.proto",
+        "proto/hookplane/v1/endpoint_service.proto",
+        "proto/hookplane/v1/subscription_service.proto",
+    ];
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("hookplane_descriptor.bin"))
+        .compile_with_config(config, &files.map(PathBuf::from), &includes)?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

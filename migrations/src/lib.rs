@@ -1,0 +1,17 @@
+//! Schema migrations for hookplane. They run unchanged on SQLite and
+//! PostgreSQL. Each migration declares its own identifiers and never imports
+//! the application's entities, so old migrations keep compiling as the model
+//! moves on. Keep them additive: SQLite's ALTER TABLE is limited.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_initial;
+
+pub struct Migrator;
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,335 @@
+//! Encryption of secrets at rest under a master key (AES-256-GCM), and the
+//! master key itself.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+const KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// First byte of every blob, so the format can change without guessing.
+const FORMAT_V1: u8 = 0x01;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("the master key must be 32 bytes, as standard base64 or 64 hex characters")]
+    InvalidKey,
+    #[error("the key file {path} does not hold a valid master key")]
+    InvalidKeyFile { path: PathBuf },
+    #[error("could not read or create the key file {path}")]
+    KeyFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the encrypted value is too short to be valid")]
+    Truncated,
+    #[error("the encrypted value has unsupported format version {0}")]
+    UnsupportedVersion(u8),
+    #[error(
+        "the encrypted value could not be decrypted: wrong key, wrong associated data, or tampered"
+    )]
+    Decrypt,
+}
+
+/// The 256-bit key that secrets are encrypted under.
+#[derive(Clone)]
+pub struct MasterKey([u8; KEY_LEN]);
+
+impl MasterKey {
+    /// Parses standard base64 of exactly 32 bytes, or 64 hex characters.
+    pub fn from_base64(encoded: &str) -> Result<Self, CryptoError> {
+        let encoded = encoded.trim();
+        // Decoder errors are dropped on purpose: they quote bytes of the key.
+        let bytes =
+            if encoded.len() == 2 * KEY_LEN && encoded.bytes().all(|b| b.is_ascii_hexdigit()) {
+                hex::decode(encoded).map_err(|_| CryptoError::InvalidKey)?
+            } else {
+                STANDARD
+                    .decode(encoded)
+                    .map_err(|_| CryptoError::InvalidKey)?
+            };
+        let key =
+            <[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| CryptoError::InvalidKey)?;
+        Ok(Self(key))
+    }
+
+    pub fn generate() -> Self {
+        Self(random_bytes())
+    }
+
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.0)
+    }
+
+    /// Encrypts `plaintext` bound to `aad` (e.g. `credential:<api_id>`), so the
+    /// result only decrypts with the same `aad`. Output:
+    /// `0x01 || 12-byte random nonce || ciphertext || 16-byte tag`.
+    ///
+    /// # Panics
+    ///
+    /// Only for a plaintext over 64 GiB, which AES-GCM cannot encrypt under
+    /// one nonce; the secrets stored here are a few hundred bytes at most.
+    pub fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        let nonce: [u8; NONCE_LEN] = random_bytes();
+        let ciphertext = self
+            .cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .expect("AES-GCM refuses only plaintexts over 64 GiB");
+        let mut blob = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
+        blob.push(FORMAT_V1);
+        blob.extend_from_slice(&nonce);
+        blob.extend_from_slice(&ciphertext);
+        blob
+    }
+
+    /// Reverses [`encrypt`](Self::encrypt); fails unless key, `aad` and blob
+    /// are exactly those it was made with.
+    pub fn decrypt(&self, blob: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let (&version, rest) = blob.split_first().ok_or(CryptoError::Truncated)?;
+        if version != FORMAT_V1 {
+            return Err(CryptoError::UnsupportedVersion(version));
+        }
+        if rest.len() < NONCE_LEN + TAG_LEN {
+            return Err(CryptoError::Truncated);
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        self.cipher()
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .map_err(|_| CryptoError::Decrypt)
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(&self.0.into())
+    }
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
+/// Reads the master key from `path`, or, if there is no such file, generates
+/// one and writes it there as base64 with mode 0600.
+///
+/// The key is written to a private temporary file first and then hard-linked
+/// into place, so no reader ever sees a partly written key and two processes
+/// starting together end up sharing one key.
+pub fn load_or_create_key_file(path: &Path) -> Result<MasterKey, CryptoError> {
+    let io_err = |source| CryptoError::KeyFile {
+        path: path.to_owned(),
+        source,
+    };
+    match read_key_file(path) {
+        Err(CryptoError::KeyFile { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+        other => return other,
+    }
+
+    let key = MasterKey::generate();
+    let tmp = path.with_extension(format!("tmp-{}", hex::encode(random_bytes::<8>())));
+    let written =
+        write_private(&tmp, key.to_base64().as_bytes()).and_then(|()| fs::hard_link(&tmp, path));
+    // The temporary name is only a staging step; failing to remove it loses nothing.
+    let _ = fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+            }
+            Ok(key)
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_key_file(path),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<MasterKey, CryptoError> {
+    let text = fs::read_to_string(path).map_err(|source| CryptoError::KeyFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    warn_if_readable_by_others(path);
+    MasterKey::from_base64(text.trim()).map_err(|_| CryptoError::InvalidKeyFile {
+        path: path.to_owned(),
+    })
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "key file is accessible to other users; it should have mode 0600");
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &Path) {}
+
+/// `N` bytes from the operating system's CSPRNG.
+///
+/// # Panics
+///
+/// If the operating system cannot supply randomness, which leaves nothing
+/// safe to do.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the operating system random number generator failed");
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypt_then_decrypt_round_trips() {
+        let key = MasterKey::generate();
+        let blob = key.encrypt(b"whsec-abc", b"credential:ak_1");
+        assert_eq!(blob[0], FORMAT_V1);
+        assert_eq!(blob.len(), 1 + NONCE_LEN + 9 + TAG_LEN);
+        assert_eq!(
+            key.decrypt(&blob, b"credential:ak_1").unwrap(),
+            b"whsec-abc"
+        );
+        // A fresh nonce each time: equal plaintexts do not give equal blobs.
+        assert_ne!(blob, key.encrypt(b"whsec-abc", b"credential:ak_1"));
+    }
+
+    #[test]
+    fn blob_from_another_row_or_key_does_not_decrypt() {
+        let key = MasterKey::generate();
+        let blob = key.encrypt(b"whsec-abc", b"credential:ak_1");
+        assert!(matches!(
+            key.decrypt(&blob, b"credential:ak_2"),
+            Err(CryptoError::Decrypt)
+        ));
+        assert!(matches!(
+            MasterKey::generate().decrypt(&blob, b"credential:ak_1"),
+            Err(CryptoError::Decrypt)
+        ));
+    }
+
+    #[test]
+    fn tampered_blobs_are_refused() {
+        let key = MasterKey::generate();
+        let blob = key.encrypt(b"whsec-abc", b"aad");
+        for i in 1..blob.len() {
+            let mut tampered = blob.clone();
+            tampered[i] ^= 0x01;
+            assert!(
+                matches!(key.decrypt(&tampered, b"aad"), Err(CryptoError::Decrypt)),
+                "byte {i}"
+            );
+        }
+        let mut wrong_version = blob.clone();
+        wrong_version[0] = 0x02;
+        assert!(matches!(
+            key.decrypt(&wrong_version, b"aad"),
+            Err(CryptoError::UnsupportedVersion(2))
+        ));
+        assert!(matches!(
+            key.decrypt(&blob[..blob.len() - 1 - 9], b"aad"),
+            Err(CryptoError::Truncated)
+        ));
+        assert!(matches!(
+            key.decrypt(&[], b"aad"),
+            Err(CryptoError::Truncated)
+        ));
+    }
+
+    #[test]
+    fn key_parses_from_base64_and_hex_only_at_32_bytes() {
+        let key = MasterKey::generate();
+        let again = MasterKey::from_base64(&key.to_base64()).unwrap();
+        assert_eq!(again.0, key.0);
+        let from_hex = MasterKey::from_base64(&hex::encode(key.0)).unwrap();
+        assert_eq!(from_hex.0, key.0);
+
+        assert!(MasterKey::from_base64(&STANDARD.encode([7u8; 31])).is_err());
+        assert!(MasterKey::from_base64(&STANDARD.encode([7u8; 33])).is_err());
+        assert!(MasterKey::from_base64("not base64 at all!").is_err());
+        assert!(MasterKey::from_base64("").is_err());
+    }
+
+    #[test]
+    fn debug_does_not_show_the_key() {
+        let key = MasterKey::generate();
+        let shown = format!("{key:?}");
+        assert_eq!(shown, "MasterKey([redacted])");
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+
+        let created = load_or_create_key_file(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        assert_eq!(
+            fs::read_to_string(&path).unwrap().trim(),
+            created.to_base64()
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no staging file left behind"
+        );
+
+        let loaded = load_or_create_key_file(&path).unwrap();
+        assert_eq!(loaded.0, created.0);
+        let blob = created.encrypt(b"secret", b"aad");
+        assert_eq!(loaded.decrypt(&blob, b"aad").unwrap(), b"secret");
+    }
+
+    #[test]
+    fn key_file_with_junk_is_an_error_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        fs::write(&path, "junk").unwrap();
+        assert!(matches!(
+            load_or_create_key_file(&path),
+            Err(CryptoError::InvalidKeyFile { .. })
+        ));
+        assert_eq!(fs::read_to_string(&path).unwrap(), "junk");
+    }
+}

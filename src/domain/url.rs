@@ -1,0 +1,382 @@
+//! Callback URLs and the address ranges webhooks must never be sent to.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ::url::{Host, Url};
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use super::InvalidValue;
+
+const MAX_LEN: usize = 512;
+
+/// What a deployment allows callback URLs to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlPolicy {
+    pub https_only: bool,
+    /// Allows loopback, private and other internal addresses; meant for
+    /// development and tests, since otherwise any tenant could make the
+    /// server probe its own network (SSRF).
+    pub allow_private: bool,
+}
+
+/// An absolute http(s) URL that webhooks may be delivered to.
+///
+/// Only literal addresses can be judged here; a hostname may still resolve to
+/// an internal address, so the delivery side checks [`is_forbidden_ip`] again
+/// at connect time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackUrl(Url);
+
+impl CallbackUrl {
+    pub fn parse(s: &str, policy: UrlPolicy) -> Result<Self, InvalidValue> {
+        if s.len() > MAX_LEN {
+            return Err(InvalidValue::new("must be at most 512 characters"));
+        }
+        // The URL parser silently strips surrounding spaces and embedded tabs
+        // and newlines; refusing them keeps what is stored equal to what the
+        // client meant.
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(InvalidValue::new(
+                "must not contain whitespace or control characters",
+            ));
+        }
+        let url = Url::parse(s)
+            .map_err(|_| InvalidValue::new("must be an absolute http or https URL"))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if !policy.https_only => {}
+            "http" => return Err(InvalidValue::new("must use https")),
+            _ => return Err(InvalidValue::new("must use the http or https scheme")),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(InvalidValue::new(
+                "must not contain a user name or password",
+            ));
+        }
+        if url.fragment().is_some() {
+            return Err(InvalidValue::new("must not contain a fragment ('#...')"));
+        }
+        let host = url
+            .host()
+            .ok_or_else(|| InvalidValue::new("must have a host"))?;
+        if !policy.allow_private && is_internal_host(&host) {
+            return Err(InvalidValue::new(
+                "must not point to a loopback, private or otherwise internal address",
+            ));
+        }
+        Ok(Self(url))
+    }
+
+    /// The normalized URL, e.g. with a lowercase host and a `/` path.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn host_str(&self) -> &str {
+        // `parse` refused URLs without a host.
+        self.0.host_str().unwrap_or_default()
+    }
+}
+
+fn is_internal_host(host: &Host<&str>) -> bool {
+    match host {
+        Host::Ipv4(ip) => is_forbidden_ip(IpAddr::V4(*ip)),
+        Host::Ipv6(ip) => is_forbidden_ip(IpAddr::V6(*ip)),
+        Host::Domain(domain) => {
+            // The parser lowercases domains; a trailing dot names the same host.
+            let domain = domain.trim_end_matches('.');
+            domain == "localhost" || domain.ends_with(".localhost")
+        }
+    }
+}
+
+const fn v4(a: u8, b: u8, c: u8, d: u8, len: u8) -> Ipv4Net {
+    Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), len)
+}
+
+const fn v6(segments: [u16; 8], len: u8) -> Ipv6Net {
+    let [a, b, c, d, e, f, g, h] = segments;
+    Ipv6Net::new_assert(Ipv6Addr::new(a, b, c, d, e, f, g, h), len)
+}
+
+/// IPv4 ranges that are not the public internet.
+const FORBIDDEN_V4: &[Ipv4Net] = &[
+    v4(0, 0, 0, 0, 8),      // "this network", includes unspecified 0.0.0.0
+    v4(10, 0, 0, 0, 8),     // private
+    v4(100, 64, 0, 0, 10),  // carrier-grade NAT
+    v4(127, 0, 0, 0, 8),    // loopback
+    v4(169, 254, 0, 0, 16), // link-local, includes cloud metadata 169.254.169.254
+    v4(172, 16, 0, 0, 12),  // private
+    v4(192, 0, 0, 0, 24),   // IETF protocol assignments
+    v4(192, 168, 0, 0, 16), // private
+    v4(198, 18, 0, 0, 15),  // benchmarking
+    v4(224, 0, 0, 0, 4),    // multicast
+    v4(240, 0, 0, 0, 4),    // reserved, includes broadcast 255.255.255.255
+];
+
+/// IPv6 ranges that are not the public internet. Ranges that embed an IPv4
+/// address are handled separately in [`is_forbidden_ip`].
+const FORBIDDEN_V6: &[Ipv6Net] = &[
+    v6([0, 0, 0, 0, 0, 0, 0, 0], 128),        // unspecified
+    v6([0, 0, 0, 0, 0, 0, 0, 1], 128),        // loopback
+    v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), // local-use NAT64, by definition internal
+    v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),     // unique-local, includes AWS metadata fd00:ec2::254
+    v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),    // link-local
+    v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),    // deprecated site-local, still private where used
+    v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),     // multicast
+];
+
+const NAT64: Ipv6Net = v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96);
+const SIX_TO_FOUR: Ipv6Net = v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16);
+
+/// Whether webhooks must not be sent to `ip`: loopback, private, link-local,
+/// multicast and other non-public ranges, including IPv6 forms that carry
+/// such an IPv4 address (IPv4-mapped, NAT64, 6to4).
+pub fn is_forbidden_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => FORBIDDEN_V4.iter().any(|net| net.contains(&ip)),
+        IpAddr::V6(ip) => {
+            if let Some(embedded) = ip.to_ipv4_mapped() {
+                return is_forbidden_ip(IpAddr::V4(embedded));
+            }
+            let bits = ip.to_bits();
+            if NAT64.contains(&ip) {
+                // Low 32 bits are the IPv4 address; truncation is the intent.
+                return is_forbidden_ip(IpAddr::V4(Ipv4Addr::from_bits(bits as u32)));
+            }
+            if SIX_TO_FOUR.contains(&ip) {
+                // 2002:AABB:CCDD::/48 embeds AA.BB.CC.DD right after the prefix.
+                let embedded = Ipv4Addr::from_bits((bits >> 80) as u32);
+                return is_forbidden_ip(IpAddr::V4(embedded));
+            }
+            FORBIDDEN_V6.iter().any(|net| net.contains(&ip))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STRICT: UrlPolicy = UrlPolicy {
+        https_only: true,
+        allow_private: false,
+    };
+    const HTTP: UrlPolicy = UrlPolicy {
+        https_only: false,
+        allow_private: false,
+    };
+    const DEV: UrlPolicy = UrlPolicy {
+        https_only: false,
+        allow_private: true,
+    };
+
+    fn forbidden(s: &str) -> bool {
+        is_forbidden_ip(s.parse().unwrap())
+    }
+
+    #[test]
+    fn accepts_public_https_url_and_normalizes() {
+        let url = CallbackUrl::parse("https://Example.COM:8443/hooks?x=1", STRICT).unwrap();
+        assert_eq!(url.as_str(), "https://example.com:8443/hooks?x=1");
+        assert_eq!(url.host_str(), "example.com");
+        assert_eq!(
+            CallbackUrl::parse("https://example.com", STRICT)
+                .unwrap()
+                .as_str(),
+            "https://example.com/"
+        );
+    }
+
+    #[test]
+    fn accepts_public_ip_literals() {
+        assert!(CallbackUrl::parse("https://8.8.8.8/hook", STRICT).is_ok());
+        let url = CallbackUrl::parse("https://[2606:4700::1]/hook", STRICT).unwrap();
+        assert_eq!(url.host_str(), "[2606:4700::1]");
+    }
+
+    #[test]
+    fn http_only_when_policy_allows() {
+        assert_eq!(
+            CallbackUrl::parse("http://example.com/", STRICT),
+            Err(InvalidValue::new("must use https"))
+        );
+        assert!(CallbackUrl::parse("http://example.com/", HTTP).is_ok());
+    }
+
+    #[test]
+    fn refuses_other_schemes_and_relative_urls() {
+        for s in [
+            "ftp://example.com/",
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "ws://example.com/",
+        ] {
+            assert_eq!(
+                CallbackUrl::parse(s, DEV),
+                Err(InvalidValue::new("must use the http or https scheme")),
+                "{s}"
+            );
+        }
+        for s in [
+            "/hooks",
+            "example.com/hooks",
+            "",
+            "https://",
+            "https://exa mple.com",
+        ] {
+            assert!(CallbackUrl::parse(s, DEV).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn refuses_credentials_and_fragments() {
+        for s in [
+            "https://user@example.com/",
+            "https://user:pw@example.com/",
+            "https://:pw@example.com/",
+        ] {
+            assert_eq!(
+                CallbackUrl::parse(s, DEV),
+                Err(InvalidValue::new(
+                    "must not contain a user name or password"
+                )),
+                "{s}"
+            );
+        }
+        assert!(CallbackUrl::parse("https://example.com/#frag", DEV).is_err());
+        assert!(CallbackUrl::parse("https://example.com/#", DEV).is_err());
+    }
+
+    #[test]
+    fn refuses_whitespace_the_parser_would_strip() {
+        for s in [
+            " https://example.com/",
+            "https://example.com/ ",
+            "https://exam\tple.com/",
+            "https://example.com/\n",
+        ] {
+            assert!(CallbackUrl::parse(s, DEV).is_err(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn length_limit_counts_the_input() {
+        let base = "https://example.com/";
+        let ok = format!("{base}{}", "a".repeat(MAX_LEN - base.len()));
+        assert!(CallbackUrl::parse(&ok, STRICT).is_ok());
+        let too_long = format!("{ok}a");
+        assert_eq!(
+            CallbackUrl::parse(&too_long, STRICT),
+            Err(InvalidValue::new("must be at most 512 characters"))
+        );
+    }
+
+    #[test]
+    fn refuses_internal_hosts_unless_allowed() {
+        for s in [
+            "https://localhost/",
+            "https://LOCALHOST./",
+            "https://api.localhost/",
+            "https://127.0.0.1/",
+            "https://10.1.2.3/",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::1]/",
+            "https://[fd00:ec2::254]/",
+            "https://[::ffff:127.0.0.1]/",
+            // Alternative IPv4 spellings the URL parser normalizes to 127.0.0.1.
+            "https://2130706433/",
+            "https://0x7f.1/",
+            "https://127.1/",
+        ] {
+            assert!(CallbackUrl::parse(s, STRICT).is_err(), "{s}");
+            assert!(CallbackUrl::parse(s, DEV).is_ok(), "{s}");
+        }
+        // Only the `localhost` label itself is special.
+        assert!(CallbackUrl::parse("https://localhost.example.com/", STRICT).is_ok());
+        assert!(CallbackUrl::parse("https://mylocalhost/", STRICT).is_ok());
+    }
+
+    #[test]
+    fn forbidden_ipv4_ranges() {
+        for s in [
+            "127.0.0.1",
+            "127.255.255.254",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "169.254.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "100.64.0.1",
+            "100.127.255.255",
+            "255.255.255.255",
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.255",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+        ] {
+            assert!(forbidden(s), "{s} should be forbidden");
+        }
+    }
+
+    #[test]
+    fn public_ipv4_neighbours_are_allowed() {
+        for s in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.15.255.255",
+            "172.32.0.0",
+            "100.63.255.255",
+            "100.128.0.0",
+            "192.0.1.1",
+            "198.17.255.255",
+            "198.20.0.0",
+            "11.0.0.1",
+            "223.255.255.255",
+        ] {
+            assert!(!forbidden(s), "{s} should be allowed");
+        }
+    }
+
+    #[test]
+    fn forbidden_ipv6_ranges() {
+        for s in [
+            "::1",
+            "::",
+            "fc00::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::8.8.8.8",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+        ] {
+            assert!(forbidden(s), "{s} should be forbidden");
+        }
+    }
+
+    #[test]
+    fn public_ipv6_is_allowed_including_embedded_public_ipv4() {
+        for s in [
+            "2606:4700::1",
+            "2001:4860:4860::8888",
+            "::ffff:8.8.8.8",
+            "64:ff9b::8.8.8.8",
+            "2002:808:808::1",
+        ] {
+            assert!(!forbidden(s), "{s} should be allowed");
+        }
+    }
+}

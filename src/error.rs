@@ -1,0 +1,122 @@
+//! The service-level error and the single place that turns it into a
+//! `tonic::Status`.
+
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::InvalidValue;
+
+/// One bad field of a request, reported as a `google.rpc.BadRequest` field
+/// violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}", invalid_message(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn invalid_message(violations: &[FieldViolation]) -> String {
+    match violations {
+        [one] => format!("{}: {}", one.field, one.description),
+        _ => {
+            let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+            format!("invalid fields: {}", fields.join(", "))
+        }
+    }
+}
+
+impl Error {
+    /// An INVALID_ARGUMENT naming one field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Error::InvalidArgument(vec![FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }])
+    }
+
+    pub fn internal(source: impl Into<BoxError>) -> Self {
+        Error::Internal(source.into())
+    }
+}
+
+/// Attaches a field name to a domain parse failure.
+pub trait FieldExt<T> {
+    fn field(self, name: &str) -> Result<T>;
+}
+
+impl<T> FieldExt<T> for std::result::Result<T, InvalidValue> {
+    fn field(self, name: &str) -> Result<T> {
+        self.map_err(|e| Error::invalid(name, e.0))
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        use tonic::Code;
+        let message = error.to_string();
+        match error {
+            Error::InvalidArgument(violations) => {
+                let mut details = ErrorDetails::new();
+                for v in &violations {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                }
+                tonic::Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            Error::NotFound(_) => tonic::Status::not_found(message),
+            Error::AlreadyExists(_) => tonic::Status::already_exists(message),
+            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            Error::Aborted(_) => tonic::Status::aborted(message),
+            Error::PermissionDenied(_) => tonic::Status::permission_denied(message),
+            Error::Unauthenticated(_) => tonic::Status::unauthenticated(message),
+            Error::OutOfRange(_) => tonic::Status::out_of_range(message),
+            Error::Unimplemented(_) => tonic::Status::unimplemented(message),
+            Error::Unavailable(ref source) => {
+                tracing::error!(error = %error_chain(source.as_ref()), "database unavailable");
+                tonic::Status::unavailable(message)
+            }
+            Error::Internal(ref source) => {
+                tracing::error!(error = %error_chain(source.as_ref()), "internal error");
+                tonic::Status::internal(message)
+            }
+        }
+    }
+}

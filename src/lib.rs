@@ -1,0 +1,9 @@
+//! hookplane: a gRPC control plane for webhook subscriptions.
+
+pub mod auth;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod model;
+pub mod proto;
+pub mod repository;

@@ -1,0 +1,11 @@
+//! SeaORM entities, private to the repository.
+
+pub mod change;
+pub mod credential;
+pub mod endpoint;
+pub mod event_type;
+pub mod idempotency;
+pub mod nonce;
+pub mod revision_counter;
+pub mod subscription;
+pub mod tenant;

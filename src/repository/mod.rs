@@ -1,0 +1,190 @@
+//! Storage. The service layer talks to the [`Repository`] trait only; its one
+//! implementation, [`SeaRepository`], runs on SQLite and PostgreSQL.
+//!
+//! Every write runs in one transaction that (1) takes the next change-log
+//! revision first, which serialises writers in commit order, (2) records the
+//! caller's request nonce so a replayed write fails on every replica, (3)
+//! re-checks parents, (4) writes, (5) appends the change-log rows and (6)
+//! stores the idempotent response, then commits.
+
+mod entities;
+mod sea;
+
+use crate::model::{Credential, Endpoint, EventType, Micros, Subscription, SubscriptionStatus, Tenant};
+
+pub use sea::{DatabaseSettings, SeaRepository};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0} already exists")]
+    AlreadyExists(&'static str),
+    #[error("the resource changed since it was read")]
+    Stale,
+    #[error("{0}")]
+    Precondition(String),
+    #[error("the request nonce was already used for a write")]
+    Replay,
+    #[error("the request id was recorded by a concurrent call")]
+    IdempotencyRace,
+    #[error("database unavailable")]
+    Unavailable(#[source] crate::error::BoxError),
+    #[error("database error")]
+    Internal(#[source] crate::error::BoxError),
+}
+
+pub type RepoResult<T> = Result<T, RepoError>;
+
+/// Who writes, and what the write must record besides the resource.
+#[derive(Debug, Clone)]
+pub struct WriteMeta {
+    pub api_id: String,
+    /// Recorded in the transaction so the same signed request cannot write twice.
+    pub nonce: Option<String>,
+    pub nonce_expire_time: Micros,
+    pub now: Micros,
+    pub idempotency: Option<IdempotencyWrite>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdempotencyWrite {
+    pub request_id: String,
+    pub method: &'static str,
+    pub fingerprint: Vec<u8>,
+    /// The response to replay; encrypted at rest by the repository.
+    pub response: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    pub method: String,
+    pub fingerprint: Vec<u8>,
+    pub response: Vec<u8>,
+    pub create_time: Micros,
+}
+
+/// Keyset position plus offset: results strictly after `after` in creation
+/// order, skipping `skip`, at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub after: Option<(Micros, String)>,
+    pub skip: u64,
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// More items follow the last one returned.
+    pub has_more: bool,
+    /// Items matching the filters, ignoring paging.
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionFilter {
+    pub tenant_id: String,
+    pub endpoint_id: Option<String>,
+    pub status: Option<SubscriptionStatus>,
+    pub show_deleted: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CredentialFilter {
+    /// None: platform-wide credentials.
+    pub tenant_id: Option<String>,
+    pub show_revoked: bool,
+}
+
+/// The outcome of a write: the revision its last change-log row got.
+pub type Revision = i64;
+
+#[async_trait::async_trait]
+pub trait Repository: Send + Sync + 'static {
+    async fn ping(&self) -> RepoResult<()>;
+    async fn current_revision(&self) -> RepoResult<Revision>;
+    async fn find_idempotency(
+        &self,
+        api_id: &str,
+        request_id: &str,
+        not_before: Micros,
+    ) -> RepoResult<Option<IdempotencyRecord>>;
+    /// Deletes write nonces and idempotency records older than their retention.
+    async fn purge_expired(&self, now: Micros, idempotency_before: Micros) -> RepoResult<u64>;
+
+    async fn create_tenant(&self, tenant: &Tenant, meta: &WriteMeta) -> RepoResult<Revision>;
+    async fn get_tenant(&self, tenant_id: &str) -> RepoResult<Option<Tenant>>;
+    async fn list_tenants(&self, page: &PageRequest) -> RepoResult<Page<Tenant>>;
+    async fn update_tenant(&self, tenant: &Tenant, prev_etag: &str, meta: &WriteMeta) -> RepoResult<Revision>;
+    async fn delete_tenant(
+        &self,
+        tenant_id: &str,
+        prev_etag: &str,
+        force: bool,
+        meta: &WriteMeta,
+    ) -> RepoResult<(Tenant, Revision)>;
+
+    async fn create_credential(&self, credential: &Credential, meta: &WriteMeta) -> RepoResult<Revision>;
+    async fn get_credential(&self, api_id: &str) -> RepoResult<Option<Credential>>;
+    async fn list_credentials(
+        &self,
+        filter: &CredentialFilter,
+        page: &PageRequest,
+    ) -> RepoResult<Page<Credential>>;
+    async fn revoke_credential(&self, api_id: &str, meta: &WriteMeta) -> RepoResult<(Credential, Revision)>;
+    async fn all_credentials(&self) -> RepoResult<Vec<Credential>>;
+    async fn count_credentials(&self) -> RepoResult<u64>;
+    /// Runs `create` for the bootstrap credential unless one exists, under a
+    /// database-wide lock on PostgreSQL so replicas starting together make one.
+    async fn bootstrap_credential(&self, credential: &Credential, only_if_empty: bool) -> RepoResult<bool>;
+
+    async fn create_event_type(&self, event_type: &EventType, meta: &WriteMeta) -> RepoResult<Revision>;
+    async fn get_event_type(&self, name: &str) -> RepoResult<Option<EventType>>;
+    async fn get_event_type_by_code(&self, legacy_code: i32) -> RepoResult<Option<EventType>>;
+    async fn list_event_types(&self, page: &PageRequest) -> RepoResult<Page<EventType>>;
+    async fn all_event_types(&self) -> RepoResult<Vec<EventType>>;
+    async fn update_event_type(
+        &self,
+        event_type: &EventType,
+        prev_etag: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<Revision>;
+
+    async fn create_endpoint(&self, endpoint: &Endpoint, meta: &WriteMeta) -> RepoResult<Revision>;
+    async fn get_endpoint(&self, tenant_id: &str, endpoint_id: &str) -> RepoResult<Option<Endpoint>>;
+    async fn list_endpoints(&self, tenant_id: &str, page: &PageRequest) -> RepoResult<Page<Endpoint>>;
+    async fn update_endpoint(&self, endpoint: &Endpoint, prev_etag: &str, meta: &WriteMeta) -> RepoResult<Revision>;
+    async fn delete_endpoint(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        prev_etag: &str,
+        force: bool,
+        meta: &WriteMeta,
+    ) -> RepoResult<(Endpoint, Revision)>;
+
+    async fn create_subscription(&self, subscription: &Subscription, meta: &WriteMeta) -> RepoResult<Revision>;
+    async fn get_subscription(&self, tenant_id: &str, subscription_id: &str) -> RepoResult<Option<Subscription>>;
+    async fn list_subscriptions(
+        &self,
+        filter: &SubscriptionFilter,
+        page: &PageRequest,
+    ) -> RepoResult<Page<Subscription>>;
+    /// Every subscription matching the filter, in creation order (for filters
+    /// SQL cannot express, such as pattern matching).
+    async fn all_subscriptions(&self, filter: &SubscriptionFilter) -> RepoResult<Vec<Subscription>>;
+    async fn update_subscription(
+        &self,
+        subscription: &Subscription,
+        prev_etag: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<Revision>;
+    async fn delete_subscription(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+        prev_etag: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<(Subscription, Revision)>;
+}

@@ -1,0 +1,1203 @@
+//! The SeaORM implementation of [`Repository`] for SQLite and PostgreSQL.
+
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend,
+    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Select, SqlErr, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait,
+};
+use tokio::sync::watch;
+
+use super::entities::{
+    change, credential, endpoint, event_type, idempotency, nonce, subscription, tenant,
+};
+use super::{
+    CredentialFilter, IdempotencyRecord, Page, PageRequest, RepoError, RepoResult, Repository,
+    Revision, SubscriptionFilter, WriteMeta,
+};
+use crate::auth::Role;
+use crate::crypto::MasterKey;
+use crate::model::{
+    Credential, Endpoint, EventType, Micros, PreviousSecret, Subscription, SubscriptionStatus,
+    Tenant, TenantSettings, TenantState, new_etag,
+};
+
+/// Arbitrary constants naming hookplane's PostgreSQL advisory locks.
+const MIGRATION_LOCK: i64 = 0x686f_6f6b_0001;
+const BOOTSTRAP_LOCK: i64 = 0x686f_6f6b_0002;
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: String,
+    /// Pool size for readers (and, on PostgreSQL, writers too).
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+pub struct SeaRepository {
+    /// On SQLite one connection, so writers queue in-process instead of
+    /// failing with "database is locked".
+    writer: DatabaseConnection,
+    reader: DatabaseConnection,
+    backend: DatabaseBackend,
+    key: MasterKey,
+    revisions: watch::Sender<Revision>,
+}
+
+fn classify(err: DbErr) -> RepoError {
+    if let Some(SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
+        return RepoError::AlreadyExists("resource");
+    }
+    match &err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => RepoError::Unavailable(Box::new(err)),
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
+            if matches!(
+                e.as_ref(),
+                sea_orm::sqlx::Error::Io(_)
+                    | sea_orm::sqlx::Error::PoolTimedOut
+                    | sea_orm::sqlx::Error::PoolClosed
+                    | sea_orm::sqlx::Error::Tls(_)
+            ) =>
+        {
+            RepoError::Unavailable(Box::new(err))
+        }
+        _ => RepoError::Internal(Box::new(err)),
+    }
+}
+
+/// Classifies a unique violation as a clash on `what`.
+fn unique_as(what: &'static str) -> impl Fn(DbErr) -> RepoError {
+    move |err| match classify(err) {
+        RepoError::AlreadyExists(_) => RepoError::AlreadyExists(what),
+        other => other,
+    }
+}
+
+fn internal(msg: impl Into<String>) -> RepoError {
+    RepoError::Internal(msg.into().into())
+}
+
+impl SeaRepository {
+    /// Connects, applies migrations and returns the repository.
+    pub async fn connect(settings: &DatabaseSettings, key: MasterKey) -> Result<Self, DbErr> {
+        let backend = if settings.url.starts_with("sqlite:") {
+            DatabaseBackend::Sqlite
+        } else if settings.url.starts_with("postgres://") || settings.url.starts_with("postgresql://") {
+            DatabaseBackend::Postgres
+        } else {
+            return Err(DbErr::Custom(
+                "database url must start with sqlite: or postgres://".into(),
+            ));
+        };
+        let (writer, reader) = match backend {
+            DatabaseBackend::Sqlite => {
+                let writer = Database::connect(sqlite_options(settings, 1)).await?;
+                // Migrate before readers open, so they see the final schema.
+                migrate(&writer, backend).await?;
+                let reader =
+                    Database::connect(sqlite_options(settings, settings.max_connections)).await?;
+                (writer, reader)
+            }
+            _ => {
+                let mut opts = ConnectOptions::new(settings.url.clone());
+                opts.max_connections(settings.max_connections)
+                    .min_connections(1)
+                    .acquire_timeout(settings.acquire_timeout)
+                    .sqlx_logging(false);
+                let pool = Database::connect(opts).await?;
+                migrate(&pool, backend).await?;
+                (pool.clone(), pool)
+            }
+        };
+        let repo = SeaRepository {
+            writer,
+            reader,
+            backend,
+            key,
+            revisions: watch::channel(0).0,
+        };
+        let current = repo.current_revision().await.map_err(|e| DbErr::Custom(e.to_string()))?;
+        repo.revisions.send_replace(current);
+        Ok(repo)
+    }
+
+    pub fn backend(&self) -> DatabaseBackend {
+        self.backend
+    }
+
+    /// Revisions committed by this process, as they commit.
+    pub fn subscribe_revisions(&self) -> watch::Receiver<Revision> {
+        self.revisions.subscribe()
+    }
+
+    async fn begin(&self) -> RepoResult<DatabaseTransaction> {
+        self.writer
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+            .map_err(classify)
+    }
+
+    /// Starts a write: takes the first revision (serialising writers) and
+    /// records the request nonce.
+    async fn begin_write(&self, meta: &WriteMeta) -> RepoResult<(DatabaseTransaction, Revision)> {
+        let txn = self.begin().await?;
+        let revision = next_revision(&txn).await?;
+        if let Some(n) = &meta.nonce {
+            let row = nonce::ActiveModel {
+                api_id: sea_orm::Set(meta.api_id.clone()),
+                nonce: sea_orm::Set(n.clone()),
+                expire_time: sea_orm::Set(meta.nonce_expire_time),
+            };
+            nonce::Entity::insert(row)
+                .exec_without_returning(&txn)
+                .await
+                .map_err(|e| match classify(e) {
+                    RepoError::AlreadyExists(_) => RepoError::Replay,
+                    other => other,
+                })?;
+        }
+        Ok((txn, revision))
+    }
+
+    /// Stores the idempotent response and commits.
+    async fn commit(&self, txn: DatabaseTransaction, meta: &WriteMeta, revision: Revision) -> RepoResult<Revision> {
+        if let Some(idem) = &meta.idempotency {
+            let aad = idempotency_aad(&meta.api_id, &idem.request_id);
+            let row = idempotency::ActiveModel {
+                api_id: sea_orm::Set(meta.api_id.clone()),
+                request_id: sea_orm::Set(idem.request_id.clone()),
+                method: sea_orm::Set(idem.method.to_owned()),
+                fingerprint: sea_orm::Set(idem.fingerprint.clone()),
+                response_enc: sea_orm::Set(self.key.encrypt(&idem.response, aad.as_bytes())),
+                create_time: sea_orm::Set(meta.now),
+            };
+            idempotency::Entity::insert(row)
+                .exec_without_returning(&txn)
+                .await
+                .map_err(|e| match classify(e) {
+                    RepoError::AlreadyExists(_) => RepoError::IdempotencyRace,
+                    other => other,
+                })?;
+        }
+        txn.commit().await.map_err(classify)?;
+        self.revisions.send_if_modified(|current| {
+            if revision > *current {
+                *current = revision;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(revision)
+    }
+
+    fn seal(&self, secret: &str, aad: &str) -> Vec<u8> {
+        self.key.encrypt(secret.as_bytes(), aad.as_bytes())
+    }
+
+    fn open(&self, blob: &[u8], aad: &str) -> RepoResult<String> {
+        let plain = self
+            .key
+            .decrypt(blob, aad.as_bytes())
+            .map_err(|e| RepoError::Internal(Box::new(e)))?;
+        String::from_utf8(plain).map_err(|e| RepoError::Internal(Box::new(e)))
+    }
+
+    fn credential_from_row(&self, row: credential::Model) -> RepoResult<Credential> {
+        let secret = self.open(&row.secret_enc, &credential_aad(&row.api_id))?;
+        Ok(Credential {
+            role: Role::parse(&row.role).ok_or_else(|| internal(format!("unknown role {}", row.role)))?,
+            api_id: row.api_id,
+            tenant_id: row.tenant_id,
+            description: row.description,
+            secret,
+            create_time: row.create_time,
+            update_time: row.update_time,
+            revoke_time: row.revoke_time,
+            etag: row.etag,
+        })
+    }
+
+    fn endpoint_from_row(&self, row: endpoint::Model) -> RepoResult<Endpoint> {
+        let aad = endpoint_aad(&row.tenant_id, &row.endpoint_id);
+        let secret = self.open(&row.secret_enc, &aad)?;
+        let previous_secret = match (&row.previous_secret_enc, row.previous_secret_expire_time) {
+            (Some(blob), Some(expire_time)) => Some(PreviousSecret {
+                secret: self.open(blob, &format!("{aad}:previous"))?,
+                expire_time,
+            }),
+            _ => None,
+        };
+        Ok(Endpoint {
+            tenant_id: row.tenant_id,
+            endpoint_id: row.endpoint_id,
+            url: row.url,
+            description: row.description,
+            enabled: row.enabled,
+            secret,
+            previous_secret,
+            create_time: row.create_time,
+            update_time: row.update_time,
+            delete_time: row.delete_time,
+            etag: row.etag,
+        })
+    }
+
+    fn endpoint_to_row(&self, e: &Endpoint) -> endpoint::Model {
+        let aad = endpoint_aad(&e.tenant_id, &e.endpoint_id);
+        endpoint::Model {
+            tenant_id: e.tenant_id.clone(),
+            endpoint_id: e.endpoint_id.clone(),
+            url: e.url.clone(),
+            description: e.description.clone(),
+            enabled: e.enabled,
+            secret_enc: self.seal(&e.secret, &aad),
+            previous_secret_enc: e
+                .previous_secret
+                .as_ref()
+                .map(|p| self.seal(&p.secret, &format!("{aad}:previous"))),
+            previous_secret_expire_time: e.previous_secret.as_ref().map(|p| p.expire_time),
+            create_time: e.create_time,
+            update_time: e.update_time,
+            delete_time: e.delete_time,
+            etag: e.etag.clone(),
+        }
+    }
+}
+
+fn sqlite_options(settings: &DatabaseSettings, pool: u32) -> ConnectOptions {
+    let mut opts = ConnectOptions::new(settings.url.clone());
+    opts.max_connections(pool)
+        .min_connections(1)
+        .acquire_timeout(settings.acquire_timeout)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            o.create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: an acknowledged write survives power loss.
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10))
+        });
+    opts
+}
+
+/// Applies migrations; on PostgreSQL under an advisory lock so replicas
+/// starting together do not race.
+pub(crate) async fn migrate(db: &DatabaseConnection, backend: DatabaseBackend) -> Result<(), DbErr> {
+    use migration::MigratorTrait;
+    if backend == DatabaseBackend::Postgres {
+        let txn = db.begin().await?;
+        txn.execute_raw(Statement::from_string(
+            backend,
+            format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"),
+        ))
+        .await?;
+        migration::Migrator::up(&txn, None).await?;
+        txn.commit().await
+    } else {
+        migration::Migrator::up(db, None).await
+    }
+}
+
+async fn next_revision(txn: &DatabaseTransaction) -> RepoResult<Revision> {
+    let row = txn
+        .query_one_raw(Statement::from_string(
+            txn.get_database_backend(),
+            "UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value",
+        ))
+        .await
+        .map_err(classify)?
+        .ok_or_else(|| internal("revision counter row is missing"))?;
+    row.try_get::<i64>("", "value").map_err(classify)
+}
+
+/// Appends one change-log row. The first row of a transaction uses the
+/// revision taken at its start; further rows take new ones.
+struct ChangeLog {
+    next: Option<Revision>,
+    last: Revision,
+}
+
+impl ChangeLog {
+    fn new(first: Revision) -> Self {
+        ChangeLog { next: Some(first), last: first }
+    }
+
+    async fn record(
+        &mut self,
+        txn: &DatabaseTransaction,
+        tenant_id: Option<&str>,
+        resource_type: &str,
+        resource_key: &str,
+        kind: &str,
+        now: Micros,
+    ) -> RepoResult<()> {
+        let revision = match self.next.take() {
+            Some(r) => r,
+            None => next_revision(txn).await?,
+        };
+        self.last = revision;
+        let row = change::ActiveModel {
+            revision: sea_orm::Set(revision),
+            tenant_id: sea_orm::Set(tenant_id.map(str::to_owned)),
+            resource_type: sea_orm::Set(resource_type.to_owned()),
+            resource_key: sea_orm::Set(resource_key.to_owned()),
+            kind: sea_orm::Set(kind.to_owned()),
+            change_time: sea_orm::Set(now),
+        };
+        change::Entity::insert(row)
+            .exec_without_returning(txn)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+fn credential_aad(api_id: &str) -> String {
+    format!("credential:{api_id}")
+}
+
+fn endpoint_aad(tenant_id: &str, endpoint_id: &str) -> String {
+    format!("endpoint:{tenant_id}/{endpoint_id}")
+}
+
+fn idempotency_aad(api_id: &str, request_id: &str) -> String {
+    format!("idempotency:{api_id}/{request_id}")
+}
+
+fn tenant_from_row(row: tenant::Model) -> RepoResult<Tenant> {
+    Ok(Tenant {
+        state: TenantState::parse(&row.state)
+            .ok_or_else(|| internal(format!("unknown tenant state {}", row.state)))?,
+        settings: TenantSettings {
+            require_verification: row.require_verification,
+            https_only: row.https_only,
+            default_ttl_seconds: row.default_ttl_seconds,
+            max_ttl_seconds: row.max_ttl_seconds,
+        },
+        tenant_id: row.tenant_id,
+        display_name: row.display_name,
+        create_time: row.create_time,
+        update_time: row.update_time,
+        delete_time: row.delete_time,
+        etag: row.etag,
+    })
+}
+
+fn tenant_to_row(t: &Tenant) -> tenant::Model {
+    tenant::Model {
+        tenant_id: t.tenant_id.clone(),
+        display_name: t.display_name.clone(),
+        state: t.state.as_str().to_owned(),
+        require_verification: t.settings.require_verification,
+        https_only: t.settings.https_only,
+        default_ttl_seconds: t.settings.default_ttl_seconds,
+        max_ttl_seconds: t.settings.max_ttl_seconds,
+        create_time: t.create_time,
+        update_time: t.update_time,
+        delete_time: t.delete_time,
+        etag: t.etag.clone(),
+    }
+}
+
+fn event_type_from_row(row: event_type::Model) -> EventType {
+    EventType {
+        name: row.name,
+        description: row.description,
+        schema_json: row.schema_json,
+        legacy_code: row.legacy_code,
+        deprecated: row.deprecated,
+        create_time: row.create_time,
+        update_time: row.update_time,
+        etag: row.etag,
+    }
+}
+
+fn event_type_to_row(e: &EventType) -> event_type::Model {
+    event_type::Model {
+        name: e.name.clone(),
+        description: e.description.clone(),
+        schema_json: e.schema_json.clone(),
+        legacy_code: e.legacy_code,
+        deprecated: e.deprecated,
+        create_time: e.create_time,
+        update_time: e.update_time,
+        etag: e.etag.clone(),
+    }
+}
+
+fn subscription_from_row(row: subscription::Model) -> RepoResult<Subscription> {
+    Ok(Subscription {
+        event_types: serde_json::from_str(&row.event_types)
+            .map_err(|e| RepoError::Internal(Box::new(e)))?,
+        status: SubscriptionStatus::parse(&row.status)
+            .ok_or_else(|| internal(format!("unknown subscription status {}", row.status)))?,
+        tenant_id: row.tenant_id,
+        subscription_id: row.subscription_id,
+        endpoint_id: row.endpoint_id,
+        name: row.name,
+        expire_time: row.expire_time,
+        create_time: row.create_time,
+        update_time: row.update_time,
+        etag: row.etag,
+    })
+}
+
+fn subscription_to_row(s: &Subscription) -> RepoResult<subscription::Model> {
+    Ok(subscription::Model {
+        tenant_id: s.tenant_id.clone(),
+        subscription_id: s.subscription_id.clone(),
+        endpoint_id: s.endpoint_id.clone(),
+        name: s.name.clone(),
+        event_types: serde_json::to_string(&s.event_types)
+            .map_err(|e| RepoError::Internal(Box::new(e)))?,
+        status: s.status.as_str().to_owned(),
+        expire_time: s.expire_time,
+        create_time: s.create_time,
+        update_time: s.update_time,
+        etag: s.etag.clone(),
+    })
+}
+
+/// Marks every column of a model as set, for a full-row UPDATE.
+fn all_set<M, A>(model: M) -> A
+where
+    M: IntoActiveModel<A>,
+    A: ActiveModelTrait,
+{
+    model.into_active_model().reset_all()
+}
+
+/// Runs a keyset page over `select`, ordered by (create_time, key).
+async fn page<E, C>(
+    db: &C,
+    select: Select<E>,
+    time_col: E::Column,
+    key_col: E::Column,
+    page: &PageRequest,
+) -> RepoResult<(Vec<E::Model>, bool, u64)>
+where
+    E: EntityTrait,
+    E::Model: Sync,
+    C: ConnectionTrait,
+{
+    let total = select.clone().count(db).await.map_err(classify)?;
+    let mut q = select;
+    if let Some((t, key)) = &page.after {
+        q = q.filter(
+            sea_orm::Condition::any()
+                .add(time_col.gt(*t))
+                .add(sea_orm::Condition::all().add(time_col.eq(*t)).add(key_col.gt(key.clone()))),
+        );
+    }
+    let mut rows = q
+        .order_by_asc(time_col)
+        .order_by_asc(key_col)
+        .offset(page.skip)
+        .limit(page.limit + 1)
+        .all(db)
+        .await
+        .map_err(classify)?;
+    let has_more = rows.len() as u64 > page.limit;
+    rows.truncate(page.limit as usize);
+    Ok((rows, has_more, total))
+}
+
+async fn load_tenant_for_write(txn: &DatabaseTransaction, tenant_id: &str) -> RepoResult<tenant::Model> {
+    let row = tenant::Entity::find_by_id(tenant_id.to_owned())
+        .one(txn)
+        .await
+        .map_err(classify)?
+        .filter(|t| t.delete_time.is_none())
+        .ok_or(RepoError::NotFound("tenant"))?;
+    if row.state != TenantState::Active.as_str() {
+        return Err(RepoError::Precondition(format!(
+            "tenant {tenant_id} is suspended; its resources cannot be changed"
+        )));
+    }
+    Ok(row)
+}
+
+async fn ensure_live_endpoint(txn: &DatabaseTransaction, tenant_id: &str, endpoint_id: &str) -> RepoResult<()> {
+    endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
+        .one(txn)
+        .await
+        .map_err(classify)?
+        .filter(|e| e.delete_time.is_none())
+        .map(|_| ())
+        .ok_or(RepoError::NotFound("endpoint"))
+}
+
+/// Soft-deletes the given live subscriptions, recording each change.
+async fn soft_delete_subscriptions(
+    txn: &DatabaseTransaction,
+    rows: Vec<subscription::Model>,
+    log: &mut ChangeLog,
+    now: Micros,
+) -> RepoResult<()> {
+    for row in rows {
+        let mut am = row.clone().into_active_model();
+        am.status = sea_orm::Set(SubscriptionStatus::Deleted.as_str().to_owned());
+        am.update_time = sea_orm::Set(now);
+        am.etag = sea_orm::Set(new_etag());
+        am.update(txn).await.map_err(classify)?;
+        log.record(
+            txn,
+            Some(&row.tenant_id),
+            "subscription",
+            &row.subscription_id,
+            "DELETE",
+            now,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn live_subscriptions() -> sea_orm::Condition {
+    sea_orm::Condition::all().add(subscription::Column::Status.ne(SubscriptionStatus::Deleted.as_str()))
+}
+
+#[async_trait::async_trait]
+impl Repository for SeaRepository {
+    async fn ping(&self) -> RepoResult<()> {
+        self.reader.ping().await.map_err(classify)
+    }
+
+    async fn current_revision(&self) -> RepoResult<Revision> {
+        let row = self
+            .reader
+            .query_one_raw(Statement::from_string(
+                self.backend,
+                "SELECT value FROM revision_counter WHERE id = 1",
+            ))
+            .await
+            .map_err(classify)?
+            .ok_or_else(|| internal("revision counter row is missing"))?;
+        row.try_get::<i64>("", "value").map_err(classify)
+    }
+
+    async fn find_idempotency(
+        &self,
+        api_id: &str,
+        request_id: &str,
+        not_before: Micros,
+    ) -> RepoResult<Option<IdempotencyRecord>> {
+        // Read through the writer: a retry must see a record committed a
+        // moment ago, whatever the reader pool's snapshot.
+        let Some(row) = idempotency::Entity::find_by_id((api_id.to_owned(), request_id.to_owned()))
+            .one(&self.writer)
+            .await
+            .map_err(classify)?
+        else {
+            return Ok(None);
+        };
+        if row.create_time < not_before {
+            return Ok(None);
+        }
+        let response = self
+            .key
+            .decrypt(&row.response_enc, idempotency_aad(api_id, request_id).as_bytes())
+            .map_err(|e| RepoError::Internal(Box::new(e)))?;
+        Ok(Some(IdempotencyRecord {
+            method: row.method,
+            fingerprint: row.fingerprint,
+            response,
+            create_time: row.create_time,
+        }))
+    }
+
+    async fn purge_expired(&self, now: Micros, idempotency_before: Micros) -> RepoResult<u64> {
+        let nonces = nonce::Entity::delete_many()
+            .filter(nonce::Column::ExpireTime.lt(now))
+            .exec(&self.writer)
+            .await
+            .map_err(classify)?;
+        let records = idempotency::Entity::delete_many()
+            .filter(idempotency::Column::CreateTime.lt(idempotency_before))
+            .exec(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(nonces.rows_affected + records.rows_affected)
+    }
+
+    async fn create_tenant(&self, t: &Tenant, meta: &WriteMeta) -> RepoResult<Revision> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        tenant::Entity::insert(tenant_to_row(t).into_active_model())
+            .exec_without_returning(&txn)
+            .await
+            .map_err(unique_as("tenant"))?;
+        log.record(&txn, Some(&t.tenant_id), "tenant", &t.tenant_id, "UPSERT", meta.now).await?;
+        self.commit(txn, meta, log.last).await
+    }
+
+    async fn get_tenant(&self, tenant_id: &str) -> RepoResult<Option<Tenant>> {
+        tenant::Entity::find_by_id(tenant_id.to_owned())
+            .one(&self.reader)
+            .await
+            .map_err(classify)?
+            .map(tenant_from_row)
+            .transpose()
+    }
+
+    async fn list_tenants(&self, req: &PageRequest) -> RepoResult<Page<Tenant>> {
+        let select = tenant::Entity::find().filter(tenant::Column::DeleteTime.is_null());
+        let (rows, has_more, total) = page(
+            &self.reader,
+            select,
+            tenant::Column::CreateTime,
+            tenant::Column::TenantId,
+            req,
+        )
+        .await?;
+        Ok(Page {
+            items: rows.into_iter().map(tenant_from_row).collect::<RepoResult<_>>()?,
+            has_more,
+            total,
+        })
+    }
+
+    async fn update_tenant(&self, t: &Tenant, prev_etag: &str, meta: &WriteMeta) -> RepoResult<Revision> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        let result = tenant::Entity::update_many()
+            .set(all_set(tenant_to_row(t)))
+            .filter(tenant::Column::TenantId.eq(t.tenant_id.clone()))
+            .filter(tenant::Column::Etag.eq(prev_etag))
+            .filter(tenant::Column::DeleteTime.is_null())
+            .exec(&txn)
+            .await
+            .map_err(classify)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::Stale);
+        }
+        log.record(&txn, Some(&t.tenant_id), "tenant", &t.tenant_id, "UPSERT", meta.now).await?;
+        self.commit(txn, meta, log.last).await
+    }
+
+    async fn delete_tenant(
+        &self,
+        tenant_id: &str,
+        prev_etag: &str,
+        force: bool,
+        meta: &WriteMeta,
+    ) -> RepoResult<(Tenant, Revision)> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        let row = tenant::Entity::find_by_id(tenant_id.to_owned())
+            .one(&txn)
+            .await
+            .map_err(classify)?
+            .filter(|t| t.delete_time.is_none())
+            .ok_or(RepoError::NotFound("tenant"))?;
+        if !prev_etag.is_empty() && row.etag != prev_etag {
+            return Err(RepoError::Stale);
+        }
+        let subs = subscription::Entity::find()
+            .filter(subscription::Column::TenantId.eq(tenant_id))
+            .filter(live_subscriptions())
+            .all(&txn)
+            .await
+            .map_err(classify)?;
+        if !subs.is_empty() && !force {
+            return Err(RepoError::Precondition(format!(
+                "tenant {tenant_id} still has {} live subscriptions; delete them first or set force",
+                subs.len()
+            )));
+        }
+        soft_delete_subscriptions(&txn, subs, &mut log, meta.now).await?;
+        let endpoints = endpoint::Entity::find()
+            .filter(endpoint::Column::TenantId.eq(tenant_id))
+            .filter(endpoint::Column::DeleteTime.is_null())
+            .all(&txn)
+            .await
+            .map_err(classify)?;
+        for ep in endpoints {
+            let mut am = ep.clone().into_active_model();
+            am.delete_time = sea_orm::Set(Some(meta.now));
+            am.update_time = sea_orm::Set(meta.now);
+            am.etag = sea_orm::Set(new_etag());
+            am.update(&txn).await.map_err(classify)?;
+            log.record(&txn, Some(tenant_id), "endpoint", &ep.endpoint_id, "DELETE", meta.now).await?;
+        }
+        let mut am = row.into_active_model();
+        am.delete_time = sea_orm::Set(Some(meta.now));
+        am.update_time = sea_orm::Set(meta.now);
+        am.etag = sea_orm::Set(new_etag());
+        let updated = am.update(&txn).await.map_err(classify)?;
+        log.record(&txn, Some(tenant_id), "tenant", tenant_id, "DELETE", meta.now).await?;
+        let revision = self.commit(txn, meta, log.last).await?;
+        Ok((tenant_from_row(updated)?, revision))
+    }
+
+    async fn create_credential(&self, c: &Credential, meta: &WriteMeta) -> RepoResult<Revision> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        if let Some(tenant_id) = &c.tenant_id {
+            tenant::Entity::find_by_id(tenant_id.clone())
+                .one(&txn)
+                .await
+                .map_err(classify)?
+                .filter(|t| t.delete_time.is_none())
+                .ok_or(RepoError::NotFound("tenant"))?;
+        }
+        insert_credential(&txn, self, c).await?;
+        log.record(&txn, c.tenant_id.as_deref(), "credential", &c.api_id, "UPSERT", meta.now).await?;
+        self.commit(txn, meta, log.last).await
+    }
+
+    async fn get_credential(&self, api_id: &str) -> RepoResult<Option<Credential>> {
+        credential::Entity::find_by_id(api_id.to_owned())
+            .one(&self.reader)
+            .await
+            .map_err(classify)?
+            .map(|row| self.credential_from_row(row))
+            .transpose()
+    }
+
+    async fn list_credentials(&self, filter: &CredentialFilter, req: &PageRequest) -> RepoResult<Page<Credential>> {
+        let mut select = credential::Entity::find();
+        select = match &filter.tenant_id {
+            Some(t) => select.filter(credential::Column::TenantId.eq(t.clone())),
+            None => select.filter(credential::Column::TenantId.is_null()),
+        };
+        if !filter.show_revoked {
+            select = select.filter(credential::Column::RevokeTime.is_null());
+        }
+        let (rows, has_more, total) = page(
+            &self.reader,
+            select,
+            credential::Column::CreateTime,
+            credential::Column::ApiId,
+            req,
+        )
+        .await?;
+        Ok(Page {
+            items: rows
+                .into_iter()
+                .map(|r| self.credential_from_row(r))
+                .collect::<RepoResult<_>>()?,
+            has_more,
+            total,
+        })
+    }
+
+    async fn revoke_credential(&self, api_id: &str, meta: &WriteMeta) -> RepoResult<(Credential, Revision)> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        let row = credential::Entity::find_by_id(api_id.to_owned())
+            .one(&txn)
+            .await
+            .map_err(classify)?
+            .ok_or(RepoError::NotFound("credential"))?;
+        let updated = if row.revoke_time.is_some() {
+            row
+        } else {
+            let mut am = row.into_active_model();
+            am.revoke_time = sea_orm::Set(Some(meta.now));
+            am.update_time = sea_orm::Set(meta.now);
+            am.etag = sea_orm::Set(new_etag());
+            am.update(&txn).await.map_err(classify)?
+        };
+        log.record(&txn, updated.tenant_id.as_deref(), "credential", api_id, "UPSERT", meta.now)
+            .await?;
+        let revision = self.commit(txn, meta, log.last).await?;
+        Ok((self.credential_from_row(updated)?, revision))
+    }
+
+    async fn all_credentials(&self) -> RepoResult<Vec<Credential>> {
+        credential::Entity::find()
+            .all(&self.reader)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(|row| self.credential_from_row(row))
+            .collect()
+    }
+
+    async fn count_credentials(&self) -> RepoResult<u64> {
+        credential::Entity::find().count(&self.reader).await.map_err(classify)
+    }
+
+    async fn bootstrap_credential(&self, c: &Credential, only_if_empty: bool) -> RepoResult<bool> {
+        let txn = self.begin().await?;
+        if self.backend == DatabaseBackend::Postgres {
+            txn.execute_raw(Statement::from_string(
+                self.backend,
+                format!("SELECT pg_advisory_xact_lock({BOOTSTRAP_LOCK})"),
+            ))
+            .await
+            .map_err(classify)?;
+        }
+        let exists = if only_if_empty {
+            credential::Entity::find().count(&txn).await.map_err(classify)? > 0
+        } else {
+            credential::Entity::find_by_id(c.api_id.clone())
+                .one(&txn)
+                .await
+                .map_err(classify)?
+                .is_some()
+        };
+        if exists {
+            return Ok(false);
+        }
+        let revision = next_revision(&txn).await?;
+        insert_credential(&txn, self, c).await?;
+        let mut log = ChangeLog::new(revision);
+        log.record(&txn, None, "credential", &c.api_id, "UPSERT", c.create_time).await?;
+        txn.commit().await.map_err(classify)?;
+        self.revisions.send_replace(revision.max(*self.revisions.borrow()));
+        Ok(true)
+    }
+
+    async fn create_event_type(&self, e: &EventType, meta: &WriteMeta) -> RepoResult<Revision> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        if let Some(code) = e.legacy_code {
+            let taken = event_type::Entity::find()
+                .filter(event_type::Column::LegacyCode.eq(code))
+                .count(&txn)
+                .await
+                .map_err(classify)?;
+            if taken > 0 {
+                return Err(RepoError::AlreadyExists("event type legacy_code"));
+            }
+        }
+        event_type::Entity::insert(event_type_to_row(e).into_active_model())
+            .exec_without_returning(&txn)
+            .await
+            .map_err(unique_as("event type"))?;
+        log.record(&txn, None, "event_type", &e.name, "UPSERT", meta.now).await?;
+        self.commit(txn, meta, log.last).await
+    }
+
+    async fn get_event_type(&self, name: &str) -> RepoResult<Option<EventType>> {
+        Ok(event_type::Entity::find_by_id(name.to_owned())
+            .one(&self.reader)
+            .await
+            .map_err(classify)?
+            .map(event_type_from_row))
+    }
+
+    async fn get_event_type_by_code(&self, legacy_code: i32) -> RepoResult<Option<EventType>> {
+        Ok(event_type::Entity::find()
+            .filter(event_type::Column::LegacyCode.eq(legacy_code))
+            .one(&self.reader)
+            .await
+            .map_err(classify)?
+            .map(event_type_from_row))
+    }
+
+    async fn list_event_types(&self, req: &PageRequest) -> RepoResult<Page<EventType>> {
+        let (rows, has_more, total) = page(
+            &self.reader,
+            event_type::Entity::find(),
+            event_type::Column::CreateTime,
+            event_type::Column::Name,
+            req,
+        )
+        .await?;
+        Ok(Page {
+            items: rows.into_iter().map(event_type_from_row).collect(),
+            has_more,
+            total,
+        })
+    }
+
+    async fn all_event_types(&self) -> RepoResult<Vec<EventType>> {
+        Ok(event_type::Entity::find()
+            .order_by_asc(event_type::Column::Name)
+            .all(&self.reader)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(event_type_from_row)
+            .collect())
+    }
+
+    async fn update_event_type(&self, e: &EventType, prev_etag: &str, meta: &WriteMeta) -> RepoResult<Revision> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        if let Some(code) = e.legacy_code {
+            let taken = event_type::Entity::find()
+                .filter(event_type::Column::LegacyCode.eq(code))
+                .filter(event_type::Column::Name.ne(e.name.clone()))
+                .count(&txn)
+                .await
+                .map_err(classify)?;
+            if taken > 0 {
+                return Err(RepoError::AlreadyExists("event type legacy_code"));
+            }
+        }
+        let result = event_type::Entity::update_many()
+            .set(all_set(event_type_to_row(e)))
+            .filter(event_type::Column::Name.eq(e.name.clone()))
+            .filter(event_type::Column::Etag.eq(prev_etag))
+            .exec(&txn)
+            .await
+            .map_err(unique_as("event type legacy_code"))?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::Stale);
+        }
+        log.record(&txn, None, "event_type", &e.name, "UPSERT", meta.now).await?;
+        self.commit(txn, meta, log.last).await
+    }
+
+    async fn create_endpoint(&self, e: &Endpoint, meta: &WriteMeta) -> RepoResult<Revision> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        load_tenant_for_write(&txn, &e.tenant_id).await?;
+        endpoint::Entity::insert(self.endpoint_to_row(e).into_active_model())
+            .exec_without_returning(&txn)
+            .await
+            .map_err(unique_as("endpoint"))?;
+        log.record(&txn, Some(&e.tenant_id), "endpoint", &e.endpoint_id, "UPSERT", meta.now).await?;
+        self.commit(txn, meta, log.last).await
+    }
+
+    async fn get_endpoint(&self, tenant_id: &str, endpoint_id: &str) -> RepoResult<Option<Endpoint>> {
+        endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
+            .one(&self.reader)
+            .await
+            .map_err(classify)?
+            .map(|row| self.endpoint_from_row(row))
+            .transpose()
+    }
+
+    async fn list_endpoints(&self, tenant_id: &str, req: &PageRequest) -> RepoResult<Page<Endpoint>> {
+        let select = endpoint::Entity::find()
+            .filter(endpoint::Column::TenantId.eq(tenant_id))
+            .filter(endpoint::Column::DeleteTime.is_null());
+        let (rows, has_more, total) = page(
+            &self.reader,
+            select,
+            endpoint::Column::CreateTime,
+            endpoint::Column::EndpointId,
+            req,
+        )
+        .await?;
+        Ok(Page {
+            items: rows
+                .into_iter()
+                .map(|r| self.endpoint_from_row(r))
+                .collect::<RepoResult<_>>()?,
+            has_more,
+            total,
+        })
+    }
+
+    async fn update_endpoint(&self, e: &Endpoint, prev_etag: &str, meta: &WriteMeta) -> RepoResult<Revision> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        load_tenant_for_write(&txn, &e.tenant_id).await?;
+        let result = endpoint::Entity::update_many()
+            .set(all_set(self.endpoint_to_row(e)))
+            .filter(endpoint::Column::TenantId.eq(e.tenant_id.clone()))
+            .filter(endpoint::Column::EndpointId.eq(e.endpoint_id.clone()))
+            .filter(endpoint::Column::Etag.eq(prev_etag))
+            .filter(endpoint::Column::DeleteTime.is_null())
+            .exec(&txn)
+            .await
+            .map_err(classify)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::Stale);
+        }
+        log.record(&txn, Some(&e.tenant_id), "endpoint", &e.endpoint_id, "UPSERT", meta.now).await?;
+        self.commit(txn, meta, log.last).await
+    }
+
+    async fn delete_endpoint(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        prev_etag: &str,
+        force: bool,
+        meta: &WriteMeta,
+    ) -> RepoResult<(Endpoint, Revision)> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        load_tenant_for_write(&txn, tenant_id).await?;
+        let row = endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
+            .one(&txn)
+            .await
+            .map_err(classify)?
+            .filter(|e| e.delete_time.is_none())
+            .ok_or(RepoError::NotFound("endpoint"))?;
+        if !prev_etag.is_empty() && row.etag != prev_etag {
+            return Err(RepoError::Stale);
+        }
+        let subs = subscription::Entity::find()
+            .filter(subscription::Column::TenantId.eq(tenant_id))
+            .filter(subscription::Column::EndpointId.eq(endpoint_id))
+            .filter(live_subscriptions())
+            .all(&txn)
+            .await
+            .map_err(classify)?;
+        if !subs.is_empty() && !force {
+            return Err(RepoError::Precondition(format!(
+                "endpoint {endpoint_id} still has {} live subscriptions; delete them first or set force",
+                subs.len()
+            )));
+        }
+        soft_delete_subscriptions(&txn, subs, &mut log, meta.now).await?;
+        let mut am = row.into_active_model();
+        am.delete_time = sea_orm::Set(Some(meta.now));
+        am.update_time = sea_orm::Set(meta.now);
+        am.etag = sea_orm::Set(new_etag());
+        let updated = am.update(&txn).await.map_err(classify)?;
+        log.record(&txn, Some(tenant_id), "endpoint", endpoint_id, "DELETE", meta.now).await?;
+        let revision = self.commit(txn, meta, log.last).await?;
+        Ok((self.endpoint_from_row(updated)?, revision))
+    }
+
+    async fn create_subscription(&self, s: &Subscription, meta: &WriteMeta) -> RepoResult<Revision> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        load_tenant_for_write(&txn, &s.tenant_id).await?;
+        ensure_live_endpoint(&txn, &s.tenant_id, &s.endpoint_id).await?;
+        let exists = subscription::Entity::find_by_id((s.tenant_id.clone(), s.subscription_id.clone()))
+            .one(&txn)
+            .await
+            .map_err(classify)?;
+        if exists.is_some() {
+            return Err(RepoError::AlreadyExists("subscription"));
+        }
+        subscription::Entity::insert(subscription_to_row(s)?.into_active_model())
+            .exec_without_returning(&txn)
+            .await
+            .map_err(unique_as("subscription name"))?;
+        log.record(&txn, Some(&s.tenant_id), "subscription", &s.subscription_id, "UPSERT", meta.now)
+            .await?;
+        self.commit(txn, meta, log.last).await
+    }
+
+    async fn get_subscription(&self, tenant_id: &str, subscription_id: &str) -> RepoResult<Option<Subscription>> {
+        subscription::Entity::find_by_id((tenant_id.to_owned(), subscription_id.to_owned()))
+            .one(&self.reader)
+            .await
+            .map_err(classify)?
+            .map(subscription_from_row)
+            .transpose()
+    }
+
+    async fn list_subscriptions(&self, filter: &SubscriptionFilter, req: &PageRequest) -> RepoResult<Page<Subscription>> {
+        let (rows, has_more, total) = page(
+            &self.reader,
+            subscription_select(filter),
+            subscription::Column::CreateTime,
+            subscription::Column::SubscriptionId,
+            req,
+        )
+        .await?;
+        Ok(Page {
+            items: rows.into_iter().map(subscription_from_row).collect::<RepoResult<_>>()?,
+            has_more,
+            total,
+        })
+    }
+
+    async fn all_subscriptions(&self, filter: &SubscriptionFilter) -> RepoResult<Vec<Subscription>> {
+        subscription_select(filter)
+            .order_by_asc(subscription::Column::CreateTime)
+            .order_by_asc(subscription::Column::SubscriptionId)
+            .all(&self.reader)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(subscription_from_row)
+            .collect()
+    }
+
+    async fn update_subscription(&self, s: &Subscription, prev_etag: &str, meta: &WriteMeta) -> RepoResult<Revision> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        load_tenant_for_write(&txn, &s.tenant_id).await?;
+        ensure_live_endpoint(&txn, &s.tenant_id, &s.endpoint_id).await?;
+        let result = subscription::Entity::update_many()
+            .set(all_set(subscription_to_row(s)?))
+            .filter(subscription::Column::TenantId.eq(s.tenant_id.clone()))
+            .filter(subscription::Column::SubscriptionId.eq(s.subscription_id.clone()))
+            .filter(subscription::Column::Etag.eq(prev_etag))
+            .filter(live_subscriptions())
+            .exec(&txn)
+            .await
+            .map_err(unique_as("subscription name"))?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::Stale);
+        }
+        log.record(&txn, Some(&s.tenant_id), "subscription", &s.subscription_id, "UPSERT", meta.now)
+            .await?;
+        self.commit(txn, meta, log.last).await
+    }
+
+    async fn delete_subscription(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+        prev_etag: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<(Subscription, Revision)> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        load_tenant_for_write(&txn, tenant_id).await?;
+        let row = subscription::Entity::find_by_id((tenant_id.to_owned(), subscription_id.to_owned()))
+            .one(&txn)
+            .await
+            .map_err(classify)?
+            .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
+            .ok_or(RepoError::NotFound("subscription"))?;
+        if !prev_etag.is_empty() && row.etag != prev_etag {
+            return Err(RepoError::Stale);
+        }
+        let mut am = row.into_active_model();
+        am.status = sea_orm::Set(SubscriptionStatus::Deleted.as_str().to_owned());
+        am.update_time = sea_orm::Set(meta.now);
+        am.etag = sea_orm::Set(new_etag());
+        let updated = am.update(&txn).await.map_err(classify)?;
+        log.record(&txn, Some(tenant_id), "subscription", subscription_id, "DELETE", meta.now).await?;
+        let revision = self.commit(txn, meta, log.last).await?;
+        Ok((subscription_from_row(updated)?, revision))
+    }
+}
+
+fn subscription_select(filter: &SubscriptionFilter) -> Select<subscription::Entity> {
+    let mut select = subscription::Entity::find().filter(subscription::Column::TenantId.eq(filter.tenant_id.clone()));
+    if let Some(e) = &filter.endpoint_id {
+        select = select.filter(subscription::Column::EndpointId.eq(e.clone()));
+    }
+    if let Some(status) = filter.status {
+        select = select.filter(subscription::Column::Status.eq(status.as_str()));
+    } else if !filter.show_deleted {
+        select = select.filter(live_subscriptions());
+    }
+    select
+}
+
+async fn insert_credential(txn: &DatabaseTransaction, repo: &SeaRepository, c: &Credential) -> RepoResult<()> {
+    let row = credential::Model {
+        api_id: c.api_id.clone(),
+        tenant_id: c.tenant_id.clone(),
+        role: c.role.as_str().to_owned(),
+        description: c.description.clone(),
+        secret_enc: repo.seal(&c.secret, &credential_aad(&c.api_id)),
+        create_time: c.create_time,
+        update_time: c.update_time,
+        revoke_time: c.revoke_time,
+        etag: c.etag.clone(),
+    };
+    credential::Entity::insert(row.into_active_model())
+        .exec_without_returning(txn)
+        .await
+        .map_err(unique_as("credential"))?;
+    Ok(())
+}
+
