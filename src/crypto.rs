@@ -43,6 +43,18 @@ pub enum CryptoError {
 pub struct MasterKey([u8; KEY_LEN]);
 
 impl MasterKey {
+    /// A sub-key for another purpose (e.g. page tokens), so the master key
+    /// itself is only ever used for encryption.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = match <Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(&self.0) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC accepts keys of any length"),
+        };
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    }
+
     /// Parses standard base64 of exactly 32 bytes, or 64 hex characters.
     pub fn from_base64(encoded: &str) -> Result<Self, CryptoError> {
         let encoded = encoded.trim();

@@ -33,8 +33,11 @@ const DUMMY_KEY: &[u8] = b"hookplane-dummy-key-for-unknown-api-ids";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MethodPath(pub String);
 
-/// Puts [`MethodPath`] into every request's extensions, because a tonic
-/// interceptor sees metadata and extensions but not the URI.
+/// Wraps every gRPC call: puts [`MethodPath`] into the request extensions
+/// (a tonic interceptor sees metadata and extensions but not the URI), makes
+/// sure the call has an `x-request-id` (the client's, or a new one), runs the
+/// call inside a tracing span carrying that id, and echoes the id in the
+/// response headers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MethodPathLayer;
 
@@ -51,22 +54,65 @@ pub struct MethodPathService<S> {
     inner: S,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for MethodPathService<S>
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S, B, R> tower::Service<http::Request<B>> for MethodPathService<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let path = MethodPath(req.uri().path().to_owned());
-        req.extensions_mut().insert(path);
-        self.inner.call(req)
+        use tracing::Instrument;
+
+        let path = req.uri().path().to_owned();
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| is_visible_ascii(v, MAX_ID_LEN))
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        let header = http::HeaderValue::from_str(&request_id).ok();
+        if let Some(value) = &header {
+            req.headers_mut().insert(REQUEST_ID_HEADER, value.clone());
+        }
+        let span = tracing::info_span!("call", method = %path, request_id = %request_id);
+        req.extensions_mut().insert(MethodPath(path));
+        let started = std::time::Instant::now();
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        Box::pin(
+            async move {
+                let mut response = future.await?;
+                if let Some(value) = header {
+                    response.headers_mut().insert(REQUEST_ID_HEADER, value);
+                }
+                let grpc_status = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("0")
+                    .to_owned();
+                tracing::info!(
+                    grpc_status = %grpc_status,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "call finished"
+                );
+                Ok(response)
+            }
+            .instrument(span),
+        )
     }
 }
 

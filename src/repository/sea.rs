@@ -125,6 +125,12 @@ impl SeaRepository {
         Ok(repo)
     }
 
+    /// Closes the pools; later calls fail as unavailable.
+    pub async fn close(&self) {
+        let _ = self.writer.close_by_ref().await;
+        let _ = self.reader.close_by_ref().await;
+    }
+
     pub fn backend(&self) -> DatabaseBackend {
         self.backend
     }

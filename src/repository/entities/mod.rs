@@ -6,6 +6,5 @@ pub mod endpoint;
 pub mod event_type;
 pub mod idempotency;
 pub mod nonce;
-pub mod revision_counter;
 pub mod subscription;
 pub mod tenant;

@@ -1,0 +1,185 @@
+use std::pin::Pin;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{Api, caller, convert, idempotency, mask_paths, paging, status, touches, written};
+use crate::proto::{self, subscription_service_server::SubscriptionService};
+use crate::service::{NewSubscription, SubscriptionChanges, SubscriptionListFilter};
+
+pub type SubscriptionApi = Api;
+
+const MUTABLE: &[&str] = &["endpoint_id", "name", "event_types", "status"];
+const IMMUTABLE: &[&str] = &[
+    "tenant_id",
+    "subscription_id",
+    "expire_time",
+    "create_time",
+    "update_time",
+    "etag",
+];
+
+fn new_subscription(s: proto::Subscription, ttl_seconds: i64) -> Result<NewSubscription, Status> {
+    Ok(NewSubscription {
+        status: convert::subscription_status("subscription.status", s.status).map_err(status)?,
+        tenant_id: s.tenant_id,
+        subscription_id: s.subscription_id,
+        endpoint_id: s.endpoint_id,
+        name: s.name,
+        event_types: s.event_types,
+        ttl_seconds,
+    })
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchSubscriptionsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SubscriptionService for Api {
+    async fn create_subscription(
+        &self,
+        request: Request<proto::CreateSubscriptionRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let idem = idempotency(&req.request_id, &req);
+        let new = new_subscription(req.subscription.unwrap_or_default(), req.ttl_seconds)?;
+        let w = self.services.create_subscription(&caller, new, idem).await.map_err(status)?;
+        Ok(written(w, convert::subscription))
+    }
+
+    async fn get_subscription(
+        &self,
+        request: Request<proto::GetSubscriptionRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let caller = caller(&request)?;
+        let req = request.get_ref();
+        let s = self
+            .services
+            .get_subscription(&caller, &req.tenant_id, &req.subscription_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::subscription(s)))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<proto::ListSubscriptionsRequest>,
+    ) -> Result<Response<proto::ListSubscriptionsResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let paging = paging(req.page_size, &req.page_token, req.skip).map_err(status)?;
+        let filter = SubscriptionListFilter {
+            endpoint_id: req.endpoint_id,
+            status: convert::subscription_status("status", req.status).map_err(status)?,
+            event_type: req.event_type,
+            legacy_code: req.legacy_code,
+            show_deleted: req.show_deleted,
+        };
+        let listed = self
+            .services
+            .list_subscriptions(&caller, &req.tenant_id, filter, &paging)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::ListSubscriptionsResponse {
+            subscriptions: listed.items.into_iter().map(convert::subscription).collect(),
+            next_page_token: listed.next_page_token,
+            total_size: listed.total_size,
+        }))
+    }
+
+    async fn update_subscription(
+        &self,
+        request: Request<proto::UpdateSubscriptionRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let paths = mask_paths(req.update_mask.as_ref(), MUTABLE, IMMUTABLE).map_err(status)?;
+        let s = req.subscription.unwrap_or_default();
+        let changes = SubscriptionChanges {
+            etag: s.etag.clone(),
+            endpoint_id: touches(&paths, "endpoint_id", !s.endpoint_id.is_empty()).then(|| s.endpoint_id.clone()),
+            name: touches(&paths, "name", !s.name.is_empty()).then(|| s.name.clone()),
+            event_types: touches(&paths, "event_types", !s.event_types.is_empty()).then(|| s.event_types.clone()),
+            status: if touches(&paths, "status", s.status != 0) {
+                Some(
+                    convert::subscription_status("subscription.status", s.status)
+                        .map_err(status)?
+                        .ok_or_else(|| {
+                            status(crate::error::Error::invalid(
+                                "subscription.status",
+                                "must be ACTIVE or DISABLED",
+                            ))
+                        })?,
+                )
+            } else {
+                None
+            },
+        };
+        let (tenant_id, subscription_id) = (s.tenant_id.clone(), s.subscription_id.clone());
+        let upsert = if req.allow_missing { Some(new_subscription(s, 0)?) } else { None };
+        let w = self
+            .services
+            .update_subscription(&caller, &tenant_id, &subscription_id, changes, upsert)
+            .await
+            .map_err(status)?;
+        Ok(written(w, convert::subscription))
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<proto::DeleteSubscriptionRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let caller = caller(&request)?;
+        let req = request.get_ref();
+        let w = self
+            .services
+            .delete_subscription(&caller, &req.tenant_id, &req.subscription_id, &req.etag)
+            .await
+            .map_err(status)?;
+        Ok(written(w, convert::subscription))
+    }
+
+    async fn renew_subscription(
+        &self,
+        request: Request<proto::RenewSubscriptionRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let caller = caller(&request)?;
+        let req = request.get_ref();
+        let w = self
+            .services
+            .renew_subscription(&caller, &req.tenant_id, &req.subscription_id, req.ttl_seconds)
+            .await
+            .map_err(status)?;
+        Ok(written(w, convert::subscription))
+    }
+
+    async fn confirm_subscription(
+        &self,
+        _request: Request<proto::ConfirmSubscriptionRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        Err(Status::unimplemented("ConfirmSubscription is not implemented yet"))
+    }
+
+    async fn resend_confirmation(
+        &self,
+        _request: Request<proto::ResendConfirmationRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        Err(Status::unimplemented("ResendConfirmation is not implemented yet"))
+    }
+
+    async fn resolve_subscribers(
+        &self,
+        _request: Request<proto::ResolveSubscribersRequest>,
+    ) -> Result<Response<proto::ResolveSubscribersResponse>, Status> {
+        Err(Status::unimplemented("ResolveSubscribers is not implemented yet"))
+    }
+
+    type WatchSubscriptionsStream = WatchStream;
+
+    async fn watch_subscriptions(
+        &self,
+        _request: Request<proto::WatchSubscriptionsRequest>,
+    ) -> Result<Response<Self::WatchSubscriptionsStream>, Status> {
+        Err(Status::unimplemented("WatchSubscriptions is not implemented yet"))
+    }
+}

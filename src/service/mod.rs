@@ -1,0 +1,287 @@
+//! Business rules. Talks to the [`Repository`] trait only; takes validated
+//! domain values and the authenticated [`Caller`], returns model records.
+
+mod credentials;
+mod endpoints;
+mod event_types;
+pub mod page_token;
+mod subscriptions;
+mod tenants;
+
+use std::sync::Arc;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use credentials::{NewCredential, generate_api_id, generate_credential_secret};
+pub use endpoints::{EndpointChanges, NewEndpoint};
+pub use event_types::{EventTypeChanges, EventTypeKey, NewEventType, PayloadViolation};
+pub use page_token::PageTokens;
+pub use subscriptions::{NewSubscription, SubscriptionChanges, SubscriptionListFilter};
+pub use tenants::{NewTenant, TenantChanges};
+
+use crate::auth::{CachedCredential, Caller, CredentialCache, Permission, ScopeError};
+use crate::error::{Error, Result};
+use crate::model::{Credential, Micros, now_micros};
+use crate::repository::{IdempotencyWrite, PageRequest, RepoError, Repository, Revision, WriteMeta};
+
+/// How long a request_id is remembered.
+pub const IDEMPOTENCY_RETENTION_MICROS: i64 = 24 * 3600 * 1_000_000;
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+pub const MAX_PAGE_SIZE: u64 = 1000;
+
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub allow_private_networks: bool,
+    pub timestamp_window_secs: i64,
+}
+
+pub struct Services {
+    repo: Arc<dyn Repository>,
+    credentials: Arc<CredentialCache>,
+    settings: ServiceSettings,
+    tokens: PageTokens,
+}
+
+/// A write's result: the value, and the change-log revision it produced
+/// (None when an idempotent retry replayed a stored response).
+#[derive(Debug, Clone)]
+pub struct Written<T> {
+    pub value: T,
+    pub revision: Option<Revision>,
+}
+
+/// An idempotency key with the fingerprint of the request that carried it.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub request_id: String,
+    pub fingerprint: Vec<u8>,
+}
+
+/// Paging input as the caller gave it, already range-checked.
+#[derive(Debug, Clone, Default)]
+pub struct Paging {
+    pub page_size: u64,
+    pub page_token: String,
+    pub skip: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+    pub total_size: i32,
+}
+
+impl From<RepoError> for Error {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::NotFound(what) => Error::NotFound(format!("{what} not found")),
+            RepoError::AlreadyExists(what) => Error::AlreadyExists(format!("{what} already exists")),
+            RepoError::Stale => Error::Aborted(
+                "the resource was changed by another call; read it again and retry".into(),
+            ),
+            RepoError::Precondition(msg) => Error::FailedPrecondition(msg),
+            RepoError::Replay => Error::Unauthenticated("x-api-nonce has already been used".into()),
+            RepoError::IdempotencyRace => {
+                Error::Aborted("a call with the same request_id is in progress; retry".into())
+            }
+            RepoError::Unavailable(source) => Error::Unavailable(source),
+            RepoError::Internal(source) => Error::Internal(source),
+        }
+    }
+}
+
+impl Services {
+    pub fn new(
+        repo: Arc<dyn Repository>,
+        credentials: Arc<CredentialCache>,
+        settings: ServiceSettings,
+        tokens: PageTokens,
+    ) -> Self {
+        Services { repo, credentials, settings, tokens }
+    }
+
+    pub fn repository(&self) -> &Arc<dyn Repository> {
+        &self.repo
+    }
+
+    fn require(&self, caller: &Caller, permission: Permission) -> Result<()> {
+        if caller.has(permission) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(format!(
+                "the credential lacks the {} permission",
+                permission.as_str()
+            )))
+        }
+    }
+
+    /// Permission plus tenant fencing; an empty tenant means the caller's own.
+    fn tenant_scope(&self, caller: &Caller, permission: Permission, requested: &str) -> Result<String> {
+        self.require(caller, permission)?;
+        match caller.effective_tenant(requested) {
+            Ok(t) => Ok(t.to_owned()),
+            Err(ScopeError::TenantRequired) => Err(Error::invalid("tenant_id", "must be set")),
+            Err(ScopeError::OtherTenant) => Err(Error::PermissionDenied(
+                "the credential is scoped to another tenant".into(),
+            )),
+        }
+    }
+
+    fn write_meta(&self, caller: &Caller, now: Micros) -> WriteMeta {
+        WriteMeta {
+            api_id: caller.api_id.clone(),
+            nonce: Some(caller.nonce.clone()),
+            // The in-memory store refuses replays within twice the window;
+            // the database keeps the nonce as long.
+            nonce_expire_time: (caller.timestamp + 2 * self.settings.timestamp_window_secs)
+                .saturating_mul(1_000_000),
+            now,
+            idempotency: None,
+        }
+    }
+
+    /// Runs a create once per (credential, request_id): a retry returns the
+    /// stored response, the same request_id with another request is refused.
+    async fn idempotent<T, F, Fut>(
+        &self,
+        caller: &Caller,
+        method: &'static str,
+        idempotency: Option<Idempotency>,
+        run: F,
+    ) -> Result<Written<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(WriteMeta) -> Fut,
+        Fut: std::future::Future<Output = Result<(T, Revision)>>,
+    {
+        let now = now_micros();
+        let mut meta = self.write_meta(caller, now);
+        let Some(idem) = idempotency.filter(|i| !i.request_id.is_empty()) else {
+            let (value, revision) = run(meta).await?;
+            return Ok(Written { value, revision: Some(revision) });
+        };
+        if idem.request_id.len() > 128 || !idem.request_id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::invalid("request_id", "must be 1..128 visible ASCII characters"));
+        }
+        if let Some(found) = self.find_replay(caller, method, &idem, now).await? {
+            return Ok(found);
+        }
+        meta.idempotency = Some(IdempotencyWrite {
+            request_id: idem.request_id.clone(),
+            method,
+            fingerprint: idem.fingerprint.clone(),
+            response: Vec::new(),
+        });
+        match run(meta).await {
+            Ok((value, revision)) => Ok(Written { value, revision: Some(revision) }),
+            Err(Error::Aborted(_)) => match self.find_replay(caller, method, &idem, now).await? {
+                Some(found) => Ok(found),
+                None => Err(Error::Aborted("the call conflicted with another; retry".into())),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn find_replay<T: DeserializeOwned>(
+        &self,
+        caller: &Caller,
+        method: &'static str,
+        idem: &Idempotency,
+        now: Micros,
+    ) -> Result<Option<Written<T>>> {
+        let Some(record) = self
+            .repo
+            .find_idempotency(&caller.api_id, &idem.request_id, now - IDEMPOTENCY_RETENTION_MICROS)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if record.method != method || record.fingerprint != idem.fingerprint {
+            return Err(Error::invalid(
+                "request_id",
+                "was already used for a different request",
+            ));
+        }
+        let value = serde_json::from_slice(&record.response).map_err(Error::internal)?;
+        Ok(Some(Written { value, revision: None }))
+    }
+
+    /// Turns caller paging into a repository page for a listing identified
+    /// by `scope` (the list method and its filters).
+    fn page_request(&self, scope: &str, paging: &Paging) -> Result<PageRequest> {
+        let after = if paging.page_token.is_empty() {
+            None
+        } else {
+            Some(self.tokens.decode(scope, &paging.page_token)?)
+        };
+        Ok(PageRequest {
+            after,
+            skip: paging.skip,
+            limit: if paging.page_size == 0 {
+                DEFAULT_PAGE_SIZE
+            } else {
+                paging.page_size.min(MAX_PAGE_SIZE)
+            },
+        })
+    }
+
+    fn listed<T>(
+        &self,
+        scope: &str,
+        page: crate::repository::Page<T>,
+        position: impl Fn(&T) -> (Micros, String),
+    ) -> Listed<T> {
+        let next_page_token = match (page.has_more, page.items.last()) {
+            (true, Some(last)) => self.tokens.encode(scope, &position(last)),
+            _ => String::new(),
+        };
+        Listed {
+            items: page.items,
+            next_page_token,
+            total_size: i32::try_from(page.total).unwrap_or(i32::MAX),
+        }
+    }
+
+    /// Keeps this replica's credential cache current at once after a write.
+    fn cache_credential(&self, c: &Credential) {
+        self.credentials.upsert(cached(c));
+    }
+
+    /// Replaces the credential cache with the stored credentials.
+    pub async fn reload_credentials(&self) -> Result<usize> {
+        let all = self.repo.all_credentials().await?;
+        let count = all.len();
+        self.credentials.replace_all(all.iter().map(cached).collect());
+        Ok(count)
+    }
+}
+
+pub fn cached(c: &Credential) -> CachedCredential {
+    CachedCredential {
+        api_id: c.api_id.clone(),
+        key: c.secret.as_bytes().to_vec(),
+        tenant_id: c.tenant_id.clone(),
+        role: c.role,
+        revoked: c.revoke_time.is_some(),
+    }
+}
+
+/// Checks a text field's length and that it holds no control characters.
+pub(crate) fn check_text(field: &str, value: &str, max_chars: usize) -> Result<()> {
+    if value.chars().count() > max_chars {
+        return Err(Error::invalid(field, format!("must be at most {max_chars} characters")));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Puts the response an idempotent create will replay into its write.
+pub(crate) fn attach_response<T: Serialize>(meta: &mut WriteMeta, value: &T) -> Result<()> {
+    if let Some(idem) = meta.idempotency.as_mut() {
+        idem.response = serde_json::to_vec(value).map_err(Error::internal)?;
+    }
+    Ok(())
+}

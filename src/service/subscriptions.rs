@@ -1,0 +1,413 @@
+//! Subscriptions: pattern rules against the catalog, status transitions,
+//! TTLs, soft delete that frees the name, and the filtered listing.
+
+use super::{Idempotency, Listed, Paging, Services, Written, attach_response};
+use crate::auth::{Caller, Permission};
+use crate::domain::{EndpointId, EventPattern, SubscriptionId, TenantId, resolve_ttl};
+use crate::error::{Error, FieldExt, Result};
+use crate::model::{EventType, Micros, Subscription, SubscriptionStatus, Tenant, new_etag, now_micros};
+use crate::repository::{Page, SubscriptionFilter};
+
+pub struct NewSubscription {
+    pub tenant_id: String,
+    pub subscription_id: String,
+    pub endpoint_id: String,
+    pub name: String,
+    pub event_types: Vec<String>,
+    pub status: Option<SubscriptionStatus>,
+    pub ttl_seconds: i64,
+}
+
+#[derive(Default)]
+pub struct SubscriptionChanges {
+    pub etag: String,
+    pub endpoint_id: Option<String>,
+    pub name: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub status: Option<SubscriptionStatus>,
+}
+
+#[derive(Default)]
+pub struct SubscriptionListFilter {
+    pub endpoint_id: String,
+    pub status: Option<SubscriptionStatus>,
+    pub event_type: String,
+    pub legacy_code: i32,
+    pub show_deleted: bool,
+}
+
+const MAX_PATTERNS: usize = 64;
+const NAME_MAX: usize = 128;
+
+fn check_name(field: &str, name: &str) -> Result<Option<String>> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    super::check_text(field, name, NAME_MAX)?;
+    if name.trim() != name {
+        return Err(Error::invalid(field, "must not start or end with whitespace"));
+    }
+    Ok(Some(name.to_owned()))
+}
+
+/// Create and Update accept ACTIVE (the default) and DISABLED only.
+fn check_requested_status(field: &str, status: Option<SubscriptionStatus>) -> Result<SubscriptionStatus> {
+    match status {
+        None | Some(SubscriptionStatus::Active) => Ok(SubscriptionStatus::Active),
+        Some(SubscriptionStatus::Disabled) => Ok(SubscriptionStatus::Disabled),
+        Some(other) => Err(Error::invalid(
+            field,
+            format!("must be ACTIVE or DISABLED, not {}", other.as_str()),
+        )),
+    }
+}
+
+/// Parses the patterns and checks them against the catalog: an exact name
+/// must exist and not be deprecated; a wildcard must match some entry.
+fn check_patterns(field: &str, patterns: &[String], catalog: &[EventType]) -> Result<Vec<String>> {
+    if patterns.is_empty() || patterns.len() > MAX_PATTERNS {
+        return Err(Error::invalid(field, format!("must hold 1..{MAX_PATTERNS} event types or patterns")));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, raw) in patterns.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let pattern = EventPattern::parse(raw).field(&at)?;
+        if !seen.insert(raw.as_str()) {
+            return Err(Error::invalid(at, format!("repeats {raw}")));
+        }
+        if pattern.is_wildcard() {
+            if !catalog.iter().any(|e| pattern.matches(&e.name)) {
+                return Err(Error::invalid(at, format!("{raw} matches no event type in the catalog")));
+            }
+        } else {
+            match catalog.iter().find(|e| e.name == *raw) {
+                None => return Err(Error::invalid(at, format!("{raw} is not in the event-type catalog"))),
+                Some(e) if e.deprecated => {
+                    return Err(Error::invalid(at, format!("{raw} is deprecated")));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(patterns.to_vec())
+}
+
+fn ttl_expiry(tenant: &Tenant, ttl_seconds: i64, now: Micros) -> Result<Option<Micros>> {
+    let ttl = resolve_ttl(ttl_seconds, tenant.settings.default_ttl_seconds, tenant.settings.max_ttl_seconds)
+        .field("ttl_seconds")?;
+    Ok(ttl.map(|secs| now + secs * 1_000_000))
+}
+
+/// What a reader sees: a subscription past its expiry is EXPIRED even before
+/// the sweeper records it.
+pub fn presented(mut s: Subscription, now: Micros) -> Subscription {
+    if let Some(expire) = s.expire_time
+        && expire <= now
+        && matches!(
+            s.status,
+            SubscriptionStatus::Active | SubscriptionStatus::Disabled | SubscriptionStatus::PendingVerification
+        )
+    {
+        s.status = SubscriptionStatus::Expired;
+    }
+    s
+}
+
+impl Services {
+    pub async fn create_subscription(
+        &self,
+        caller: &Caller,
+        new: NewSubscription,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Written<Subscription>> {
+        let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsWrite, &new.tenant_id)?;
+        TenantId::parse(&tenant_id).field("subscription.tenant_id")?;
+        let subscription_id = if new.subscription_id.is_empty() {
+            SubscriptionId::generate()
+        } else {
+            SubscriptionId::parse(&new.subscription_id).field("subscription.subscription_id")?
+        };
+        if new.endpoint_id.is_empty() {
+            return Err(Error::invalid("subscription.endpoint_id", "must be set"));
+        }
+        let endpoint_id = EndpointId::parse(&new.endpoint_id).field("subscription.endpoint_id")?;
+        let name = check_name("subscription.name", &new.name)?;
+        let status = check_requested_status("subscription.status", new.status)?;
+        if new.ttl_seconds < 0 {
+            return Err(Error::invalid("ttl_seconds", "must not be negative"));
+        }
+        let catalog = self.repo.all_event_types().await?;
+        let event_types = check_patterns("subscription.event_types", &new.event_types, &catalog)?;
+        let tenant = self.writable_tenant(&tenant_id).await?;
+        let ttl_seconds = new.ttl_seconds;
+        self.idempotent(caller, "CreateSubscription", idempotency, |mut meta| async move {
+            let status = if tenant.settings.require_verification {
+                SubscriptionStatus::PendingVerification
+            } else {
+                status
+            };
+            let subscription = Subscription {
+                tenant_id,
+                subscription_id: subscription_id.into_string(),
+                endpoint_id: endpoint_id.into_string(),
+                name,
+                event_types,
+                status,
+                expire_time: ttl_expiry(&tenant, ttl_seconds, meta.now)?,
+                create_time: meta.now,
+                update_time: meta.now,
+                etag: new_etag(),
+            };
+            attach_response(&mut meta, &subscription)?;
+            let revision = self.repo.create_subscription(&subscription, &meta).await?;
+            Ok((subscription, revision))
+        })
+        .await
+    }
+
+    async fn stored_subscription(&self, tenant_id: &str, subscription_id: &str) -> Result<Subscription> {
+        self.repo
+            .get_subscription(tenant_id, subscription_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("subscription {subscription_id} not found")))
+    }
+
+    pub async fn get_subscription(&self, caller: &Caller, tenant_id: &str, subscription_id: &str) -> Result<Subscription> {
+        let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsRead, tenant_id)?;
+        TenantId::parse(&tenant_id).field("tenant_id")?;
+        let subscription_id = SubscriptionId::parse(subscription_id).field("subscription_id")?;
+        let s = self.stored_subscription(&tenant_id, subscription_id.as_str()).await?;
+        Ok(presented(s, now_micros()))
+    }
+
+    pub async fn list_subscriptions(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        filter: SubscriptionListFilter,
+        paging: &Paging,
+    ) -> Result<Listed<Subscription>> {
+        let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsRead, tenant_id)?;
+        TenantId::parse(&tenant_id).field("tenant_id")?;
+        let endpoint_id = match filter.endpoint_id.as_str() {
+            "" => None,
+            e => Some(EndpointId::parse(e).field("endpoint_id")?.into_string()),
+        };
+        if filter.status == Some(SubscriptionStatus::Deleted) && !filter.show_deleted {
+            return Err(Error::invalid("status", "DELETED needs show_deleted"));
+        }
+        if filter.legacy_code < 0 {
+            return Err(Error::invalid("legacy_code", "must not be negative"));
+        }
+        let event_type = if !filter.event_type.is_empty() {
+            crate::domain::EventTypeName::parse(&filter.event_type).field("event_type")?;
+            Some(filter.event_type.clone())
+        } else if filter.legacy_code > 0 {
+            // An unknown code matches nothing rather than failing.
+            Some(
+                self.repo
+                    .get_event_type_by_code(filter.legacy_code)
+                    .await?
+                    .map(|e| e.name)
+                    .unwrap_or_default(),
+            )
+        } else {
+            None
+        };
+        let scope = format!(
+            "subscriptions/{tenant_id}/{}/{}/{}/{}/{}",
+            endpoint_id.as_deref().unwrap_or(""),
+            filter.status.map(|s| s.as_str()).unwrap_or(""),
+            filter.event_type,
+            filter.legacy_code,
+            filter.show_deleted
+        );
+        let request = self.page_request(&scope, paging)?;
+        let repo_filter = SubscriptionFilter {
+            tenant_id,
+            endpoint_id,
+            status: filter.status,
+            show_deleted: filter.show_deleted,
+        };
+        let now = now_micros();
+        let page = match event_type {
+            None => self.repo.list_subscriptions(&repo_filter, &request).await?,
+            Some(event_type) => {
+                // Pattern matching happens here, over the tenant's
+                // subscriptions in creation order.
+                let matching: Vec<Subscription> = self
+                    .repo
+                    .all_subscriptions(&repo_filter)
+                    .await?
+                    .into_iter()
+                    .filter(|s| {
+                        !event_type.is_empty()
+                            && s.event_types.iter().any(|p| {
+                                EventPattern::parse(p).map(|p| p.matches(&event_type)).unwrap_or(false)
+                            })
+                    })
+                    .collect();
+                let total = matching.len() as u64;
+                let mut rest: Vec<Subscription> = matching
+                    .into_iter()
+                    .filter(|s| match &request.after {
+                        None => true,
+                        Some((t, k)) => (s.create_time, &s.subscription_id) > (*t, k),
+                    })
+                    .skip(usize::try_from(request.skip).unwrap_or(usize::MAX))
+                    .collect();
+                let has_more = rest.len() as u64 > request.limit;
+                rest.truncate(usize::try_from(request.limit).unwrap_or(usize::MAX));
+                Page { items: rest, has_more, total }
+            }
+        };
+        let mut listed = self.listed(&scope, page, |s| (s.create_time, s.subscription_id.clone()));
+        listed.items = listed.items.into_iter().map(|s| presented(s, now)).collect();
+        Ok(listed)
+    }
+
+    pub async fn update_subscription(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        subscription_id: &str,
+        changes: SubscriptionChanges,
+        upsert: Option<NewSubscription>,
+    ) -> Result<Written<Subscription>> {
+        let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsWrite, tenant_id)?;
+        TenantId::parse(&tenant_id).field("subscription.tenant_id")?;
+        let subscription_id = SubscriptionId::parse(subscription_id).field("subscription.subscription_id")?;
+        let endpoint_id = match &changes.endpoint_id {
+            Some(e) => Some(EndpointId::parse(e).field("subscription.endpoint_id")?.into_string()),
+            None => None,
+        };
+        let name = match &changes.name {
+            Some(n) => Some(check_name("subscription.name", n)?),
+            None => None,
+        };
+        let status = match changes.status {
+            Some(s) => Some(check_requested_status("subscription.status", Some(s))?),
+            None => None,
+        };
+        let event_types = match &changes.event_types {
+            Some(p) => {
+                let catalog = self.repo.all_event_types().await?;
+                Some(check_patterns("subscription.event_types", p, &catalog)?)
+            }
+            None => None,
+        };
+        self.writable_tenant(&tenant_id).await?;
+        let current = match (self.repo.get_subscription(&tenant_id, subscription_id.as_str()).await?, upsert) {
+            (Some(s), _) => s,
+            (None, Some(new)) => {
+                return self
+                    .create_subscription(
+                        caller,
+                        NewSubscription { tenant_id, subscription_id: subscription_id.into_string(), ..new },
+                        None,
+                    )
+                    .await;
+            }
+            (None, None) => return Err(Error::NotFound(format!("subscription {subscription_id} not found"))),
+        };
+        if current.status == SubscriptionStatus::Deleted {
+            return Err(Error::FailedPrecondition(format!(
+                "subscription {subscription_id} is deleted and cannot be updated"
+            )));
+        }
+        if !changes.etag.is_empty() && changes.etag != current.etag {
+            return Err(Error::Aborted("etag does not match the subscription's current etag".into()));
+        }
+        let now = now_micros();
+        let mut next = current.clone();
+        if let Some(status) = status
+            && status != current.status
+        {
+            let effective = presented(current.clone(), now).status;
+            if !matches!(effective, SubscriptionStatus::Active | SubscriptionStatus::Disabled) {
+                return Err(Error::FailedPrecondition(format!(
+                    "subscription {subscription_id} is {}; only ACTIVE and DISABLED subscriptions change status by Update",
+                    effective.as_str()
+                )));
+            }
+            next.status = status;
+        }
+        if let Some(e) = endpoint_id {
+            next.endpoint_id = e;
+        }
+        if let Some(n) = name {
+            next.name = n;
+        }
+        if let Some(p) = event_types {
+            next.event_types = p;
+        }
+        let meta = self.write_meta(caller, now);
+        next.update_time = meta.now;
+        next.etag = new_etag();
+        let revision = self.repo.update_subscription(&next, &current.etag, &meta).await?;
+        Ok(Written { value: presented(next, now), revision: Some(revision) })
+    }
+
+    pub async fn delete_subscription(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        subscription_id: &str,
+        etag: &str,
+    ) -> Result<Written<Subscription>> {
+        let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsWrite, tenant_id)?;
+        TenantId::parse(&tenant_id).field("tenant_id")?;
+        let subscription_id = SubscriptionId::parse(subscription_id).field("subscription_id")?;
+        self.writable_tenant(&tenant_id).await?;
+        let current = self.stored_subscription(&tenant_id, subscription_id.as_str()).await?;
+        if current.status == SubscriptionStatus::Deleted {
+            return Err(Error::NotFound(format!("subscription {subscription_id} not found")));
+        }
+        if !etag.is_empty() && etag != current.etag {
+            return Err(Error::Aborted("etag does not match the subscription's current etag".into()));
+        }
+        let meta = self.write_meta(caller, now_micros());
+        let (subscription, revision) = self
+            .repo
+            .delete_subscription(&tenant_id, subscription_id.as_str(), &current.etag, &meta)
+            .await?;
+        Ok(Written { value: subscription, revision: Some(revision) })
+    }
+
+    /// Sets expire_time to now + ttl; revives an EXPIRED subscription.
+    pub async fn renew_subscription(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        subscription_id: &str,
+        ttl_seconds: i64,
+    ) -> Result<Written<Subscription>> {
+        let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsWrite, tenant_id)?;
+        TenantId::parse(&tenant_id).field("tenant_id")?;
+        let subscription_id = SubscriptionId::parse(subscription_id).field("subscription_id")?;
+        if ttl_seconds < 0 {
+            return Err(Error::invalid("ttl_seconds", "must not be negative"));
+        }
+        let tenant = self.writable_tenant(&tenant_id).await?;
+        let current = self.stored_subscription(&tenant_id, subscription_id.as_str()).await?;
+        if current.status == SubscriptionStatus::Deleted {
+            return Err(Error::FailedPrecondition(format!(
+                "subscription {subscription_id} is deleted and cannot be renewed"
+            )));
+        }
+        let meta = self.write_meta(caller, now_micros());
+        let mut next = presented(current.clone(), meta.now);
+        next.expire_time = ttl_expiry(&tenant, ttl_seconds, meta.now)?;
+        if next.status == SubscriptionStatus::Expired {
+            next.status = if current.status == SubscriptionStatus::Expired {
+                SubscriptionStatus::Active
+            } else {
+                current.status
+            };
+        }
+        next.update_time = meta.now;
+        next.etag = new_etag();
+        let revision = self.repo.update_subscription(&next, &current.etag, &meta).await?;
+        Ok(Written { value: next, revision: Some(revision) })
+    }
+}

@@ -1,0 +1,398 @@
+//! Connects, migrates, bootstraps and serves. `start` returns once the
+//! listeners are bound, with the addresses they got and a shutdown handle.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::auth::{Authenticator, CredentialCache, MethodPathLayer, NonceStore, Role};
+use crate::config::{BOOTSTRAP_FILE, DatabaseArgs, MASTER_KEY_FILE, ServeArgs};
+use crate::crypto::{MasterKey, load_or_create_key_file};
+use crate::grpc::Api;
+use crate::model::{Credential, new_etag, now_micros};
+use crate::proto;
+use crate::repository::{DatabaseSettings, Repository, SeaRepository};
+use crate::service::{PageTokens, ServiceSettings, Services};
+
+const SERVICE_NAMES: [&str; 5] = [
+    "hookplane.v1.TenantService",
+    "hookplane.v1.CredentialService",
+    "hookplane.v1.EventTypeService",
+    "hookplane.v1.EndpointService",
+    "hookplane.v1.SubscriptionService",
+];
+
+/// A started server.
+pub struct RunningServer {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting calls, lets running ones finish, closes the database.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task panicked")?
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received; draining calls");
+        self.shutdown().await
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// The master key: from the flag/env, or (SQLite only) a generated key file.
+pub fn master_key(args: &DatabaseArgs) -> anyhow::Result<MasterKey> {
+    if let Some(encoded) = &args.master_key {
+        return MasterKey::from_base64(encoded).context("HOOKPLANE_MASTER_KEY is not base64 of 32 bytes");
+    }
+    if args.is_postgres() {
+        bail!("HOOKPLANE_MASTER_KEY is required with PostgreSQL: replicas must share one key");
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
+    let path = args.data_dir.join(MASTER_KEY_FILE);
+    load_or_create_key_file(&path).with_context(|| format!("cannot use key file {}", path.display()))
+}
+
+/// Connects and migrates.
+pub async fn connect(args: &DatabaseArgs) -> anyhow::Result<SeaRepository> {
+    install_crypto_provider();
+    if !args.is_postgres() {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
+    }
+    let key = master_key(args)?;
+    let settings = DatabaseSettings {
+        url: args.database_url(),
+        max_connections: args.db_max_connections.max(1),
+        acquire_timeout: Duration::from_secs(5),
+    };
+    SeaRepository::connect(&settings, key)
+        .await
+        .context("cannot open the database")
+}
+
+fn install_crypto_provider() {
+    // One rustls provider for everything in the process (tonic, sqlx).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct BootstrapFile {
+    pub api_id: String,
+    pub secret: String,
+}
+
+/// Makes sure a platform admin exists: the configured one, or, when the
+/// store holds no credential at all, a generated one written to a 0600 file.
+async fn bootstrap(args: &ServeArgs, repo: &SeaRepository) -> anyhow::Result<()> {
+    let now = now_micros();
+    let make = |api_id: String, secret: String| Credential {
+        api_id,
+        tenant_id: None,
+        role: Role::PlatformAdmin,
+        description: "bootstrap platform admin".into(),
+        secret,
+        create_time: now,
+        update_time: now,
+        revoke_time: None,
+        etag: new_etag(),
+    };
+    match (&args.bootstrap_api_id, &args.bootstrap_secret) {
+        (Some(api_id), Some(secret)) => {
+            if api_id.is_empty() || api_id.len() > 128 || !api_id.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!("HOOKPLANE_BOOTSTRAP_API_ID must be 1..128 visible ASCII characters");
+            }
+            if secret.len() < 16 {
+                bail!("HOOKPLANE_BOOTSTRAP_SECRET must be at least 16 characters");
+            }
+            if repo.bootstrap_credential(&make(api_id.clone(), secret.clone()), false).await? {
+                tracing::info!(api_id = %api_id, "created the bootstrap credential");
+            }
+        }
+        _ => {
+            if repo.count_credentials().await? > 0 {
+                return Ok(());
+            }
+            let credential = make(
+                crate::service::generate_api_id(),
+                crate::service::generate_credential_secret(),
+            );
+            let path = args.database.data_dir.join(BOOTSTRAP_FILE);
+            if repo.bootstrap_credential(&credential, true).await? {
+                write_private_file(
+                    &path,
+                    &serde_json::to_vec_pretty(&BootstrapFile {
+                        api_id: credential.api_id.clone(),
+                        secret: credential.secret.clone(),
+                    })?,
+                )?;
+                tracing::info!(
+                    api_id = %credential.api_id,
+                    path = %path.display(),
+                    "generated a platform admin credential; its secret is in the file"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &args.tls_client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(config))
+}
+
+async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Reports NOT_SERVING while the database does not answer.
+async fn watch_database(repo: Arc<SeaRepository>, reporter: HealthReporter, mut stop: watch::Receiver<bool>) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        let ok = tokio::time::timeout(Duration::from_secs(2), repo.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if ok != serving {
+            serving = ok;
+            if ok {
+                tracing::info!("database reachable again; serving");
+                set_all(&reporter, ServingStatus::Serving).await;
+            } else {
+                tracing::error!("database unreachable; health is NOT_SERVING");
+                set_all(&reporter, ServingStatus::NotServing).await;
+            }
+        }
+    }
+}
+
+/// Keeps the credential cache in step with writes made by other replicas,
+/// and purges expired nonces and idempotency records.
+async fn follow_changes(repo: Arc<SeaRepository>, services: Arc<Services>, mut stop: watch::Receiver<bool>) {
+    let mut seen = repo.current_revision().await.unwrap_or(0);
+    let mut last_purge = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        match repo.current_revision().await {
+            Ok(current) if current != seen => {
+                if let Err(e) = services.reload_credentials().await {
+                    tracing::warn!(error = %e, "cannot reload credentials");
+                    continue;
+                }
+                seen = current;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot read the current revision"),
+        }
+        if last_purge.elapsed() > Duration::from_secs(60) {
+            last_purge = std::time::Instant::now();
+            let now = now_micros();
+            if let Err(e) = repo
+                .purge_expired(now, now - crate::service::IDEMPOTENCY_RETENTION_MICROS)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot purge expired nonces");
+            }
+        }
+    }
+}
+
+async fn healthz(
+    axum::extract::State(repo): axum::extract::State<Arc<SeaRepository>>,
+) -> (http::StatusCode, &'static str) {
+    match repo.ping().await {
+        Ok(()) => (http::StatusCode::OK, "ok\n"),
+        Err(_) => (http::StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n"),
+    }
+}
+
+pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
+    let repo = Arc::new(connect(&args.database).await?);
+    bootstrap(&args, &repo).await.context("cannot create the bootstrap credential")?;
+
+    let credentials = Arc::new(CredentialCache::new());
+    let key = master_key(&args.database)?;
+    let services = Arc::new(Services::new(
+        repo.clone() as Arc<dyn Repository>,
+        credentials.clone(),
+        ServiceSettings {
+            allow_private_networks: args.allow_private_networks,
+            timestamp_window_secs: args.timestamp_window_secs,
+        },
+        PageTokens::new(&key.derive(b"hookplane page tokens")),
+    ));
+    let loaded = services.reload_credentials().await?;
+    tracing::info!(credentials = loaded, "credential cache loaded");
+
+    let nonces = Arc::new(NonceStore::new(args.timestamp_window_secs));
+    let auth = Authenticator::new(credentials, nonces, args.timestamp_window_secs);
+    let api = Api::new(services.clone());
+    let max = args.max_message_bytes;
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_all(&reporter, ServingStatus::Serving).await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    macro_rules! authed {
+        ($server:ty) => {
+            tonic::service::interceptor::InterceptedService::new(
+                <$server>::new(api.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max.max(4 * 1024 * 1024)),
+                auth.clone(),
+            )
+        };
+    }
+
+    let mut builder = Server::builder();
+    if let Some(tls) = tls_config(&args)? {
+        builder = builder.tls_config(tls).context("invalid TLS configuration")?;
+    }
+    let router = builder
+        .timeout(Duration::from_secs(30))
+        .layer(MethodPathLayer)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(authed!(proto::tenant_service_server::TenantServiceServer<Api>))
+        .add_service(authed!(proto::credential_service_server::CredentialServiceServer<Api>))
+        .add_service(authed!(proto::event_type_service_server::EventTypeServiceServer<Api>))
+        .add_service(authed!(proto::endpoint_service_server::EndpointServiceServer<Api>))
+        .add_service(authed!(proto::subscription_service_server::SubscriptionServiceServer<Api>));
+
+    let grpc_listener = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("cannot bind gRPC address {}", args.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_listener = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("cannot bind HTTP address {}", args.http_addr))?;
+    let http_addr = http_listener.local_addr()?;
+    tracing::info!(%grpc_addr, %http_addr, tls = args.tls_cert.is_some(), "hookplane listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(watch_database(repo.clone(), reporter.clone(), stop_rx.clone()));
+    tokio::spawn(follow_changes(repo.clone(), services.clone(), stop_rx.clone()));
+
+    let http_app = axum::Router::new()
+        .route("/healthz", axum::routing::get(healthz))
+        .with_state(repo.clone());
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, http_app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+
+    let grace = args.shutdown_grace();
+    let mut grpc_stop = stop_rx.clone();
+    let mut grace_stop = stop_rx;
+    let task = tokio::spawn(async move {
+        let signal = async move {
+            let _ = grpc_stop.wait_for(|stop| *stop).await;
+            set_all(&reporter, ServingStatus::NotServing).await;
+        };
+        let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), signal);
+        // Draining is bounded: after the grace period, remaining calls are cut.
+        let deadline = async move {
+            let _ = grace_stop.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            r = serve => r.map_err(anyhow::Error::from),
+            _ = deadline => {
+                tracing::warn!("calls still running after the shutdown grace period; stopping anyway");
+                Ok(())
+            }
+        };
+        if let Ok(Err(e)) = http_task.await {
+            tracing::warn!(error = %e, "HTTP listener failed");
+        }
+        repo.close().await;
+        tracing::info!("hookplane stopped");
+        result
+    });
+    Ok(RunningServer { grpc_addr, http_addr, shutdown: stop_tx, task })
+}

@@ -1,0 +1,17 @@
+//! The hookplane integration suite: every test starts the real server on
+//! port 0 with a fresh database and calls it with a real tonic client, once
+//! on SQLite and once on PostgreSQL (when HOOKPLANE_TEST_POSTGRES_URL is set).
+
+mod harness;
+
+mod auth;
+mod concurrency;
+mod credentials;
+mod endpoints;
+mod event_types;
+mod fencing;
+mod restart;
+mod seeds;
+mod subscriptions;
+mod tenants;
+mod tls;
