@@ -6,6 +6,7 @@ pub mod domain;
 pub mod error;
 pub mod model;
 pub mod proto;
+pub mod resolve;
 pub mod repository;
 pub mod config;
 pub mod grpc;

@@ -22,6 +22,7 @@ use crate::grpc::Api;
 use crate::model::{Credential, new_etag, now_micros};
 use crate::proto;
 use crate::repository::{DatabaseSettings, Repository, SeaRepository};
+use crate::resolve::{Follower, ResolveIndex};
 use crate::service::{PageTokens, ServiceSettings, Services};
 
 const SERVICE_NAMES: [&str; 5] = [
@@ -236,40 +237,6 @@ async fn watch_database(repo: Arc<SeaRepository>, reporter: HealthReporter, mut 
     }
 }
 
-/// Keeps the credential cache in step with writes made by other replicas,
-/// and purges expired nonces and idempotency records.
-async fn follow_changes(repo: Arc<SeaRepository>, services: Arc<Services>, mut stop: watch::Receiver<bool>) {
-    let mut seen = repo.current_revision().await.unwrap_or(0);
-    let mut last_purge = std::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-        match repo.current_revision().await {
-            Ok(current) if current != seen => {
-                if let Err(e) = services.reload_credentials().await {
-                    tracing::warn!(error = %e, "cannot reload credentials");
-                    continue;
-                }
-                seen = current;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "cannot read the current revision"),
-        }
-        if last_purge.elapsed() > Duration::from_secs(60) {
-            last_purge = std::time::Instant::now();
-            let now = now_micros();
-            if let Err(e) = repo
-                .purge_expired(now, now - crate::service::IDEMPOTENCY_RETENTION_MICROS)
-                .await
-            {
-                tracing::warn!(error = %e, "cannot purge expired nonces");
-            }
-        }
-    }
-}
-
 async fn healthz(
     axum::extract::State(repo): axum::extract::State<Arc<SeaRepository>>,
 ) -> (http::StatusCode, &'static str) {
@@ -284,18 +251,33 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     bootstrap(&args, &repo).await.context("cannot create the bootstrap credential")?;
 
     let credentials = Arc::new(CredentialCache::new());
+    let index = Arc::new(ResolveIndex::default());
     let key = master_key(&args.database)?;
+    let dyn_repo = repo.clone() as Arc<dyn Repository>;
     let services = Arc::new(Services::new(
-        repo.clone() as Arc<dyn Repository>,
+        dyn_repo.clone(),
         credentials.clone(),
         ServiceSettings {
             allow_private_networks: args.allow_private_networks,
             timestamp_window_secs: args.timestamp_window_secs,
         },
         PageTokens::new(&key.derive(b"hookplane page tokens")),
+        index.clone(),
     ));
-    let loaded = services.reload_credentials().await?;
-    tracing::info!(credentials = loaded, "credential cache loaded");
+    let follower = Follower::new(
+        dyn_repo,
+        index.clone(),
+        credentials.clone(),
+        Duration::from_secs(args.change_retention_hours as u64 * 3600),
+    );
+    let loaded_at = std::time::Instant::now();
+    let revision = follower.load().await.context("cannot load the subscriber index")?;
+    tracing::info!(
+        revision,
+        credentials = credentials.len(),
+        elapsed_ms = loaded_at.elapsed().as_millis() as u64,
+        "subscriber index and credential cache loaded"
+    );
 
     let nonces = Arc::new(NonceStore::new(args.timestamp_window_secs));
     let auth = Authenticator::new(credentials, nonces, args.timestamp_window_secs);
@@ -352,7 +334,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(watch_database(repo.clone(), reporter.clone(), stop_rx.clone()));
-    tokio::spawn(follow_changes(repo.clone(), services.clone(), stop_rx.clone()));
+    tokio::spawn(follower.run(repo.subscribe_revisions(), stop_rx.clone()));
 
     let http_app = axum::Router::new()
         .route("/healthz", axum::routing::get(healthz))

@@ -7,6 +7,7 @@ use crate::model::{
     TenantState,
 };
 use crate::proto;
+use crate::service::{WatchEvent, WatchResource};
 
 pub fn timestamp(micros: Micros) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp {
@@ -149,5 +150,32 @@ pub fn subscription(s: Subscription) -> proto::Subscription {
         create_time: timestamp(s.create_time),
         update_time: timestamp(s.update_time),
         etag: s.etag,
+    }
+}
+
+/// A Watch event as the stream sends it. Endpoints carry their secrets only
+/// when the watcher may read them (the list is empty otherwise).
+pub fn watch_event(event: WatchEvent) -> proto::WatchSubscriptionsResponse {
+    use proto::watch_subscriptions_response::{Kind, Resource};
+    let (revision, kind, resource) = match event {
+        WatchEvent::Snapshot(rev, r) => (rev, Kind::Snapshot, Some(r)),
+        WatchEvent::Upsert(rev, r) => (rev, Kind::Upsert, Some(r)),
+        WatchEvent::Delete(rev, r) => (rev, Kind::Delete, Some(r)),
+        WatchEvent::Heartbeat(rev) => (rev, Kind::Heartbeat, None),
+    };
+    proto::WatchSubscriptionsResponse {
+        revision,
+        kind: kind as i32,
+        resource: resource.map(|r| match r {
+            WatchResource::Subscription(s) => Resource::Subscription(subscription(s)),
+            WatchResource::Endpoint(e, secrets) => {
+                let mut out = endpoint(e, false);
+                if let Some(newest) = secrets.first() {
+                    out.secret = newest.clone();
+                }
+                out.signing_secrets = secrets;
+                Resource::Endpoint(out)
+            }
+        }),
     }
 }

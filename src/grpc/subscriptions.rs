@@ -1,6 +1,6 @@
 use std::pin::Pin;
 
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{Api, caller, convert, idempotency, mask_paths, paging, status, touches, written};
@@ -169,17 +169,46 @@ impl SubscriptionService for Api {
 
     async fn resolve_subscribers(
         &self,
-        _request: Request<proto::ResolveSubscribersRequest>,
+        request: Request<proto::ResolveSubscribersRequest>,
     ) -> Result<Response<proto::ResolveSubscribersResponse>, Status> {
-        Err(Status::unimplemented("ResolveSubscribers is not implemented yet"))
+        let caller = caller(&request)?;
+        let req = request.get_ref();
+        let (targets, revision) = self
+            .services
+            .resolve_subscribers(&caller, &req.tenant_id, &req.event_type)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::ResolveSubscribersResponse {
+            targets: targets
+                .into_iter()
+                .map(|t| proto::resolve_subscribers_response::Target {
+                    subscription_id: t.subscription_id,
+                    endpoint_id: t.endpoint_id,
+                    name: t.name,
+                    url: t.url,
+                    matched_pattern: t.matched_pattern,
+                    signing_secrets: t.signing_secrets,
+                })
+                .collect(),
+            revision,
+        }))
     }
 
     type WatchSubscriptionsStream = WatchStream;
 
     async fn watch_subscriptions(
         &self,
-        _request: Request<proto::WatchSubscriptionsRequest>,
+        request: Request<proto::WatchSubscriptionsRequest>,
     ) -> Result<Response<Self::WatchSubscriptionsStream>, Status> {
-        Err(Status::unimplemented("WatchSubscriptions is not implemented yet"))
+        let caller = caller(&request)?;
+        let req = request.get_ref();
+        let events = self
+            .services
+            .watch_subscriptions(&caller, &req.tenant_id, req.since_revision)
+            .await
+            .map_err(status)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(events)
+            .map(|event| event.map(convert::watch_event).map_err(status));
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -97,6 +97,28 @@ pub struct CredentialFilter {
     pub show_revoked: bool,
 }
 
+/// One change-log row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecord {
+    pub revision: Revision,
+    pub tenant_id: Option<String>,
+    /// tenant, credential, event_type, endpoint or subscription.
+    pub resource_type: String,
+    pub resource_key: String,
+    /// UPSERT or DELETE.
+    pub kind: String,
+}
+
+/// What the resolve index and Watch need of one tenant, or of all.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub tenants: Vec<Tenant>,
+    /// Live (not deleted) endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// Subscriptions that are not DELETED.
+    pub subscriptions: Vec<Subscription>,
+}
+
 /// The outcome of a write: the revision its last change-log row got.
 pub type Revision = i64;
 
@@ -112,6 +134,18 @@ pub trait Repository: Send + Sync + 'static {
     ) -> RepoResult<Option<IdempotencyRecord>>;
     /// Deletes write nonces and idempotency records older than their retention.
     async fn purge_expired(&self, now: Micros, idempotency_before: Micros) -> RepoResult<u64>;
+
+    /// Change-log rows after `after`, oldest first, at most `limit`.
+    async fn changes_since(&self, after: Revision, limit: u64) -> RepoResult<Vec<ChangeRecord>>;
+    /// The oldest revision still in the change log (None when it is empty).
+    async fn oldest_change(&self) -> RepoResult<Option<Revision>>;
+    /// Deletes change-log rows older than `before`, keeping the newest row.
+    async fn prune_changes(&self, before: Micros) -> RepoResult<u64>;
+    /// Live state of one tenant (`Some`) or of every tenant (`None`).
+    async fn snapshot(&self, tenant_id: Option<&str>) -> RepoResult<Snapshot>;
+    /// Marks subscriptions past their expire_time EXPIRED and forgets
+    /// rotated-out secrets past their grace period, recording each change.
+    async fn sweep_expired(&self, now: Micros) -> RepoResult<u64>;
 
     async fn create_tenant(&self, tenant: &Tenant, meta: &WriteMeta) -> RepoResult<Revision>;
     async fn get_tenant(&self, tenant_id: &str) -> RepoResult<Option<Tenant>>;

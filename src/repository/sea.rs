@@ -15,7 +15,7 @@ use super::entities::{
     change, credential, endpoint, event_type, idempotency, nonce, subscription, tenant,
 };
 use super::{
-    CredentialFilter, IdempotencyRecord, Page, PageRequest, RepoError, RepoResult, Repository,
+    ChangeRecord, CredentialFilter, Snapshot, IdempotencyRecord, Page, PageRequest, RepoError, RepoResult, Repository,
     Revision, SubscriptionFilter, WriteMeta,
 };
 use crate::auth::Role;
@@ -98,7 +98,7 @@ impl SeaRepository {
                 let writer = Database::connect(sqlite_options(settings, 1)).await?;
                 // Migrate before readers open, so they see the final schema.
                 migrate(&writer, backend).await?;
-                let reader =
+                        let reader =
                     Database::connect(sqlite_options(settings, settings.max_connections)).await?;
                 (writer, reader)
             }
@@ -193,15 +193,19 @@ impl SeaRepository {
                 })?;
         }
         txn.commit().await.map_err(classify)?;
-        self.revisions.send_if_modified(|current| {
-            if revision > *current {
-                *current = revision;
-                true
-            } else {
-                false
-            }
-        });
+        self.publish(revision);
         Ok(revision)
+    }
+
+    /// Tells this process's followers that `revision` committed.
+    fn publish(&self, revision: Revision) {
+        self.revisions.send_if_modified(|current| {
+            let newer = revision > *current;
+            if newer {
+                *current = revision;
+            }
+            newer
+        });
     }
 
     fn seal(&self, secret: &str, aad: &str) -> Vec<u8> {
@@ -635,6 +639,152 @@ impl Repository for SeaRepository {
         Ok(nonces.rows_affected + records.rows_affected)
     }
 
+    async fn changes_since(&self, after: Revision, limit: u64) -> RepoResult<Vec<ChangeRecord>> {
+        // Through the writer on SQLite: it sees every commit at once.
+        Ok(change::Entity::find()
+            .filter(change::Column::Revision.gt(after))
+            .order_by_asc(change::Column::Revision)
+            .limit(limit)
+            .all(&self.writer)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(|c| ChangeRecord {
+                revision: c.revision,
+                tenant_id: c.tenant_id,
+                resource_type: c.resource_type,
+                resource_key: c.resource_key,
+                kind: c.kind,
+            })
+            .collect())
+    }
+
+    async fn oldest_change(&self) -> RepoResult<Option<Revision>> {
+        Ok(change::Entity::find()
+            .order_by_asc(change::Column::Revision)
+            .one(&self.reader)
+            .await
+            .map_err(classify)?
+            .map(|c| c.revision))
+    }
+
+    async fn prune_changes(&self, before: Micros) -> RepoResult<u64> {
+        let newest = self.current_revision().await?;
+        let result = change::Entity::delete_many()
+            .filter(change::Column::ChangeTime.lt(before))
+            .filter(change::Column::Revision.lt(newest))
+            .exec(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(result.rows_affected)
+    }
+
+    async fn snapshot(&self, tenant_id: Option<&str>) -> RepoResult<Snapshot> {
+        let mut tenants = tenant::Entity::find().filter(tenant::Column::DeleteTime.is_null());
+        let mut endpoints = endpoint::Entity::find().filter(endpoint::Column::DeleteTime.is_null());
+        let mut subscriptions = subscription::Entity::find().filter(live_subscriptions());
+        if let Some(t) = tenant_id {
+            tenants = tenants.filter(tenant::Column::TenantId.eq(t));
+            endpoints = endpoints.filter(endpoint::Column::TenantId.eq(t));
+            subscriptions = subscriptions.filter(subscription::Column::TenantId.eq(t));
+        }
+        // One read transaction, so the three lists agree with each other.
+        let txn = self.writer.begin().await.map_err(classify)?;
+        let tenants = tenants.all(&txn).await.map_err(classify)?;
+        let endpoints = endpoints
+            .order_by_asc(endpoint::Column::CreateTime)
+            .all(&txn)
+            .await
+            .map_err(classify)?;
+        let subscriptions = subscriptions
+            .order_by_asc(subscription::Column::CreateTime)
+            .order_by_asc(subscription::Column::SubscriptionId)
+            .all(&txn)
+            .await
+            .map_err(classify)?;
+        txn.commit().await.map_err(classify)?;
+        Ok(Snapshot {
+            tenants: tenants.into_iter().map(tenant_from_row).collect::<RepoResult<_>>()?,
+            endpoints: endpoints
+                .into_iter()
+                .map(|e| self.endpoint_from_row(e))
+                .collect::<RepoResult<_>>()?,
+            subscriptions: subscriptions
+                .into_iter()
+                .map(subscription_from_row)
+                .collect::<RepoResult<_>>()?,
+        })
+    }
+
+    async fn sweep_expired(&self, now: Micros) -> RepoResult<u64> {
+        let due_subscriptions = sea_orm::Condition::all()
+            .add(subscription::Column::ExpireTime.lte(now))
+            .add(subscription::Column::Status.is_in([
+                SubscriptionStatus::Active.as_str(),
+                SubscriptionStatus::Disabled.as_str(),
+                SubscriptionStatus::PendingVerification.as_str(),
+            ]));
+        let due_secrets = endpoint::Column::PreviousSecretExpireTime.lte(now);
+        // Cheap check first, so an idle sweeper does not take the write lock.
+        let pending = subscription::Entity::find()
+            .filter(due_subscriptions.clone())
+            .count(&self.reader)
+            .await
+            .map_err(classify)?
+            + endpoint::Entity::find()
+                .filter(due_secrets.clone())
+                .count(&self.reader)
+                .await
+                .map_err(classify)?;
+        if pending == 0 {
+            return Ok(0);
+        }
+        let txn = self.begin().await?;
+        let revision = next_revision(&txn).await?;
+        let mut log = ChangeLog::new(revision);
+        let subs = subscription::Entity::find()
+            .filter(due_subscriptions)
+            .all(&txn)
+            .await
+            .map_err(classify)?;
+        let mut count = 0;
+        for row in subs {
+            let mut am = row.clone().into_active_model();
+            am.status = sea_orm::Set(SubscriptionStatus::Expired.as_str().to_owned());
+            am.update_time = sea_orm::Set(now);
+            am.etag = sea_orm::Set(new_etag());
+            am.update(&txn).await.map_err(classify)?;
+            log.record(&txn, Some(&row.tenant_id), "subscription", &row.subscription_id, "UPSERT", now)
+                .await?;
+            count += 1;
+        }
+        let endpoints = endpoint::Entity::find()
+            .filter(due_secrets)
+            .all(&txn)
+            .await
+            .map_err(classify)?;
+        for row in endpoints {
+            let mut am = row.clone().into_active_model();
+            // The rotated-out secret leaves storage once its grace ends.
+            am.previous_secret_enc = sea_orm::Set(None);
+            am.previous_secret_expire_time = sea_orm::Set(None);
+            am.update_time = sea_orm::Set(now);
+            am.etag = sea_orm::Set(new_etag());
+            am.update(&txn).await.map_err(classify)?;
+            log.record(&txn, Some(&row.tenant_id), "endpoint", &row.endpoint_id, "UPSERT", now)
+                .await?;
+            count += 1;
+        }
+        if count == 0 {
+            // Raced with another replica's sweeper: give the revision back.
+            txn.rollback().await.map_err(classify)?;
+            return Ok(0);
+        }
+        txn.commit().await.map_err(classify)?;
+        self.publish(log.last);
+        Ok(count)
+    }
+
     async fn create_tenant(&self, t: &Tenant, meta: &WriteMeta) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
@@ -861,7 +1011,7 @@ impl Repository for SeaRepository {
         let mut log = ChangeLog::new(revision);
         log.record(&txn, None, "credential", &c.api_id, "UPSERT", c.create_time).await?;
         txn.commit().await.map_err(classify)?;
-        self.revisions.send_replace(revision.max(*self.revisions.borrow()));
+        self.publish(revision);
         Ok(true)
     }
 

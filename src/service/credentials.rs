@@ -136,6 +136,6 @@ impl Services {
         let meta = self.write_meta(caller, now_micros());
         let (credential, revision) = self.repo.revoke_credential(api_id, &meta).await?;
         self.cache_credential(&credential);
-        Ok(Written { value: credential, revision: Some(revision) })
+        Ok(self.done(credential, revision).await)
     }
 }

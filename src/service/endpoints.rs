@@ -156,7 +156,7 @@ impl Services {
         next.update_time = meta.now;
         next.etag = new_etag();
         let revision = self.repo.update_endpoint(&next, &current.etag, &meta).await?;
-        Ok(Written { value: next, revision: Some(revision) })
+        Ok(self.done(next, revision).await)
     }
 
     pub async fn delete_endpoint(
@@ -180,7 +180,7 @@ impl Services {
             .repo
             .delete_endpoint(&tenant_id, endpoint_id.as_str(), &current.etag, force, &meta)
             .await?;
-        Ok(Written { value: endpoint, revision: Some(revision) })
+        Ok(self.done(endpoint, revision).await)
     }
 
     /// Issues a new signing secret; the previous one stays valid for the
@@ -231,6 +231,6 @@ impl Services {
         next.update_time = meta.now;
         next.etag = new_etag();
         let revision = self.repo.update_endpoint(&next, &current.etag, &meta).await?;
-        Ok(Written { value: next, revision: Some(revision) })
+        Ok(self.done(next, revision).await)
     }
 }

@@ -162,7 +162,7 @@ impl Services {
         next.update_time = meta.now;
         next.etag = new_etag();
         let revision = self.repo.update_event_type(&next, &current.etag, &meta).await?;
-        Ok(Written { value: next, revision: Some(revision) })
+        Ok(self.done(next, revision).await)
     }
 
     /// Checks a payload against its event type's schema. Problems with the

@@ -2,6 +2,7 @@
 //! domain values and the authenticated [`Caller`], returns model records.
 
 mod credentials;
+mod data_plane;
 mod endpoints;
 mod event_types;
 pub mod page_token;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use serde::{Serialize, de::DeserializeOwned};
 
 pub use credentials::{NewCredential, generate_api_id, generate_credential_secret};
+pub use data_plane::{WatchEvent, WatchResource};
 pub use endpoints::{EndpointChanges, NewEndpoint};
 pub use event_types::{EventTypeChanges, EventTypeKey, NewEventType, PayloadViolation};
 pub use page_token::PageTokens;
@@ -22,6 +24,7 @@ pub use tenants::{NewTenant, TenantChanges};
 use crate::auth::{CachedCredential, Caller, CredentialCache, Permission, ScopeError};
 use crate::error::{Error, Result};
 use crate::model::{Credential, Micros, now_micros};
+use crate::resolve::ResolveIndex;
 use crate::repository::{IdempotencyWrite, PageRequest, RepoError, Repository, Revision, WriteMeta};
 
 /// How long a request_id is remembered.
@@ -40,6 +43,7 @@ pub struct Services {
     credentials: Arc<CredentialCache>,
     settings: ServiceSettings,
     tokens: PageTokens,
+    index: Arc<ResolveIndex>,
 }
 
 /// A write's result: the value, and the change-log revision it produced
@@ -97,8 +101,15 @@ impl Services {
         credentials: Arc<CredentialCache>,
         settings: ServiceSettings,
         tokens: PageTokens,
+        index: Arc<ResolveIndex>,
     ) -> Self {
-        Services { repo, credentials, settings, tokens }
+        Services { repo, credentials, settings, tokens, index }
+    }
+
+    /// A settled write's result.
+    async fn done<T>(&self, value: T, revision: Revision) -> Written<T> {
+        self.settle(revision).await;
+        Written { value, revision: Some(revision) }
     }
 
     pub fn repository(&self) -> &Arc<dyn Repository> {
@@ -159,7 +170,7 @@ impl Services {
         let mut meta = self.write_meta(caller, now);
         let Some(idem) = idempotency.filter(|i| !i.request_id.is_empty()) else {
             let (value, revision) = run(meta).await?;
-            return Ok(Written { value, revision: Some(revision) });
+            return Ok(self.done(value, revision).await);
         };
         if idem.request_id.len() > 128 || !idem.request_id.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Error::invalid("request_id", "must be 1..128 visible ASCII characters"));
@@ -174,7 +185,7 @@ impl Services {
             response: Vec::new(),
         });
         match run(meta).await {
-            Ok((value, revision)) => Ok(Written { value, revision: Some(revision) }),
+            Ok((value, revision)) => Ok(self.done(value, revision).await),
             Err(Error::Aborted(_)) => match self.find_replay(caller, method, &idem, now).await? {
                 Some(found) => Ok(found),
                 None => Err(Error::Aborted("the call conflicted with another; retry".into())),

@@ -345,7 +345,7 @@ impl Services {
         next.update_time = meta.now;
         next.etag = new_etag();
         let revision = self.repo.update_subscription(&next, &current.etag, &meta).await?;
-        Ok(Written { value: presented(next, now), revision: Some(revision) })
+        Ok(self.done(presented(next, now), revision).await)
     }
 
     pub async fn delete_subscription(
@@ -371,7 +371,7 @@ impl Services {
             .repo
             .delete_subscription(&tenant_id, subscription_id.as_str(), &current.etag, &meta)
             .await?;
-        Ok(Written { value: subscription, revision: Some(revision) })
+        Ok(self.done(subscription, revision).await)
     }
 
     /// Sets expire_time to now + ttl; revives an EXPIRED subscription.
@@ -408,6 +408,6 @@ impl Services {
         next.update_time = meta.now;
         next.etag = new_etag();
         let revision = self.repo.update_subscription(&next, &current.etag, &meta).await?;
-        Ok(Written { value: next, revision: Some(revision) })
+        Ok(self.done(next, revision).await)
     }
 }

@@ -131,7 +131,7 @@ impl Services {
         next.update_time = meta.now;
         next.etag = new_etag();
         let revision = self.repo.update_tenant(&next, &current.etag, &meta).await?;
-        Ok(Written { value: next, revision: Some(revision) })
+        Ok(self.done(next, revision).await)
     }
 
     pub async fn delete_tenant(
@@ -153,7 +153,7 @@ impl Services {
         let meta = self.write_meta(caller, now_micros());
         let (tenant, revision) =
             self.repo.delete_tenant(tenant_id.as_str(), &current.etag, force, &meta).await?;
-        Ok(Written { value: tenant, revision: Some(revision) })
+        Ok(self.done(tenant, revision).await)
     }
 
     /// The tenant must exist and accept writes.

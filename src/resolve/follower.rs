@@ -1,0 +1,148 @@
+//! Follows the change log: after every commit on this replica (notified in
+//! process) and every 250 ms (commits on other replicas), reads the new
+//! change rows and refreshes what they touched: a tenant's resolve index, the
+//! catalog, a credential in the cache. Also runs the periodic sweeps.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::ResolveIndex;
+use crate::auth::CredentialCache;
+use crate::model::now_micros;
+use crate::repository::{RepoResult, Repository, Revision};
+use crate::service::cached;
+
+const POLL: Duration = Duration::from_millis(250);
+const BATCH: u64 = 5_000;
+
+pub struct Follower {
+    repo: Arc<dyn Repository>,
+    index: Arc<ResolveIndex>,
+    credentials: Arc<CredentialCache>,
+    change_retention: Duration,
+}
+
+impl Follower {
+    pub fn new(
+        repo: Arc<dyn Repository>,
+        index: Arc<ResolveIndex>,
+        credentials: Arc<CredentialCache>,
+        change_retention: Duration,
+    ) -> Self {
+        Follower { repo, index, credentials, change_retention }
+    }
+
+    /// Loads everything; the index is then current as of the returned revision.
+    pub async fn load(&self) -> RepoResult<Revision> {
+        // Read the revision first: changes after it are replayed later, so
+        // nothing committed during the load is missed.
+        let revision = self.repo.current_revision().await?;
+        let snapshot = self.repo.snapshot(None).await?;
+        let catalog = self.catalog().await?;
+        self.index.load_all(snapshot, catalog);
+        let credentials = self.repo.all_credentials().await?;
+        self.credentials.replace_all(credentials.iter().map(cached).collect());
+        self.index.mark_applied(revision);
+        Ok(revision)
+    }
+
+    async fn catalog(&self) -> RepoResult<HashSet<String>> {
+        Ok(self.repo.all_event_types().await?.into_iter().map(|e| e.name).collect())
+    }
+
+    /// Applies every change after the applied revision.
+    pub async fn catch_up(&self) -> RepoResult<()> {
+        loop {
+            let applied = self.index.applied();
+            let changes = self.repo.changes_since(applied, BATCH).await?;
+            let Some(last) = changes.last().map(|c| c.revision) else {
+                return Ok(());
+            };
+            if changes[0].revision != applied + 1 && applied > 0 {
+                // Rows before these were pruned: we fell too far behind.
+                tracing::warn!(applied, first = changes[0].revision, "change log gap; reloading everything");
+                self.load().await?;
+                return Ok(());
+            }
+            let mut tenants = BTreeSet::new();
+            let mut catalog = false;
+            let mut credentials = BTreeSet::new();
+            for c in &changes {
+                match c.resource_type.as_str() {
+                    "event_type" => catalog = true,
+                    "credential" => {
+                        credentials.insert(c.resource_key.clone());
+                    }
+                    _ => {
+                        if let Some(t) = &c.tenant_id {
+                            tenants.insert(t.clone());
+                        }
+                    }
+                }
+            }
+            for tenant in &tenants {
+                let snapshot = self.repo.snapshot(Some(tenant)).await?;
+                self.index.load_tenant(tenant, snapshot);
+            }
+            if catalog {
+                self.index.set_catalog(self.catalog().await?);
+            }
+            for api_id in &credentials {
+                match self.repo.get_credential(api_id).await? {
+                    Some(c) => self.credentials.upsert(cached(&c)),
+                    None => self.credentials.remove(api_id),
+                }
+            }
+            self.index.mark_applied(last);
+            if (changes.len() as u64) < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(self, mut local: watch::Receiver<Revision>, mut stop: watch::Receiver<bool>) {
+        let mut last_sweep = Instant::now();
+        let mut last_purge = Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = local.changed() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.catch_up().await {
+                tracing::warn!(error = %e, "cannot follow the change log; retrying");
+                continue;
+            }
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                last_sweep = Instant::now();
+                match self.repo.sweep_expired(now_micros()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(changed = n, "expired subscriptions and rotated-out secrets swept"),
+                    Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+                }
+            }
+            if last_purge.elapsed() >= Duration::from_secs(60) {
+                last_purge = Instant::now();
+                let now = now_micros();
+                let retention = i64::try_from(self.change_retention.as_micros()).unwrap_or(i64::MAX);
+                if let Err(e) = self
+                    .repo
+                    .purge_expired(now, now - crate::service::IDEMPOTENCY_RETENTION_MICROS)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot purge expired nonces and request ids");
+                }
+                if let Err(e) = self.repo.prune_changes(now.saturating_sub(retention)).await {
+                    tracing::warn!(error = %e, "cannot prune the change log");
+                }
+            }
+        }
+    }
+}

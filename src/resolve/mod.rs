@@ -1,0 +1,9 @@
+//! The in-memory subscriber index that serves ResolveSubscribers, and the
+//! change-log follower that keeps it (and the credential cache) current.
+
+mod follower;
+mod index;
+mod trie;
+
+pub use follower::Follower;
+pub use index::{ResolveIndex, Target};

@@ -1,0 +1,232 @@
+//! The data plane: ResolveSubscribers from the in-memory index, and
+//! WatchSubscriptions from the change log.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Services;
+use super::subscriptions::presented;
+use crate::auth::{Caller, Permission, ScopeError};
+use crate::domain::{EventTypeName, TenantId};
+use crate::error::{Error, FieldExt, Result};
+use crate::model::{Endpoint, Subscription, now_micros};
+use crate::repository::{RepoResult, Revision};
+use crate::resolve::Target;
+
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone)]
+pub enum WatchResource {
+    Subscription(Subscription),
+    /// The endpoint, and its live secrets newest first when the caller may
+    /// read secrets (empty otherwise).
+    Endpoint(Endpoint, Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// Carries the revision the snapshot reflects.
+    Snapshot(Revision, WatchResource),
+    Upsert(Revision, WatchResource),
+    Delete(Revision, WatchResource),
+    Heartbeat(Revision),
+}
+
+impl Services {
+    /// Settles a write: waits (briefly) until this replica's index and
+    /// credential cache reflect `revision`, so a caller that reads right after
+    /// its write sees it.
+    pub(crate) async fn settle(&self, revision: Revision) {
+        let mut applied = self.index.subscribe_applied();
+        let _ = tokio::time::timeout(Duration::from_secs(2), applied.wait_for(|a| *a >= revision)).await;
+    }
+
+    pub async fn resolve_subscribers(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        event_type: &str,
+    ) -> Result<(Vec<Target>, Revision)> {
+        let tenant_id = self.tenant_scope(caller, Permission::SubscribersResolve, tenant_id)?;
+        TenantId::parse(&tenant_id).field("tenant_id")?;
+        EventTypeName::parse(event_type).field("event_type")?;
+        let with_secrets = caller.has(Permission::SecretsRead);
+        Ok(self.index.resolve(&tenant_id, event_type, now_micros(), with_secrets))
+    }
+
+    /// Starts a watch; events arrive on the returned channel until the
+    /// receiver is dropped.
+    pub async fn watch_subscriptions(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        since_revision: i64,
+    ) -> Result<mpsc::Receiver<Result<WatchEvent>>> {
+        self.require(caller, Permission::SubscribersResolve)?;
+        // A platform-wide dispatcher may watch every tenant (empty tenant_id).
+        let tenant = match caller.effective_tenant(tenant_id) {
+            Ok(t) => Some(TenantId::parse(t).field("tenant_id")?.into_string()),
+            Err(ScopeError::TenantRequired) => None,
+            Err(ScopeError::OtherTenant) => {
+                return Err(Error::PermissionDenied("the credential is scoped to another tenant".into()));
+            }
+        };
+        if since_revision < 0 {
+            return Err(Error::invalid("since_revision", "must not be negative"));
+        }
+        let current = self.repo.current_revision().await?;
+        if since_revision > current {
+            return Err(Error::OutOfRange(format!(
+                "since_revision {since_revision} is newer than the current revision {current}; resync from 0"
+            )));
+        }
+        if since_revision > 0 {
+            let oldest = self.repo.oldest_change().await?.unwrap_or(current + 1);
+            if since_revision < oldest - 1 {
+                return Err(Error::OutOfRange(format!(
+                    "since_revision {since_revision} is older than the retained change log; resync from 0"
+                )));
+            }
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let watcher = Watcher {
+            repo: self.repo.clone(),
+            tenant,
+            with_secrets: caller.has(Permission::SecretsRead),
+            local: self.index.subscribe_applied(),
+            tx,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = watcher.run(since_revision, current).await {
+                let _ = e.tx.send(Err(e.error.into())).await;
+            }
+        });
+        Ok(rx)
+    }
+}
+
+struct Watcher {
+    repo: std::sync::Arc<dyn crate::repository::Repository>,
+    tenant: Option<String>,
+    with_secrets: bool,
+    local: tokio::sync::watch::Receiver<Revision>,
+    tx: mpsc::Sender<Result<WatchEvent>>,
+}
+
+struct WatchFailure {
+    tx: mpsc::Sender<Result<WatchEvent>>,
+    error: crate::repository::RepoError,
+}
+
+/// Stops the watch quietly when the client went away.
+struct Gone;
+
+impl Watcher {
+    fn endpoint(&self, e: Endpoint) -> WatchResource {
+        let now = now_micros();
+        let secrets = if self.with_secrets {
+            let mut s = vec![e.secret.clone()];
+            if let Some(p) = &e.previous_secret
+                && p.expire_time > now
+            {
+                s.push(p.secret.clone());
+            }
+            s
+        } else {
+            Vec::new()
+        };
+        WatchResource::Endpoint(e, secrets)
+    }
+
+    async fn send(&self, event: WatchEvent) -> std::result::Result<(), Gone> {
+        self.tx.send(Ok(event)).await.map_err(|_| Gone)
+    }
+
+    async fn run(mut self, since: Revision, current: Revision) -> std::result::Result<(), WatchFailure> {
+        match self.stream(since, current).await {
+            Ok(Ok(())) | Ok(Err(Gone)) => Ok(()),
+            Err(error) => Err(WatchFailure { tx: self.tx.clone(), error }),
+        }
+    }
+
+    async fn stream(&mut self, since: Revision, current: Revision) -> RepoResult<std::result::Result<(), Gone>> {
+        let mut cursor = since;
+        if since == 0 {
+            // Changes after `current` are replayed below, so nothing
+            // committed while the snapshot is read is lost.
+            cursor = current;
+            let snapshot = self.repo.snapshot(self.tenant.as_deref()).await?;
+            let now = now_micros();
+            for e in snapshot.endpoints {
+                let resource = self.endpoint(e);
+                if self.send(WatchEvent::Snapshot(cursor, resource)).await.is_err() {
+                    return Ok(Err(Gone));
+                }
+            }
+            for s in snapshot.subscriptions {
+                let event = WatchEvent::Snapshot(cursor, WatchResource::Subscription(presented(s, now)));
+                if self.send(event).await.is_err() {
+                    return Ok(Err(Gone));
+                }
+            }
+            if self.send(WatchEvent::Heartbeat(cursor)).await.is_err() {
+                return Ok(Err(Gone));
+            }
+        }
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+        loop {
+            if let Err(Gone) = self.forward_changes(&mut cursor).await? {
+                return Ok(Err(Gone));
+            }
+            tokio::select! {
+                _ = self.tx.closed() => return Ok(Err(Gone)),
+                _ = self.local.changed() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = heartbeat.tick() => {
+                    if self.send(WatchEvent::Heartbeat(cursor)).await.is_err() {
+                        return Ok(Err(Gone));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn forward_changes(&mut self, cursor: &mut Revision) -> RepoResult<std::result::Result<(), Gone>> {
+        loop {
+            let changes = self.repo.changes_since(*cursor, 1000).await?;
+            let Some(last) = changes.last().map(|c| c.revision) else {
+                return Ok(Ok(()));
+            };
+            for c in &changes {
+                if self.tenant.is_some() && c.tenant_id != self.tenant {
+                    continue;
+                }
+                let Some(tenant) = &c.tenant_id else { continue };
+                let resource = match c.resource_type.as_str() {
+                    "subscription" => self
+                        .repo
+                        .get_subscription(tenant, &c.resource_key)
+                        .await?
+                        .map(|s| WatchResource::Subscription(presented(s, now_micros()))),
+                    "endpoint" => self.repo.get_endpoint(tenant, &c.resource_key).await?.map(|e| self.endpoint(e)),
+                    _ => None,
+                };
+                let Some(resource) = resource else { continue };
+                let event = if c.kind == "DELETE" {
+                    WatchEvent::Delete(c.revision, resource)
+                } else {
+                    WatchEvent::Upsert(c.revision, resource)
+                };
+                if self.send(event).await.is_err() {
+                    return Ok(Err(Gone));
+                }
+            }
+            *cursor = last;
+            if changes.len() < 1000 {
+                return Ok(Ok(()));
+            }
+        }
+    }
+}
