@@ -134,12 +134,27 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKPLANE_BOOTSTRAP_SECRET", hide_env_values = true, requires = "bootstrap_api_id")]
     pub bootstrap_secret: Option<String>,
 
+    /// How long a confirmation link stays valid, in hours.
+    #[arg(long, env = "HOOKPLANE_CONFIRMATION_TTL_HOURS", default_value_t = 72, value_parser = clap::value_parser!(i64).range(1..=8760))]
+    pub confirmation_ttl_hours: i64,
+
+    /// Timeout of one outbound delivery (confirmation, ping), in seconds.
+    #[arg(long, env = "HOOKPLANE_DELIVERY_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub delivery_timeout_secs: u64,
+
     /// How long shutdown waits for running calls, in seconds.
     #[arg(long, env = "HOOKPLANE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 }
 
 impl ServeArgs {
+    /// Base of confirmation links.
+    pub fn public_url(&self, http_addr: SocketAddr) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{http_addr}"))
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }

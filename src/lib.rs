@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod crypto;
+pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod model;

@@ -18,6 +18,7 @@ use tonic_health::server::HealthReporter;
 use crate::auth::{Authenticator, CredentialCache, MethodPathLayer, NonceStore, Role};
 use crate::config::{BOOTSTRAP_FILE, DatabaseArgs, MASTER_KEY_FILE, ServeArgs};
 use crate::crypto::{MasterKey, load_or_create_key_file};
+use crate::delivery::{Sender, Worker};
 use crate::grpc::Api;
 use crate::model::{Credential, new_etag, now_micros};
 use crate::proto;
@@ -246,10 +247,59 @@ async fn healthz(
     }
 }
 
+#[derive(serde::Deserialize)]
+struct ConfirmQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// GET /v1/confirm?token=...: the link in a confirmation message.
+async fn confirm(
+    axum::extract::State(services): axum::extract::State<Arc<Services>>,
+    axum::extract::Query(query): axum::extract::Query<ConfirmQuery>,
+) -> (http::StatusCode, axum::Json<serde_json::Value>) {
+    use crate::error::Error;
+    match services.confirm_by_link(&query.token).await {
+        Ok(w) => (
+            http::StatusCode::OK,
+            axum::Json(serde_json::json!({
+                "status": "confirmed",
+                "tenant_id": w.value.tenant_id,
+                "subscription_id": w.value.subscription_id,
+            })),
+        ),
+        Err(e) => {
+            let code = match &e {
+                Error::InvalidArgument(_) => http::StatusCode::BAD_REQUEST,
+                Error::NotFound(_) => http::StatusCode::NOT_FOUND,
+                Error::FailedPrecondition(_) => http::StatusCode::GONE,
+                Error::Unavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+                _ => http::StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let message = tonic::Status::from(e).message().to_owned();
+            (code, axum::Json(serde_json::json!({ "error": message })))
+        }
+    }
+}
+
 pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let repo = Arc::new(connect(&args.database).await?);
     bootstrap(&args, &repo).await.context("cannot create the bootstrap credential")?;
 
+    // Bind first: confirmation links need the HTTP address when it is port 0.
+    let grpc_listener = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("cannot bind gRPC address {}", args.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_listener = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("cannot bind HTTP address {}", args.http_addr))?;
+    let http_addr = http_listener.local_addr()?;
+
+    let sender = Arc::new(
+        Sender::new(args.allow_private_networks, Duration::from_secs(args.delivery_timeout_secs))
+            .context("cannot build the HTTP client")?,
+    );
     let credentials = Arc::new(CredentialCache::new());
     let index = Arc::new(ResolveIndex::default());
     let key = master_key(&args.database)?;
@@ -260,9 +310,12 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         ServiceSettings {
             allow_private_networks: args.allow_private_networks,
             timestamp_window_secs: args.timestamp_window_secs,
+            public_url: args.public_url(http_addr),
+            confirmation_ttl_secs: args.confirmation_ttl_hours * 3600,
         },
         PageTokens::new(&key.derive(b"hookplane page tokens")),
         index.clone(),
+        sender.clone(),
     ));
     let follower = Follower::new(
         dyn_repo,
@@ -322,23 +375,21 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         .add_service(authed!(proto::endpoint_service_server::EndpointServiceServer<Api>))
         .add_service(authed!(proto::subscription_service_server::SubscriptionServiceServer<Api>));
 
-    let grpc_listener = TcpListener::bind(args.grpc_addr)
-        .await
-        .with_context(|| format!("cannot bind gRPC address {}", args.grpc_addr))?;
-    let grpc_addr = grpc_listener.local_addr()?;
-    let http_listener = TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("cannot bind HTTP address {}", args.http_addr))?;
-    let http_addr = http_listener.local_addr()?;
     tracing::info!(%grpc_addr, %http_addr, tls = args.tls_cert.is_some(), "hookplane listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(watch_database(repo.clone(), reporter.clone(), stop_rx.clone()));
     tokio::spawn(follower.run(repo.subscribe_revisions(), stop_rx.clone()));
+    tokio::spawn(Worker::new(repo.clone() as Arc<dyn Repository>, sender).run(repo.subscribe_revisions(), stop_rx.clone()));
 
     let http_app = axum::Router::new()
         .route("/healthz", axum::routing::get(healthz))
-        .with_state(repo.clone());
+        .with_state(repo.clone())
+        .merge(
+            axum::Router::new()
+                .route("/v1/confirm", axum::routing::get(confirm))
+                .with_state(services.clone()),
+        );
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, http_app)

@@ -145,8 +145,19 @@ impl EndpointService for Api {
 
     async fn ping_endpoint(
         &self,
-        _request: Request<proto::PingEndpointRequest>,
+        request: Request<proto::PingEndpointRequest>,
     ) -> Result<Response<proto::PingEndpointResponse>, Status> {
-        Err(Status::unimplemented("PingEndpoint is not implemented yet"))
+        let caller = caller(&request)?;
+        let req = request.get_ref();
+        let result = self
+            .services
+            .ping_endpoint(&caller, &req.tenant_id, &req.endpoint_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::PingEndpointResponse {
+            status_code: i32::from(result.status_code),
+            latency: prost_types::Duration::try_from(result.latency).ok(),
+            error: result.error,
+        }))
     }
 }

@@ -155,16 +155,29 @@ impl SubscriptionService for Api {
 
     async fn confirm_subscription(
         &self,
-        _request: Request<proto::ConfirmSubscriptionRequest>,
+        request: Request<proto::ConfirmSubscriptionRequest>,
     ) -> Result<Response<proto::Subscription>, Status> {
-        Err(Status::unimplemented("ConfirmSubscription is not implemented yet"))
+        let caller = caller(&request)?;
+        let w = self
+            .services
+            .confirm_subscription(&caller, &request.get_ref().token)
+            .await
+            .map_err(status)?;
+        Ok(written(w, convert::subscription))
     }
 
     async fn resend_confirmation(
         &self,
-        _request: Request<proto::ResendConfirmationRequest>,
+        request: Request<proto::ResendConfirmationRequest>,
     ) -> Result<Response<proto::Subscription>, Status> {
-        Err(Status::unimplemented("ResendConfirmation is not implemented yet"))
+        let caller = caller(&request)?;
+        let req = request.get_ref();
+        let w = self
+            .services
+            .resend_confirmation(&caller, &req.tenant_id, &req.subscription_id)
+            .await
+            .map_err(status)?;
+        Ok(written(w, convert::subscription))
     }
 
     async fn resolve_subscribers(

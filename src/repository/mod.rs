@@ -119,6 +119,40 @@ pub struct Snapshot {
     pub subscriptions: Vec<Subscription>,
 }
 
+/// A confirmation to send: its token (stored hashed) and the outbox row that
+/// will deliver it, written in the same transaction as the subscription.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub subscription_id: String,
+    pub endpoint_id: String,
+    /// SHA-256 of the token, hex.
+    pub token_hash: String,
+    pub token_expire_time: Micros,
+    pub outbox_id: String,
+    /// The message body, without its send time; encrypted at rest.
+    pub payload: Vec<u8>,
+}
+
+/// A pending outbound delivery.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub id: String,
+    pub kind: String,
+    pub tenant_id: String,
+    pub subscription_id: String,
+    pub endpoint_id: String,
+    pub payload: Vec<u8>,
+    pub attempts: i32,
+    pub next_attempt_time: Micros,
+}
+
+#[derive(Debug, Clone)]
+pub enum DeliveryOutcome {
+    Delivered,
+    Retry { next_attempt_time: Micros, error: String },
+    GiveUp { error: String },
+}
+
 /// The outcome of a write: the revision its last change-log row got.
 pub type Revision = i64;
 
@@ -188,7 +222,15 @@ pub trait Repository: Send + Sync + 'static {
     async fn create_endpoint(&self, endpoint: &Endpoint, meta: &WriteMeta) -> RepoResult<Revision>;
     async fn get_endpoint(&self, tenant_id: &str, endpoint_id: &str) -> RepoResult<Option<Endpoint>>;
     async fn list_endpoints(&self, tenant_id: &str, page: &PageRequest) -> RepoResult<Page<Endpoint>>;
-    async fn update_endpoint(&self, endpoint: &Endpoint, prev_etag: &str, meta: &WriteMeta) -> RepoResult<Revision>;
+    /// Updates the endpoint; each verification also puts its subscription
+    /// back to PENDING_VERIFICATION (a URL change on a verifying tenant).
+    async fn update_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        prev_etag: &str,
+        verifications: &[Verification],
+        meta: &WriteMeta,
+    ) -> RepoResult<Revision>;
     async fn delete_endpoint(
         &self,
         tenant_id: &str,
@@ -198,7 +240,12 @@ pub trait Repository: Send + Sync + 'static {
         meta: &WriteMeta,
     ) -> RepoResult<(Endpoint, Revision)>;
 
-    async fn create_subscription(&self, subscription: &Subscription, meta: &WriteMeta) -> RepoResult<Revision>;
+    async fn create_subscription(
+        &self,
+        subscription: &Subscription,
+        verification: Option<&Verification>,
+        meta: &WriteMeta,
+    ) -> RepoResult<Revision>;
     async fn get_subscription(&self, tenant_id: &str, subscription_id: &str) -> RepoResult<Option<Subscription>>;
     async fn list_subscriptions(
         &self,
@@ -221,4 +268,25 @@ pub trait Repository: Send + Sync + 'static {
         prev_etag: &str,
         meta: &WriteMeta,
     ) -> RepoResult<(Subscription, Revision)>;
+
+    /// Uses a confirmation token: the subscription becomes ACTIVE.
+    async fn confirm_subscription(
+        &self,
+        token_hash: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<(Subscription, Revision)>;
+    /// Kills the subscription's earlier tokens and queues a new confirmation.
+    async fn resend_confirmation(
+        &self,
+        tenant_id: &str,
+        verification: &Verification,
+        meta: &WriteMeta,
+    ) -> RepoResult<(Subscription, Revision)>;
+    /// The tenant of a token, if the token exists (for permission checks).
+    async fn token_tenant(&self, token_hash: &str) -> RepoResult<Option<String>>;
+
+    async fn due_deliveries(&self, now: Micros, limit: u64) -> RepoResult<Vec<OutboxItem>>;
+    /// Takes a delivery for `lease_until`; false when another worker has it.
+    async fn claim_delivery(&self, item: &OutboxItem, lease_until: Micros) -> RepoResult<bool>;
+    async fn finish_delivery(&self, item: &OutboxItem, outcome: &DeliveryOutcome, now: Micros) -> RepoResult<()>;
 }

@@ -12,10 +12,11 @@ use sea_orm::{
 use tokio::sync::watch;
 
 use super::entities::{
-    change, credential, endpoint, event_type, idempotency, nonce, subscription, tenant,
+    change, confirmation_token, credential, endpoint, event_type, idempotency, nonce, outbox,
+    subscription, tenant,
 };
 use super::{
-    ChangeRecord, CredentialFilter, Snapshot, IdempotencyRecord, Page, PageRequest, RepoError, RepoResult, Repository,
+    ChangeRecord, CredentialFilter, DeliveryOutcome, OutboxItem, Snapshot, Verification, IdempotencyRecord, Page, PageRequest, RepoError, RepoResult, Repository,
     Revision, SubscriptionFilter, WriteMeta,
 };
 use crate::auth::Role;
@@ -195,6 +196,59 @@ impl SeaRepository {
         txn.commit().await.map_err(classify)?;
         self.publish(revision);
         Ok(revision)
+    }
+
+    /// Kills the subscription's earlier tokens, stores the new token's hash
+    /// and queues the confirmation message.
+    async fn queue_verification(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant_id: &str,
+        v: &Verification,
+        now: Micros,
+    ) -> RepoResult<()> {
+        confirmation_token::Entity::update_many()
+            .col_expr(confirmation_token::Column::UsedTime, sea_orm::sea_query::Expr::value(now))
+            .filter(confirmation_token::Column::TenantId.eq(tenant_id))
+            .filter(confirmation_token::Column::SubscriptionId.eq(v.subscription_id.clone()))
+            .filter(confirmation_token::Column::UsedTime.is_null())
+            .exec(txn)
+            .await
+            .map_err(classify)?;
+        confirmation_token::Entity::insert(
+            confirmation_token::Model {
+                token_hash: v.token_hash.clone(),
+                tenant_id: tenant_id.to_owned(),
+                subscription_id: v.subscription_id.clone(),
+                expire_time: v.token_expire_time,
+                used_time: None,
+                create_time: now,
+            }
+            .into_active_model(),
+        )
+        .exec_without_returning(txn)
+        .await
+        .map_err(classify)?;
+        outbox::Entity::insert(
+            outbox::Model {
+                id: v.outbox_id.clone(),
+                kind: "confirmation".into(),
+                tenant_id: tenant_id.to_owned(),
+                subscription_id: v.subscription_id.clone(),
+                endpoint_id: v.endpoint_id.clone(),
+                payload_enc: self.key.encrypt(&v.payload, outbox_aad(&v.outbox_id).as_bytes()),
+                attempts: 0,
+                next_attempt_time: now,
+                done_time: None,
+                last_error: String::new(),
+                create_time: now,
+            }
+            .into_active_model(),
+        )
+        .exec_without_returning(txn)
+        .await
+        .map_err(classify)?;
+        Ok(())
     }
 
     /// Tells this process's followers that `revision` committed.
@@ -377,6 +431,10 @@ fn credential_aad(api_id: &str) -> String {
 
 fn endpoint_aad(tenant_id: &str, endpoint_id: &str) -> String {
     format!("endpoint:{tenant_id}/{endpoint_id}")
+}
+
+fn outbox_aad(id: &str) -> String {
+    format!("outbox:{id}")
 }
 
 fn idempotency_aad(api_id: &str, request_id: &str) -> String {
@@ -1151,7 +1209,13 @@ impl Repository for SeaRepository {
         })
     }
 
-    async fn update_endpoint(&self, e: &Endpoint, prev_etag: &str, meta: &WriteMeta) -> RepoResult<Revision> {
+    async fn update_endpoint(
+        &self,
+        e: &Endpoint,
+        prev_etag: &str,
+        verifications: &[Verification],
+        meta: &WriteMeta,
+    ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
         load_tenant_for_write(&txn, &e.tenant_id).await?;
@@ -1168,6 +1232,31 @@ impl Repository for SeaRepository {
             return Err(RepoError::Stale);
         }
         log.record(&txn, Some(&e.tenant_id), "endpoint", &e.endpoint_id, "UPSERT", meta.now).await?;
+        for v in verifications {
+            let pending = subscription::Entity::update_many()
+                .col_expr(
+                    subscription::Column::Status,
+                    sea_orm::sea_query::Expr::value(SubscriptionStatus::PendingVerification.as_str()),
+                )
+                .col_expr(subscription::Column::UpdateTime, sea_orm::sea_query::Expr::value(meta.now))
+                .col_expr(subscription::Column::Etag, sea_orm::sea_query::Expr::value(new_etag()))
+                .filter(subscription::Column::TenantId.eq(e.tenant_id.clone()))
+                .filter(subscription::Column::SubscriptionId.eq(v.subscription_id.clone()))
+                .filter(subscription::Column::Status.is_in([
+                    SubscriptionStatus::Active.as_str(),
+                    SubscriptionStatus::Disabled.as_str(),
+                    SubscriptionStatus::PendingVerification.as_str(),
+                ]))
+                .exec(&txn)
+                .await
+                .map_err(classify)?;
+            if pending.rows_affected == 0 {
+                continue;
+            }
+            log.record(&txn, Some(&e.tenant_id), "subscription", &v.subscription_id, "UPSERT", meta.now)
+                .await?;
+            self.queue_verification(&txn, &e.tenant_id, v, meta.now).await?;
+        }
         self.commit(txn, meta, log.last).await
     }
 
@@ -1215,7 +1304,12 @@ impl Repository for SeaRepository {
         Ok((self.endpoint_from_row(updated)?, revision))
     }
 
-    async fn create_subscription(&self, s: &Subscription, meta: &WriteMeta) -> RepoResult<Revision> {
+    async fn create_subscription(
+        &self,
+        s: &Subscription,
+        verification: Option<&Verification>,
+        meta: &WriteMeta,
+    ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
         load_tenant_for_write(&txn, &s.tenant_id).await?;
@@ -1233,6 +1327,9 @@ impl Repository for SeaRepository {
             .map_err(unique_as("subscription name"))?;
         log.record(&txn, Some(&s.tenant_id), "subscription", &s.subscription_id, "UPSERT", meta.now)
             .await?;
+        if let Some(v) = verification {
+            self.queue_verification(&txn, &s.tenant_id, v, meta.now).await?;
+        }
         self.commit(txn, meta, log.last).await
     }
 
@@ -1322,6 +1419,147 @@ impl Repository for SeaRepository {
         log.record(&txn, Some(tenant_id), "subscription", subscription_id, "DELETE", meta.now).await?;
         let revision = self.commit(txn, meta, log.last).await?;
         Ok((subscription_from_row(updated)?, revision))
+    }
+
+    async fn confirm_subscription(&self, token_hash: &str, meta: &WriteMeta) -> RepoResult<(Subscription, Revision)> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        let token = confirmation_token::Entity::find_by_id(token_hash.to_owned())
+            .one(&txn)
+            .await
+            .map_err(classify)?
+            .ok_or(RepoError::NotFound("confirmation token"))?;
+        if token.used_time.is_some() {
+            return Err(RepoError::Precondition(
+                "the confirmation token was already used or replaced by a newer one".into(),
+            ));
+        }
+        if token.expire_time <= meta.now {
+            return Err(RepoError::Precondition(
+                "the confirmation token has expired; ask for a new one with ResendConfirmation".into(),
+            ));
+        }
+        let row = subscription::Entity::find_by_id((token.tenant_id.clone(), token.subscription_id.clone()))
+            .one(&txn)
+            .await
+            .map_err(classify)?
+            .ok_or(RepoError::NotFound("subscription"))?;
+        if row.status != SubscriptionStatus::PendingVerification.as_str() {
+            return Err(RepoError::Precondition(format!(
+                "subscription {} is {}, not PENDING_VERIFICATION",
+                row.subscription_id, row.status
+            )));
+        }
+        load_tenant_for_write(&txn, &row.tenant_id).await?;
+        let mut used = token.into_active_model();
+        used.used_time = sea_orm::Set(Some(meta.now));
+        used.update(&txn).await.map_err(classify)?;
+        let mut am = row.clone().into_active_model();
+        am.status = sea_orm::Set(SubscriptionStatus::Active.as_str().to_owned());
+        am.update_time = sea_orm::Set(meta.now);
+        am.etag = sea_orm::Set(new_etag());
+        let updated = am.update(&txn).await.map_err(classify)?;
+        log.record(&txn, Some(&row.tenant_id), "subscription", &row.subscription_id, "UPSERT", meta.now)
+            .await?;
+        let revision = self.commit(txn, meta, log.last).await?;
+        Ok((subscription_from_row(updated)?, revision))
+    }
+
+    async fn resend_confirmation(
+        &self,
+        tenant_id: &str,
+        v: &Verification,
+        meta: &WriteMeta,
+    ) -> RepoResult<(Subscription, Revision)> {
+        let (txn, revision) = self.begin_write(meta).await?;
+        let mut log = ChangeLog::new(revision);
+        load_tenant_for_write(&txn, tenant_id).await?;
+        let row = subscription::Entity::find_by_id((tenant_id.to_owned(), v.subscription_id.clone()))
+            .one(&txn)
+            .await
+            .map_err(classify)?
+            .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
+            .ok_or(RepoError::NotFound("subscription"))?;
+        if row.status != SubscriptionStatus::PendingVerification.as_str() {
+            return Err(RepoError::Precondition(format!(
+                "subscription {} is {}, not PENDING_VERIFICATION",
+                row.subscription_id, row.status
+            )));
+        }
+        ensure_live_endpoint(&txn, tenant_id, &row.endpoint_id).await?;
+        self.queue_verification(&txn, tenant_id, v, meta.now).await?;
+        log.record(&txn, Some(tenant_id), "subscription", &row.subscription_id, "UPSERT", meta.now).await?;
+        let revision = self.commit(txn, meta, log.last).await?;
+        Ok((subscription_from_row(row)?, revision))
+    }
+
+    async fn token_tenant(&self, token_hash: &str) -> RepoResult<Option<String>> {
+        Ok(confirmation_token::Entity::find_by_id(token_hash.to_owned())
+            .one(&self.reader)
+            .await
+            .map_err(classify)?
+            .map(|t| t.tenant_id))
+    }
+
+    async fn due_deliveries(&self, now: Micros, limit: u64) -> RepoResult<Vec<OutboxItem>> {
+        outbox::Entity::find()
+            .filter(outbox::Column::DoneTime.is_null())
+            .filter(outbox::Column::NextAttemptTime.lte(now))
+            .order_by_asc(outbox::Column::NextAttemptTime)
+            .limit(limit)
+            .all(&self.writer)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(|row| {
+                let payload = self
+                    .key
+                    .decrypt(&row.payload_enc, outbox_aad(&row.id).as_bytes())
+                    .map_err(|e| RepoError::Internal(Box::new(e)))?;
+                Ok(OutboxItem {
+                    id: row.id,
+                    kind: row.kind,
+                    tenant_id: row.tenant_id,
+                    subscription_id: row.subscription_id,
+                    endpoint_id: row.endpoint_id,
+                    payload,
+                    attempts: row.attempts,
+                    next_attempt_time: row.next_attempt_time,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_delivery(&self, item: &OutboxItem, lease_until: Micros) -> RepoResult<bool> {
+        // Compare-and-set on the due time: only one worker (or replica) wins.
+        let result = outbox::Entity::update_many()
+            .col_expr(outbox::Column::NextAttemptTime, sea_orm::sea_query::Expr::value(lease_until))
+            .filter(outbox::Column::Id.eq(item.id.clone()))
+            .filter(outbox::Column::NextAttemptTime.eq(item.next_attempt_time))
+            .filter(outbox::Column::DoneTime.is_null())
+            .exec(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(result.rows_affected == 1)
+    }
+
+    async fn finish_delivery(&self, item: &OutboxItem, outcome: &DeliveryOutcome, now: Micros) -> RepoResult<()> {
+        let mut update = outbox::Entity::update_many()
+            .col_expr(outbox::Column::Attempts, sea_orm::sea_query::Expr::value(item.attempts + 1))
+            .filter(outbox::Column::Id.eq(item.id.clone()));
+        update = match outcome {
+            DeliveryOutcome::Delivered => update
+                .col_expr(outbox::Column::DoneTime, sea_orm::sea_query::Expr::value(now))
+                .col_expr(outbox::Column::LastError, sea_orm::sea_query::Expr::value("")),
+            DeliveryOutcome::Retry { next_attempt_time, error } => update
+                .col_expr(outbox::Column::NextAttemptTime, sea_orm::sea_query::Expr::value(*next_attempt_time))
+                .col_expr(outbox::Column::LastError, sea_orm::sea_query::Expr::value(error.clone())),
+            DeliveryOutcome::GiveUp { error } => update
+                .col_expr(outbox::Column::DoneTime, sea_orm::sea_query::Expr::value(now))
+                .col_expr(outbox::Column::LastError, sea_orm::sea_query::Expr::value(error.clone())),
+        };
+        update.exec(&self.writer).await.map_err(classify)?;
+        Ok(())
     }
 }
 

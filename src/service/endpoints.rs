@@ -122,6 +122,7 @@ impl Services {
             check_text("endpoint.description", d, DESCRIPTION_MAX)?;
         }
         let tenant = self.writable_tenant(&tenant_id).await?;
+        let require_verification = tenant.settings.require_verification;
         let url = match &changes.url {
             Some(u) => Some(CallbackUrl::parse(u, self.url_policy(&tenant)).field("endpoint.url")?),
             None => None,
@@ -155,7 +156,25 @@ impl Services {
         let meta = self.write_meta(caller, now_micros());
         next.update_time = meta.now;
         next.etag = new_etag();
-        let revision = self.repo.update_endpoint(&next, &current.etag, &meta).await?;
+        // A new URL on a verifying tenant must prove itself again.
+        let mut verifications = Vec::new();
+        if require_verification && next.url != current.url {
+            let filter = crate::repository::SubscriptionFilter {
+                tenant_id: tenant_id.clone(),
+                endpoint_id: Some(next.endpoint_id.clone()),
+                status: None,
+                show_deleted: false,
+            };
+            for s in self.repo.all_subscriptions(&filter).await? {
+                if s.status != crate::model::SubscriptionStatus::Expired {
+                    verifications.push(self.new_verification(&s, meta.now)?);
+                }
+            }
+        }
+        let revision = self
+            .repo
+            .update_endpoint(&next, &current.etag, &verifications, &meta)
+            .await?;
         Ok(self.done(next, revision).await)
     }
 
@@ -230,7 +249,7 @@ impl Services {
         next.secret = secret.expose().to_owned();
         next.update_time = meta.now;
         next.etag = new_etag();
-        let revision = self.repo.update_endpoint(&next, &current.etag, &meta).await?;
+        let revision = self.repo.update_endpoint(&next, &current.etag, &[], &meta).await?;
         Ok(self.done(next, revision).await)
     }
 }

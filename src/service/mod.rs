@@ -8,6 +8,7 @@ mod event_types;
 pub mod page_token;
 mod subscriptions;
 mod tenants;
+mod verification;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ pub use event_types::{EventTypeChanges, EventTypeKey, NewEventType, PayloadViola
 pub use page_token::PageTokens;
 pub use subscriptions::{NewSubscription, SubscriptionChanges, SubscriptionListFilter};
 pub use tenants::{NewTenant, TenantChanges};
+pub use verification::token_hash;
 
 use crate::auth::{CachedCredential, Caller, CredentialCache, Permission, ScopeError};
 use crate::error::{Error, Result};
@@ -36,6 +38,9 @@ pub const MAX_PAGE_SIZE: u64 = 1000;
 pub struct ServiceSettings {
     pub allow_private_networks: bool,
     pub timestamp_window_secs: i64,
+    /// Base of confirmation links, e.g. `https://hooks.example.com`.
+    pub public_url: String,
+    pub confirmation_ttl_secs: i64,
 }
 
 pub struct Services {
@@ -44,6 +49,7 @@ pub struct Services {
     settings: ServiceSettings,
     tokens: PageTokens,
     index: Arc<ResolveIndex>,
+    sender: Arc<crate::delivery::Sender>,
 }
 
 /// A write's result: the value, and the change-log revision it produced
@@ -102,8 +108,9 @@ impl Services {
         settings: ServiceSettings,
         tokens: PageTokens,
         index: Arc<ResolveIndex>,
+        sender: Arc<crate::delivery::Sender>,
     ) -> Self {
-        Services { repo, credentials, settings, tokens, index }
+        Services { repo, credentials, settings, tokens, index, sender }
     }
 
     /// A settled write's result.

@@ -159,7 +159,15 @@ impl Services {
                 etag: new_etag(),
             };
             attach_response(&mut meta, &subscription)?;
-            let revision = self.repo.create_subscription(&subscription, &meta).await?;
+            let verification = if subscription.status == SubscriptionStatus::PendingVerification {
+                Some(self.new_verification(&subscription, meta.now)?)
+            } else {
+                None
+            };
+            let revision = self
+                .repo
+                .create_subscription(&subscription, verification.as_ref(), &meta)
+                .await?;
             Ok((subscription, revision))
         })
         .await

@@ -31,8 +31,19 @@ async fn missing_headers_are_named(backend: Backend) {
     let server = backend.start().await;
     create_tenant(&server.admin(), "acme").await;
     let mut tenants = TenantServiceClient::new(server.channel());
-    for header in ["x-api-id", "x-api-timestamp", "x-api-nonce", "x-api-signature"] {
-        let mut req = signed_request(get_acme(), &Cred::admin(), GET_TENANT, unix_now(), &fresh_nonce());
+    for header in [
+        "x-api-id",
+        "x-api-timestamp",
+        "x-api-nonce",
+        "x-api-signature",
+    ] {
+        let mut req = signed_request(
+            get_acme(),
+            &Cred::admin(),
+            GET_TENANT,
+            unix_now(),
+            &fresh_nonce(),
+        );
         req.metadata_mut().remove(header);
         let status = expect_code(tenants.get_tenant(req).await, Code::Unauthenticated);
         assert!(
@@ -60,7 +71,13 @@ async fn malformed_headers_are_named(backend: Backend) {
         ("x-api-signature", "not hex at all"),
     ];
     for (header, value) in cases {
-        let mut req = signed_request(get_acme(), &Cred::admin(), GET_TENANT, unix_now(), &fresh_nonce());
+        let mut req = signed_request(
+            get_acme(),
+            &Cred::admin(),
+            GET_TENANT,
+            unix_now(),
+            &fresh_nonce(),
+        );
         req.metadata_mut().insert(header, ascii(value));
         let status = expect_code(tenants.get_tenant(req).await, Code::Unauthenticated);
         assert!(
@@ -73,11 +90,19 @@ async fn malformed_headers_are_named(backend: Backend) {
 }
 
 async fn timestamp_outside_the_window_is_refused(backend: Backend) {
-    let server = backend.start_with(&["--timestamp-window-secs", "300"]).await;
+    let server = backend
+        .start_with(&["--timestamp-window-secs", "300"])
+        .await;
     create_tenant(&server.admin(), "acme").await;
     let mut tenants = TenantServiceClient::new(server.channel());
     for skew in [-900, 900] {
-        let req = signed_request(get_acme(), &Cred::admin(), GET_TENANT, unix_now() + skew, &fresh_nonce());
+        let req = signed_request(
+            get_acme(),
+            &Cred::admin(),
+            GET_TENANT,
+            unix_now() + skew,
+            &fresh_nonce(),
+        );
         let status = expect_code(tenants.get_tenant(req).await, Code::Unauthenticated);
         assert!(
             status.message().contains("x-api-timestamp"),
@@ -87,7 +112,13 @@ async fn timestamp_outside_the_window_is_refused(backend: Backend) {
     }
     // Well inside the window both ways.
     for skew in [-120, 120] {
-        let req = signed_request(get_acme(), &Cred::admin(), GET_TENANT, unix_now() + skew, &fresh_nonce());
+        let req = signed_request(
+            get_acme(),
+            &Cred::admin(),
+            GET_TENANT,
+            unix_now() + skew,
+            &fresh_nonce(),
+        );
         ok(tenants.get_tenant(req).await);
     }
     server.stop().await;
@@ -121,8 +152,14 @@ async fn bad_signature_unknown_id_and_revoked_share_one_message(backend: Backend
         assert!(!status.message().contains(ADMIN_SECRET));
         messages.push(status.message().to_owned());
     }
-    assert_eq!(messages[0], messages[1], "unknown id looks like a bad signature");
-    assert_eq!(messages[0], messages[2], "revoked looks like a bad signature");
+    assert_eq!(
+        messages[0], messages[1],
+        "unknown id looks like a bad signature"
+    );
+    assert_eq!(
+        messages[0], messages[2],
+        "revoked looks like a bad signature"
+    );
 
     // A signature made for another method does not verify either.
     let req = signed_request(
@@ -144,11 +181,23 @@ async fn replayed_read_is_refused(backend: Backend) {
     let now = unix_now();
     let nonce = fresh_nonce();
     ok(tenants
-        .get_tenant(signed_request(get_acme(), &Cred::admin(), GET_TENANT, now, &nonce))
+        .get_tenant(signed_request(
+            get_acme(),
+            &Cred::admin(),
+            GET_TENANT,
+            now,
+            &nonce,
+        ))
         .await);
     expect_code(
         tenants
-            .get_tenant(signed_request(get_acme(), &Cred::admin(), GET_TENANT, now, &nonce))
+            .get_tenant(signed_request(
+                get_acme(),
+                &Cred::admin(),
+                GET_TENANT,
+                now,
+                &nonce,
+            ))
             .await,
         Code::Unauthenticated,
     );
@@ -174,7 +223,13 @@ async fn replayed_write_is_refused_after_restart(backend: Backend) {
     };
     let mut tenants = TenantServiceClient::new(server.channel());
     ok(tenants
-        .create_tenant(signed_request(create("acme"), &Cred::admin(), CREATE_TENANT, now, &nonce))
+        .create_tenant(signed_request(
+            create("acme"),
+            &Cred::admin(),
+            CREATE_TENANT,
+            now,
+            &nonce,
+        ))
         .await);
 
     let server = server.restart().await;
@@ -182,7 +237,13 @@ async fn replayed_write_is_refused_after_restart(backend: Backend) {
     // Same signed headers, still inside the window, new body.
     expect_code(
         tenants
-            .create_tenant(signed_request(create("beta"), &Cred::admin(), CREATE_TENANT, now, &nonce))
+            .create_tenant(signed_request(
+                create("beta"),
+                &Cred::admin(),
+                CREATE_TENANT,
+                now,
+                &nonce,
+            ))
             .await,
         Code::Unauthenticated,
     );
@@ -221,10 +282,10 @@ async fn health_and_reflection_need_no_credentials(backend: Backend) {
     assert_eq!(overall.status, ServingStatus::Serving as i32);
 
     {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
         let mut reflection = ServerReflectionClient::new(server.channel());
         let request = ServerReflectionRequest {
             host: String::new(),
@@ -250,14 +311,17 @@ async fn health_and_reflection_need_no_credentials(backend: Backend) {
             "hookplane.v1.SubscriptionService",
             "grpc.health.v1.Health",
         ] {
-            assert!(names.iter().any(|n| n == service), "v1 lists {service}: {names:?}");
+            assert!(
+                names.iter().any(|n| n == service),
+                "v1 lists {service}: {names:?}"
+            );
         }
     }
     {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         let mut reflection = ServerReflectionClient::new(server.channel());
         let request = ServerReflectionRequest {
             host: String::new(),
@@ -276,7 +340,10 @@ async fn health_and_reflection_need_no_credentials(backend: Backend) {
         let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
             panic!("unexpected reflection reply {reply:?}");
         };
-        assert!(!files.file_descriptor_proto.is_empty(), "grpcurl can describe the service");
+        assert!(
+            !files.file_descriptor_proto.is_empty(),
+            "grpcurl can describe the service"
+        );
     }
     server.stop().await;
 }
@@ -325,10 +392,14 @@ async fn request_id_is_echoed_or_generated(backend: Backend) {
     let mut tenants = admin.tenants();
 
     let mut req = Request::new(get_acme());
-    req.metadata_mut().insert("x-request-id", ascii("req-echo-42"));
+    req.metadata_mut()
+        .insert("x-request-id", ascii("req-echo-42"));
     let response = tenants.get_tenant(req).await.expect("get tenant");
     assert_eq!(
-        response.metadata().get("x-request-id").map(|v| v.to_str().unwrap()),
+        response
+            .metadata()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap()),
         Some("req-echo-42")
     );
 
@@ -343,7 +414,12 @@ async fn request_id_is_echoed_or_generated(backend: Backend) {
     assert!(!generated.is_empty());
     let again = tenants.get_tenant(get_acme()).await.expect("get tenant");
     assert_ne!(
-        again.metadata().get("x-request-id").unwrap().to_str().unwrap(),
+        again
+            .metadata()
+            .get("x-request-id")
+            .unwrap()
+            .to_str()
+            .unwrap(),
         generated,
         "a fresh id per call"
     );
@@ -352,20 +428,30 @@ async fn request_id_is_echoed_or_generated(backend: Backend) {
     let mut req = Request::new(GetTenantRequest {
         tenant_id: "ghost".to_owned(),
     });
-    req.metadata_mut().insert("x-request-id", ascii("req-missing-1"));
+    req.metadata_mut()
+        .insert("x-request-id", ascii("req-missing-1"));
     let status = expect_code(tenants.get_tenant(req).await, Code::NotFound);
     assert_eq!(
-        status.metadata().get("x-request-id").map(|v| v.to_str().unwrap()),
+        status
+            .metadata()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap()),
         Some("req-missing-1")
     );
     let mut req = Request::new(get_acme());
-    req.metadata_mut().insert("x-request-id", ascii("req-unauth-1"));
+    req.metadata_mut()
+        .insert("x-request-id", ascii("req-unauth-1"));
     let status = expect_code(
-        TenantServiceClient::new(server.channel()).get_tenant(req).await,
+        TenantServiceClient::new(server.channel())
+            .get_tenant(req)
+            .await,
         Code::Unauthenticated,
     );
     assert_eq!(
-        status.metadata().get("x-request-id").map(|v| v.to_str().unwrap()),
+        status
+            .metadata()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap()),
         Some("req-unauth-1")
     );
     server.stop().await;

@@ -80,7 +80,10 @@ async fn parallel_tenants_with_one_id(backend: Backend) {
         });
     }
     assert_eq!(tally(calls).await, (1, PARALLEL - 1));
-    let listed = ok(admin.tenants().list_tenants(ListTenantsRequest::default()).await);
+    let listed = ok(admin
+        .tenants()
+        .list_tenants(ListTenantsRequest::default())
+        .await);
     assert_eq!(listed.tenants.len(), 1);
     server.stop().await;
 }
@@ -101,7 +104,11 @@ async fn parallel_distinct_creates_all_succeed(backend: Backend) {
                 .map(drop)
         });
     }
-    assert_eq!(tally(calls).await, (PARALLEL, 0), "no writer sees a lock error");
+    assert_eq!(
+        tally(calls).await,
+        (PARALLEL, 0),
+        "no writer sees a lock error"
+    );
     let listed = ok(admin
         .subscriptions()
         .list_subscriptions(ListSubscriptionsRequest {

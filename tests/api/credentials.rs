@@ -48,7 +48,11 @@ async fn secret_is_returned_only_by_create(backend: Backend) {
         .create_credential(create_request("acme", Role::TenantAdmin))
         .await);
     assert!(!created.api_id.is_empty());
-    assert!(created.secret.len() >= 16, "a usable secret: {:?}", created.secret);
+    assert!(
+        created.secret.len() >= 16,
+        "a usable secret: {:?}",
+        created.secret
+    );
     assert_eq!(created.tenant_id, "acme");
     assert_eq!(created.role, Role::TenantAdmin as i32);
     assert_eq!(created.description, "ci");
@@ -97,7 +101,9 @@ async fn revoked_credential_is_refused_like_an_unknown_one(backend: Backend) {
     create_tenant(&admin, "acme").await;
     let cred = create_credential(&admin, "acme", Role::Reader).await;
     let user = server.clients(&cred);
-    get_tenant(&user, "acme").await.expect("works before revocation");
+    get_tenant(&user, "acme")
+        .await
+        .expect("works before revocation");
 
     let revoked = ok(admin
         .credentials()
@@ -160,7 +166,9 @@ async fn tenant_admin_cannot_mint_wider_credentials(backend: Backend) {
         ("other", Role::Reader),
     ] {
         let status = expect_code(
-            credentials.create_credential(create_request(tenant, role)).await,
+            credentials
+                .create_credential(create_request(tenant, role))
+                .await,
             Code::PermissionDenied,
         );
         assert!(!status.message().is_empty(), "{tenant:?} {role:?}");
@@ -257,7 +265,9 @@ async fn credential_validation(backend: Backend) {
             .await,
         "api_id",
     );
-    let listed = ok(credentials.list_credentials(list_request("acme", true)).await);
+    let listed = ok(credentials
+        .list_credentials(list_request("acme", true))
+        .await);
     assert!(listed.credentials.is_empty(), "nothing half-written");
     server.stop().await;
 }
@@ -277,7 +287,9 @@ async fn readers_and_dispatchers_cannot_manage_credentials(backend: Backend) {
             Code::PermissionDenied,
         );
         expect_code(
-            credentials.list_credentials(list_request("acme", false)).await,
+            credentials
+                .list_credentials(list_request("acme", false))
+                .await,
             Code::PermissionDenied,
         );
         expect_code(
@@ -314,7 +326,9 @@ async fn tenant_admin_manages_only_its_own_credentials(backend: Backend) {
     assert!(own.credentials.iter().all(|c| c.secret.is_empty()));
 
     expect_code(
-        credentials.list_credentials(list_request("other", false)).await,
+        credentials
+            .list_credentials(list_request("other", false))
+            .await,
         Code::PermissionDenied,
     );
 
@@ -358,7 +372,10 @@ async fn create_credential_request_id_returns_the_same_secret(backend: Backend) 
     let first = ok(credentials.create_credential(request.clone()).await);
     let retry = ok(credentials.create_credential(request.clone()).await);
     assert_eq!(retry.api_id, first.api_id);
-    assert_eq!(retry.secret, first.secret, "the stored response holds the secret");
+    assert_eq!(
+        retry.secret, first.secret,
+        "the stored response holds the secret"
+    );
     assert!(!retry.secret.is_empty());
 
     expect_invalid(
@@ -370,8 +387,14 @@ async fn create_credential_request_id_returns_the_same_secret(backend: Backend) 
             .await,
         "request_id",
     );
-    let listed = ok(credentials.list_credentials(list_request("acme", false)).await);
-    assert_eq!(listed.credentials.len(), 1, "one credential despite the retry");
+    let listed = ok(credentials
+        .list_credentials(list_request("acme", false))
+        .await);
+    assert_eq!(
+        listed.credentials.len(),
+        1,
+        "one credential despite the retry"
+    );
     server.stop().await;
 }
 

@@ -76,7 +76,10 @@ async fn create_returns_a_generated_secret_that_reads_never_show(backend: Backen
     assert_eq!(got.etag, created.etag);
     let listed = ok(endpoints.list_endpoints(list()).await);
     assert_eq!(listed.endpoints.len(), 1);
-    assert!(listed.endpoints[0].secret.is_empty(), "List never returns it");
+    assert!(
+        listed.endpoints[0].secret.is_empty(),
+        "List never returns it"
+    );
     assert!(listed.endpoints[0].signing_secrets.is_empty());
 
     let disabled = ok(endpoints
@@ -123,15 +126,26 @@ async fn caller_supplied_secrets(backend: Backend) {
     let seed_secret =
         "OFd4WHqXISxMAgoYneiFhgdGrOgYeToYPN3HjIO4xAxDvWd/oIKTW1P4A6GLXN0McDGlLtnTn1KCGCa+W5Gu=";
     let sixteen = "abcdefghijklmnop";
-    for (i, secret) in [whsec.as_str(), seed_secret, sixteen].into_iter().enumerate() {
+    for (i, secret) in [whsec.as_str(), seed_secret, sixteen]
+        .into_iter()
+        .enumerate()
+    {
         let created = ok(endpoints
             .create_endpoint(with_secret(&format!("good-{i}"), secret))
             .await);
         assert_eq!(created.secret, secret, "returned as given");
     }
     let listed = ok(endpoints.list_endpoints(list()).await);
-    let ids: Vec<_> = listed.endpoints.iter().map(|e| e.endpoint_id.as_str()).collect();
-    assert_eq!(ids, ["good-0", "good-1", "good-2"], "refused ones were not stored");
+    let ids: Vec<_> = listed
+        .endpoints
+        .iter()
+        .map(|e| e.endpoint_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["good-0", "good-1", "good-2"],
+        "refused ones were not stored"
+    );
     server.stop().await;
 }
 
@@ -176,9 +190,13 @@ async fn endpoint_url_rules(backend: Backend) {
     }
     let longest = format!("https://example.com/{}", "a".repeat(492));
     assert_eq!(longest.len(), 512);
-    for (i, url) in ["https://example.com/", "http://example.com/hooks?x=1", &longest]
-        .into_iter()
-        .enumerate()
+    for (i, url) in [
+        "https://example.com/",
+        "http://example.com/hooks?x=1",
+        &longest,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let created = ok(endpoints
             .create_endpoint(create(endpoint(TENANT, &format!("good-{i}"), url)))
@@ -243,25 +261,35 @@ async fn endpoint_keys(backend: Backend) {
     let mut endpoints = admin.endpoints();
     for bad in ["EP", "e", "ep 1", "-ep"] {
         expect_invalid(
-            endpoints.create_endpoint(create(endpoint(TENANT, bad, URL))).await,
+            endpoints
+                .create_endpoint(create(endpoint(TENANT, bad, URL)))
+                .await,
             "endpoint.endpoint_id",
         );
     }
-    let created = ok(endpoints.create_endpoint(create(endpoint(TENANT, "ep-1", URL))).await);
+    let created = ok(endpoints
+        .create_endpoint(create(endpoint(TENANT, "ep-1", URL)))
+        .await);
     assert_eq!(created.endpoint_id, "ep-1");
     expect_code(
-        endpoints.create_endpoint(create(endpoint(TENANT, "ep-1", URL))).await,
+        endpoints
+            .create_endpoint(create(endpoint(TENANT, "ep-1", URL)))
+            .await,
         Code::AlreadyExists,
     );
     expect_code(
-        endpoints.create_endpoint(create(endpoint("ghost", "ep-1", URL))).await,
+        endpoints
+            .create_endpoint(create(endpoint("ghost", "ep-1", URL)))
+            .await,
         Code::NotFound,
     );
     expect_code(endpoints.get_endpoint(get("missing")).await, Code::NotFound);
     expect_invalid(endpoints.get_endpoint(get("Bad Id")).await, "endpoint_id");
     // The same id in another tenant is another endpoint.
     create_tenant(&admin, "other").await;
-    ok(endpoints.create_endpoint(create(endpoint("other", "ep-1", URL))).await);
+    ok(endpoints
+        .create_endpoint(create(endpoint("other", "ep-1", URL)))
+        .await);
     server.stop().await;
 }
 
@@ -358,7 +386,10 @@ async fn update_endpoint(backend: Backend) {
         })
         .await);
     assert_eq!(again.url, "https://other.example.com/");
-    assert_eq!(again.create_time, upserted.create_time, "updated, not recreated");
+    assert_eq!(
+        again.create_time, upserted.create_time,
+        "updated, not recreated"
+    );
     let listed = ok(endpoints.list_endpoints(list()).await);
     assert_eq!(listed.endpoints.len(), 2);
     server.stop().await;
@@ -366,7 +397,11 @@ async fn update_endpoint(backend: Backend) {
 
 async fn delete_endpoint_with_live_subscriptions_needs_force(backend: Backend) {
     let (server, admin) = fixture(&backend).await;
-    let live = create_subscription(&admin, subscription(TENANT, ENDPOINT, &["command.completed"])).await;
+    let live = create_subscription(
+        &admin,
+        subscription(TENANT, ENDPOINT, &["command.completed"]),
+    )
+    .await;
     let mut endpoints = admin.endpoints();
     let delete = |id: &str, force: bool, etag: &str| DeleteEndpointRequest {
         tenant_id: TENANT.to_owned(),
@@ -388,7 +423,9 @@ async fn delete_endpoint_with_live_subscriptions_needs_force(backend: Backend) {
         .await);
     assert_eq!(status_of(&still), SubStatus::Active);
     expect_code(
-        endpoints.delete_endpoint(delete(ENDPOINT, true, "stale")).await,
+        endpoints
+            .delete_endpoint(delete(ENDPOINT, true, "stale"))
+            .await,
         Code::Aborted,
     );
     let deleted = ok(endpoints.delete_endpoint(delete(ENDPOINT, true, "")).await);
@@ -397,9 +434,17 @@ async fn delete_endpoint_with_live_subscriptions_needs_force(backend: Backend) {
         .subscriptions()
         .get_subscription(get_sub(live.subscription_id.clone()))
         .await);
-    assert_eq!(status_of(&gone), SubStatus::Deleted, "force deletes the subscriptions");
+    assert_eq!(
+        status_of(&gone),
+        SubStatus::Deleted,
+        "force deletes the subscriptions"
+    );
     expect_code(endpoints.get_endpoint(get(ENDPOINT)).await, Code::NotFound);
-    assert!(ok(endpoints.list_endpoints(list()).await).endpoints.is_empty());
+    assert!(
+        ok(endpoints.list_endpoints(list()).await)
+            .endpoints
+            .is_empty()
+    );
     expect_code(
         endpoints.delete_endpoint(delete(ENDPOINT, false, "")).await,
         Code::NotFound,
@@ -416,7 +461,9 @@ async fn delete_endpoint_with_live_subscriptions_needs_force(backend: Backend) {
             etag: String::new(),
         })
         .await);
-    ok(endpoints.delete_endpoint(delete("ep2", false, &ep2.etag)).await);
+    ok(endpoints
+        .delete_endpoint(delete("ep2", false, &ep2.etag))
+        .await);
     server.stop().await;
 }
 
@@ -449,12 +496,13 @@ async fn list_endpoints_pages_and_skips(backend: Backend) {
     assert!(token.is_empty(), "three pages hold five endpoints");
     assert_eq!(seen, ids);
     let skipped = ok(endpoints
-        .list_endpoints(ListEndpointsRequest {
-            skip: 3,
-            ..list()
-        })
+        .list_endpoints(ListEndpointsRequest { skip: 3, ..list() })
         .await);
-    let rest: Vec<_> = skipped.endpoints.iter().map(|e| e.endpoint_id.as_str()).collect();
+    let rest: Vec<_> = skipped
+        .endpoints
+        .iter()
+        .map(|e| e.endpoint_id.as_str())
+        .collect();
     assert_eq!(rest, ["ep-b", "ep-c"]);
     assert_eq!(skipped.total_size, 5);
     expect_invalid(
@@ -500,7 +548,10 @@ async fn create_endpoint_request_id_returns_the_same_secret(backend: Backend) {
             .await,
         "request_id",
     );
-    assert_eq!(ok(endpoints.list_endpoints(list()).await).endpoints.len(), 1);
+    assert_eq!(
+        ok(endpoints.list_endpoints(list()).await).endpoints.len(),
+        1
+    );
     server.stop().await;
 }
 

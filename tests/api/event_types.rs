@@ -48,7 +48,11 @@ fn validate(key: PayloadKey, payload: &str) -> ValidateEventPayloadRequest {
 }
 
 fn paths(response: &ValidateEventPayloadResponse) -> Vec<&str> {
-    response.violations.iter().map(|v| v.path.as_str()).collect()
+    response
+        .violations
+        .iter()
+        .map(|v| v.path.as_str())
+        .collect()
 }
 
 async fn create_get_list_event_types(backend: Backend) {
@@ -74,7 +78,10 @@ async fn create_get_list_event_types(backend: Backend) {
     assert!(!created.schema_json.is_empty());
     assert!(!created.etag.is_empty() && created.create_time.is_some());
 
-    assert_eq!(ok(types.get_event_type(by_name("order.created")).await), created);
+    assert_eq!(
+        ok(types.get_event_type(by_name("order.created")).await),
+        created
+    );
     assert_eq!(ok(types.get_event_type(by_code(17)).await), created);
 
     create_catalog(&admin).await;
@@ -117,7 +124,11 @@ async fn create_get_list_event_types(backend: Backend) {
             skip: 5,
         })
         .await);
-    let names: Vec<_> = skipped.event_types.iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<_> = skipped
+        .event_types
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
     assert_eq!(names, &expected[5..]);
     expect_invalid(
         types
@@ -146,7 +157,16 @@ async fn event_type_name_rules(backend: Backend) {
     let mut types = server.admin().event_types();
     let too_long = "a".repeat(129);
     for bad in [
-        "", "ab", "a..b", ".abc", "abc.", "a b.c", "agent*", "command.*", "com/x", "ümlaut",
+        "",
+        "ab",
+        "a..b",
+        ".abc",
+        "abc.",
+        "a b.c",
+        "agent*",
+        "command.*",
+        "com/x",
+        "ümlaut",
         &too_long,
     ] {
         expect_invalid(
@@ -187,7 +207,12 @@ async fn event_type_name_rules(backend: Backend) {
 async fn schema_json_must_be_a_valid_schema(backend: Backend) {
     let server = backend.start().await;
     let mut types = server.admin().event_types();
-    for bad in ["{not json", "{\"type\": 12}", "{\"type\": \"no-such-type\"}", "\"just a string\""] {
+    for bad in [
+        "{not json",
+        "{\"type\": 12}",
+        "{\"type\": \"no-such-type\"}",
+        "\"just a string\"",
+    ] {
         expect_invalid(
             types
                 .create_event_type(create(EventType {
@@ -242,10 +267,17 @@ async fn legacy_code_rules(backend: Backend) {
         Code::AlreadyExists,
     );
     // Zero means "no code", so any number of types may have it.
-    ok(types.create_event_type(create(event_type("order.updated"))).await);
-    ok(types.create_event_type(create(event_type("order.deleted"))).await);
+    ok(types
+        .create_event_type(create(event_type("order.updated")))
+        .await);
+    ok(types
+        .create_event_type(create(event_type("order.deleted")))
+        .await);
 
-    assert_eq!(ok(types.get_event_type(by_code(7)).await).name, "order.created");
+    assert_eq!(
+        ok(types.get_event_type(by_code(7)).await).name,
+        "order.created"
+    );
     expect_code(types.get_event_type(by_code(8)).await, Code::NotFound);
     expect_invalid(types.get_event_type(by_code(-1)).await, "legacy_code");
     expect_invalid(types.get_event_type(by_code(0)).await, "legacy_code");
@@ -366,7 +398,9 @@ async fn validate_event_payload(backend: Backend) {
             ..event_type("order.created")
         }))
         .await);
-    ok(types.create_event_type(create(event_type("free.form"))).await);
+    ok(types
+        .create_event_type(create(event_type("free.form")))
+        .await);
     let name = || PayloadKey::EventType("order.created".to_owned());
 
     let good = ok(types
@@ -440,17 +474,27 @@ async fn catalog_writes_need_a_platform_credential(backend: Backend) {
     let admin = server.admin();
     create_tenant(&admin, "acme").await;
     create_catalog(&admin).await;
-    let tenant_admin =
-        create_credential(&admin, "acme", hookplane::proto::credential::Role::TenantAdmin).await;
+    let tenant_admin = create_credential(
+        &admin,
+        "acme",
+        hookplane::proto::credential::Role::TenantAdmin,
+    )
+    .await;
     let mut types = server.clients(&tenant_admin).event_types();
     expect_code(
-        types.create_event_type(create(event_type("order.created"))).await,
+        types
+            .create_event_type(create(event_type("order.created")))
+            .await,
         Code::PermissionDenied,
     );
     let listed = ok(types
         .list_event_types(ListEventTypesRequest::default())
         .await);
-    assert_eq!(listed.event_types.len(), CATALOG.len(), "catalog reads are open");
+    assert_eq!(
+        listed.event_types.len(),
+        CATALOG.len(),
+        "catalog reads are open"
+    );
     assert_eq!(
         ok(types.get_event_type(by_code(1002)).await).name,
         "command.completed"

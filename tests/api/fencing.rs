@@ -252,7 +252,11 @@ fn all_denied(calls: Vec<(&'static str, Result<(), Status>)>) {
 fn all_ok(calls: Vec<(&'static str, Result<(), Status>)>) {
     for (name, result) in calls {
         if let Err(status) = result {
-            panic!("{name}: expected OK, got {:?}: {}", status.code(), status.message());
+            panic!(
+                "{name}: expected OK, got {:?}: {}",
+                status.code(),
+                status.message()
+            );
         }
     }
 }
@@ -362,18 +366,33 @@ async fn tenant_admin_is_fenced_to_its_tenant(backend: Backend) {
             "GetEventType",
             c.event_types()
                 .get_event_type(GetEventTypeRequest {
-                    key: Some(get_event_type_request::Key::Name("command.completed".to_owned())),
+                    key: Some(get_event_type_request::Key::Name(
+                        "command.completed".to_owned(),
+                    )),
                 })
                 .await
                 .map(drop),
         ),
     ]);
     // ListTenants never reveals another tenant.
-    if let Ok(list) = c.tenants().list_tenants(ListTenantsRequest::default()).await {
-        let ids: Vec<_> = list.get_ref().tenants.iter().map(|t| t.tenant_id.as_str()).collect();
+    if let Ok(list) = c
+        .tenants()
+        .list_tenants(ListTenantsRequest::default())
+        .await
+    {
+        let ids: Vec<_> = list
+            .get_ref()
+            .tenants
+            .iter()
+            .map(|t| t.tenant_id.as_str())
+            .collect();
         assert_eq!(ids, [TENANT], "a tenant admin lists only its own tenant");
     }
-    assert_eq!(snapshot(&admin).await, before, "the other tenant is untouched");
+    assert_eq!(
+        snapshot(&admin).await,
+        before,
+        "the other tenant is untouched"
+    );
     server.stop().await;
 }
 
@@ -472,7 +491,11 @@ async fn empty_tenant_id_means_the_callers_own_tenant(backend: Backend) {
         .endpoints()
         .list_endpoints(ListEndpointsRequest::default())
         .await);
-    let ids: Vec<_> = listed.endpoints.iter().map(|e| e.endpoint_id.as_str()).collect();
+    let ids: Vec<_> = listed
+        .endpoints
+        .iter()
+        .map(|e| e.endpoint_id.as_str())
+        .collect();
     assert_eq!(ids, [ENDPOINT, "ep-own"]);
     let tenant = ok(c.tenants().get_tenant(GetTenantRequest::default()).await);
     assert_eq!(tenant.tenant_id, TENANT);
@@ -508,14 +531,22 @@ async fn permission_is_checked_before_validation(backend: Backend) {
     };
     // A reader may not write at all, so the bad body is never looked at.
     expect_code(
-        server.clients(&reader).endpoints().create_endpoint(bad_endpoint()).await,
+        server
+            .clients(&reader)
+            .endpoints()
+            .create_endpoint(bad_endpoint())
+            .await,
         Code::PermissionDenied,
     );
     expect_code(
         server
             .clients(&reader)
             .subscriptions()
-            .create_subscription(create_subscription_request(subscription(TENANT, ENDPOINT, &[])))
+            .create_subscription(create_subscription_request(subscription(
+                TENANT,
+                ENDPOINT,
+                &[],
+            )))
             .await,
         Code::PermissionDenied,
     );
@@ -544,7 +575,11 @@ async fn permission_is_checked_before_validation(backend: Backend) {
     );
     // The same bad body from an allowed caller is a validation error.
     expect_code(
-        server.clients(&tenant_admin).endpoints().create_endpoint(bad_endpoint()).await,
+        server
+            .clients(&tenant_admin)
+            .endpoints()
+            .create_endpoint(bad_endpoint())
+            .await,
         Code::InvalidArgument,
     );
     server.stop().await;

@@ -229,7 +229,11 @@ pub struct TestServer {
 
 impl TestServer {
     async fn start(backend: Backend, extra: Vec<String>) -> TestServer {
-        let data_dir = backend.data_dir().to_str().expect("utf-8 temp dir").to_owned();
+        let data_dir = backend
+            .data_dir()
+            .to_str()
+            .expect("utf-8 temp dir")
+            .to_owned();
         let mut argv: Vec<String> = [
             "hookplane",
             "serve",
@@ -291,10 +295,7 @@ impl TestServer {
 
     /// Clients signed by `cred`.
     pub fn clients(&self, cred: &Cred) -> Clients {
-        Clients {
-            channel: self.channel(),
-            signer: Signer::new(cred),
-        }
+        Clients::on(self.channel(), cred)
     }
 
     /// Stops the server gracefully; it has released the database on return.
@@ -413,6 +414,14 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// Clients on a channel of the caller's making (e.g. TLS), signed by `cred`.
+    pub fn on(channel: Channel, cred: &Cred) -> Clients {
+        Clients {
+            channel,
+            signer: Signer::new(cred),
+        }
+    }
+
     pub fn tenants(&self) -> TenantServiceClient<Signed> {
         TenantServiceClient::with_interceptor(self.channel.clone(), self.signer.clone())
     }

@@ -61,7 +61,7 @@ async fn max_message_bytes_flag_is_honoured(backend: Backend) {
             .await,
     );
     ok(tenants
-        .create_tenant(tenant_with_description("fits", 1024))
+        .create_tenant(tenant_with_description("fits", 100))
         .await);
     server.stop().await;
 }

@@ -44,7 +44,10 @@ async fn data_survives_a_restart(backend: Backend) {
         endpoint: Some(endpoint(TENANT, "", URL)),
         request_id: "restart-endpoint-1".to_owned(),
     };
-    let with_secret = ok(admin.endpoints().create_endpoint(endpoint_request.clone()).await);
+    let with_secret = ok(admin
+        .endpoints()
+        .create_endpoint(endpoint_request.clone())
+        .await);
 
     let tenant_before = ok(admin
         .tenants()
@@ -102,7 +105,10 @@ async fn data_survives_a_restart(backend: Backend) {
         subscription_id: id.to_owned(),
     };
     assert_eq!(
-        ok(admin.subscriptions().get_subscription(get(&live.subscription_id)).await),
+        ok(admin
+            .subscriptions()
+            .get_subscription(get(&live.subscription_id))
+            .await),
         live
     );
     let gone = ok(admin

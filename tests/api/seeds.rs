@@ -87,7 +87,10 @@ async fn seed_000_signed_headers_and_request_id_echoed(backend: Backend) {
         .await
         .expect("signed call");
     assert_eq!(
-        response.metadata().get("x-request-id").map(|v| v.to_str().unwrap()),
+        response
+            .metadata()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap()),
         Some("req-001")
     );
     assert_eq!(response.get_ref().tenant_id, "tenant_001");
@@ -104,7 +107,11 @@ async fn seed_000_command_catalog_and_status_lifecycle(backend: Backend) {
     assert!(names.contains(&"command.accepted") && names.contains(&"command.completed"));
 
     let mut subs = admin.subscriptions();
-    let sub = create_subscription(&admin, subscription(TENANT, ENDPOINT, &["command.completed"])).await;
+    let sub = create_subscription(
+        &admin,
+        subscription(TENANT, ENDPOINT, &["command.completed"]),
+    )
+    .await;
     assert_eq!(status_of(&sub), SubStatus::Active);
     let disabled = ok(subs
         .update_subscription(UpdateSubscriptionRequest {
@@ -162,7 +169,10 @@ async fn seed_001_webhook_subscribe_maps_to_endpoint_and_subscription_with_ttl(b
             request_id: String::new(),
         })
         .await);
-    assert_eq!(endpoint.secret, client_secret, "the client secret is the key");
+    assert_eq!(
+        endpoint.secret, client_secret,
+        "the client secret is the key"
+    );
 
     let mut subs = admin.subscriptions();
     let subscribe = |expires: i64| CreateSubscriptionRequest {
@@ -190,7 +200,10 @@ async fn seed_001_webhook_subscribe_maps_to_endpoint_and_subscription_with_ttl(b
 async fn seed_001_server_secret_generated_when_no_client_secret(backend: Backend) {
     let (server, admin) = weekly_tenant(&backend).await;
     let created = create_endpoint(&admin, TENANT, "cb", "https://client.example.com/n").await;
-    let key = created.secret.strip_prefix("whsec_").expect("generated whsec_ secret");
+    let key = created
+        .secret
+        .strip_prefix("whsec_")
+        .expect("generated whsec_ secret");
     assert_eq!(STANDARD.decode(key).expect("base64").len(), 32);
     let got = ok(admin
         .endpoints()
@@ -223,7 +236,10 @@ async fn seed_001_refresh_is_renew_subscription(backend: Backend) {
         })
         .await);
     assert_about(secs(&renewed.expire_time), unix_now() + WEEK);
-    assert_eq!(renewed.subscription_id, sub.subscription_id, "same subscription");
+    assert_eq!(
+        renewed.subscription_id, sub.subscription_id,
+        "same subscription"
+    );
     server.stop().await;
 }
 
@@ -241,7 +257,8 @@ async fn seed_001_topics_are_event_type_names_and_roles_gate_subscribe(backend: 
     // reader lacks and a tenant admin has.
     let reader = create_credential(&admin, TENANT, Role::Reader).await;
     let tenant_admin = create_credential(&admin, TENANT, Role::TenantAdmin).await;
-    let request = || create_subscription_request(subscription(TENANT, "cb", &["Chat-Message-Created"]));
+    let request =
+        || create_subscription_request(subscription(TENANT, "cb", &["Chat-Message-Created"]));
     expect_code(
         server
             .clients(&reader)
@@ -264,7 +281,11 @@ async fn seed_002_004_create_with_wildcards_enabled_secret_idempotent(backend: B
     let server = backend.start().await;
     let admin = server.admin();
     create_tenant(&admin, TENANT).await;
-    for name in ["agent.presencechanged.v1", "agent.presencechanged.v0v1", "agent.statechanged.v1"] {
+    for name in [
+        "agent.presencechanged.v1",
+        "agent.presencechanged.v0v1",
+        "agent.statechanged.v1",
+    ] {
         create_event_type(&admin, event_type(name)).await;
     }
     let secret =
@@ -279,7 +300,11 @@ async fn seed_002_004_create_with_wildcards_enabled_secret_idempotent(backend: B
     let mut endpoints = admin.endpoints();
     let ep = ok(endpoints.create_endpoint(endpoint_request.clone()).await);
     assert_eq!(ep.secret, secret);
-    assert_eq!(ok(endpoints.create_endpoint(endpoint_request).await), ep, "retry is safe");
+    assert_eq!(
+        ok(endpoints.create_endpoint(endpoint_request).await),
+        ep,
+        "retry is safe"
+    );
 
     // "enabled": false maps to status DISABLED.
     let subscription_request = CreateSubscriptionRequest {
@@ -287,7 +312,11 @@ async fn seed_002_004_create_with_wildcards_enabled_secret_idempotent(backend: B
         ..create_subscription_request(Subscription {
             name: "WebhookTest1".to_owned(),
             status: SubStatus::Disabled as i32,
-            ..subscription(TENANT, &ep.endpoint_id, &["agent.presencechanged.*", "agent.*.v1"])
+            ..subscription(
+                TENANT,
+                &ep.endpoint_id,
+                &["agent.presencechanged.*", "agent.*.v1"],
+            )
         })
     };
     let mut subs = admin.subscriptions();
@@ -295,7 +324,10 @@ async fn seed_002_004_create_with_wildcards_enabled_secret_idempotent(backend: B
     assert_eq!(sub.name, "WebhookTest1");
     assert_eq!(status_of(&sub), SubStatus::Disabled);
     assert_eq!(sub.event_types, ["agent.presencechanged.*", "agent.*.v1"]);
-    assert_eq!(ok(subs.create_subscription(subscription_request).await), sub);
+    assert_eq!(
+        ok(subs.create_subscription(subscription_request).await),
+        sub
+    );
 
     // The name is unique.
     expect_code(
@@ -330,7 +362,13 @@ async fn seed_002_004_generated_secret_shown_only_at_creation_and_event_types_li
     backend: Backend,
 ) {
     let (server, admin) = fixture(&backend).await;
-    let created = create_endpoint(&admin, TENANT, "wh", "https://your-application.com/webhooks").await;
+    let created = create_endpoint(
+        &admin,
+        TENANT,
+        "wh",
+        "https://your-application.com/webhooks",
+    )
+    .await;
     assert!(created.secret.starts_with("whsec_"));
     let listed = ok(admin
         .endpoints()
@@ -477,9 +515,14 @@ async fn seed_003_callback_update_upsert_by_legacy_code(backend: Backend) {
         .await
         .expect_err("unknown notification type");
     assert_eq!(status.code(), Code::NotFound);
-    let status = callback_update(&admin, "no-such-partner", 1, "https://partner.example.com/x")
-        .await
-        .expect_err("unknown partner");
+    let status = callback_update(
+        &admin,
+        "no-such-partner",
+        1,
+        "https://partner.example.com/x",
+    )
+    .await
+    .expect_err("unknown partner");
     assert_eq!(status.code(), Code::NotFound);
     server.stop().await;
 }
@@ -531,7 +574,11 @@ async fn seed_003_list_with_offset_and_limit(backend: Backend) {
         legacy_code,
         ..Default::default()
     };
-    let ids = |s: &[Subscription]| s.iter().map(|s| s.subscription_id.clone()).collect::<Vec<_>>();
+    let ids = |s: &[Subscription]| {
+        s.iter()
+            .map(|s| s.subscription_id.clone())
+            .collect::<Vec<_>>()
+    };
     let page = ok(subs.list_subscriptions(list(1, 1, 0)).await);
     assert_eq!(ids(&page.subscriptions), ["cb-2"]);
     assert_eq!(page.total_size, 3);
@@ -583,7 +630,10 @@ async fn seed_003_echo_validate_payload_by_legacy_code(backend: Backend) {
         .await);
     assert!(!wrong_type.valid);
     assert!(
-        wrong_type.violations.iter().any(|v| v.path == "/processUniqueId"),
+        wrong_type
+            .violations
+            .iter()
+            .any(|v| v.path == "/processUniqueId"),
         "{wrong_type:?}"
     );
     expect_code(

@@ -80,11 +80,21 @@ async fn create_subscription_defaults(backend: Backend) {
     assert_eq!(created.tenant_id, TENANT);
     assert_eq!(created.endpoint_id, ENDPOINT);
     assert_eq!(created.name, "orders");
-    assert_eq!(created.event_types, ["command.completed", "agent.*"], "order kept");
+    assert_eq!(
+        created.event_types,
+        ["command.completed", "agent.*"],
+        "order kept"
+    );
     assert_eq!(status_of(&created), SubStatus::Active, "ACTIVE by default");
-    assert!(created.expire_time.is_none(), "no TTL on this tenant: never expires");
+    assert!(
+        created.expire_time.is_none(),
+        "no TTL on this tenant: never expires"
+    );
     assert!(created.create_time.is_some() && !created.etag.is_empty());
-    assert_eq!(ok(subs.get_subscription(get(&created.subscription_id)).await), created);
+    assert_eq!(
+        ok(subs.get_subscription(get(&created.subscription_id)).await),
+        created
+    );
 
     // Generated ids sort in creation order.
     let mut generated = vec![created.subscription_id.clone()];
@@ -127,18 +137,32 @@ async fn subscription_keys_and_references(backend: Backend) {
         Code::NotFound,
     );
     expect_code(
-        subs.create_subscription(create_subscription_request(subscription("ghost", ENDPOINT, &["*"])))
-            .await,
+        subs.create_subscription(create_subscription_request(subscription(
+            "ghost",
+            ENDPOINT,
+            &["*"],
+        )))
+        .await,
         Code::NotFound,
     );
     expect_invalid(
-        subs.create_subscription(create_subscription_request(subscription(TENANT, "", &["*"])))
-            .await,
+        subs.create_subscription(create_subscription_request(subscription(
+            TENANT,
+            "",
+            &["*"],
+        )))
+        .await,
         "subscription.endpoint_id",
     );
     expect_code(subs.get_subscription(get("missing")).await, Code::NotFound);
-    expect_invalid(subs.get_subscription(get("Not Valid")).await, "subscription_id");
-    assert_eq!(ids(&ok(subs.list_subscriptions(list()).await).subscriptions), ["sub-1"]);
+    expect_invalid(
+        subs.get_subscription(get("Not Valid")).await,
+        "subscription_id",
+    );
+    assert_eq!(
+        ids(&ok(subs.list_subscriptions(list()).await).subscriptions),
+        ["sub-1"]
+    );
     server.stop().await;
 }
 
@@ -149,8 +173,14 @@ async fn pattern_rules(backend: Backend) {
         (&["command.unknown"], "subscription.event_types[0]"),
         (&["old.thing"], "subscription.event_types[0]"),
         (&["agent*"], "subscription.event_types[0]"),
-        (&["command.completed", "agent*"], "subscription.event_types[1]"),
-        (&["command.completed", "*", "nomatch.*"], "subscription.event_types[2]"),
+        (
+            &["command.completed", "agent*"],
+            "subscription.event_types[1]",
+        ),
+        (
+            &["command.completed", "*", "nomatch.*"],
+            "subscription.event_types[2]",
+        ),
         (&["*.nothing"], "subscription.event_types[0]"),
         (&[""], "subscription.event_types[0]"),
         (&["command..completed"], "subscription.event_types[0]"),
@@ -179,7 +209,11 @@ async fn pattern_rules(backend: Backend) {
         assert_eq!(created.event_types, patterns);
     }
     let listed = ok(subs.list_subscriptions(list()).await);
-    assert_eq!(listed.subscriptions.len(), 6, "only the valid ones were stored");
+    assert_eq!(
+        listed.subscriptions.len(),
+        6,
+        "only the valid ones were stored"
+    );
     server.stop().await;
 }
 
@@ -244,7 +278,12 @@ async fn create_status_rules(backend: Backend) {
     )
     .await;
     assert_eq!(status_of(&active), SubStatus::Active);
-    assert_eq!(ok(subs.list_subscriptions(list()).await).subscriptions.len(), 2);
+    assert_eq!(
+        ok(subs.list_subscriptions(list()).await)
+            .subscriptions
+            .len(),
+        2
+    );
     server.stop().await;
 }
 
@@ -253,8 +292,12 @@ async fn names_are_unique_among_live_subscriptions(backend: Backend) {
     let mut subs = admin.subscriptions();
     let first = create_subscription(&admin, named("", "orders", &["*"])).await;
     expect_code(
-        subs.create_subscription(create_subscription_request(named("", "orders", &["command.*"])))
-            .await,
+        subs.create_subscription(create_subscription_request(named(
+            "",
+            "orders",
+            &["command.*"],
+        )))
+        .await,
         Code::AlreadyExists,
     );
     // Unnamed subscriptions never clash.
@@ -285,7 +328,9 @@ async fn names_are_unique_among_live_subscriptions(backend: Backend) {
     )
     .await;
     // Deleting frees the name.
-    ok(subs.delete_subscription(delete(&first.subscription_id)).await);
+    ok(subs
+        .delete_subscription(delete(&first.subscription_id))
+        .await);
     let reused = create_subscription(&admin, named("", "orders", &["command.*"])).await;
     assert_ne!(reused.subscription_id, first.subscription_id);
     server.stop().await;
@@ -304,7 +349,11 @@ async fn update_subscription_rules(backend: Backend) {
         .update_subscription(update(status(SubStatus::Disabled), &["status"]))
         .await);
     assert_eq!(status_of(&disabled), SubStatus::Disabled);
-    assert_eq!(disabled.event_types, ["command.completed"], "unmasked fields kept");
+    assert_eq!(
+        disabled.event_types,
+        ["command.completed"],
+        "unmasked fields kept"
+    );
     assert_eq!(disabled.name, "n");
     let active = ok(subs
         .update_subscription(update(status(SubStatus::Active), &["status"]))
@@ -317,7 +366,8 @@ async fn update_subscription_rules(backend: Backend) {
         SubStatus::Unspecified,
     ] {
         expect_invalid(
-            subs.update_subscription(update(status(bad), &["status"])).await,
+            subs.update_subscription(update(status(bad), &["status"]))
+                .await,
             "subscription.status",
         );
     }
@@ -345,8 +395,11 @@ async fn update_subscription_rules(backend: Backend) {
         Code::Aborted,
     );
     expect_invalid(
-        subs.update_subscription(update(named("sub-1", "", &["*", "agent*"]), &["event_types"]))
-            .await,
+        subs.update_subscription(update(
+            named("sub-1", "", &["*", "agent*"]),
+            &["event_types"],
+        ))
+        .await,
         "subscription.event_types[1]",
     );
     expect_invalid(
@@ -441,7 +494,10 @@ async fn delete_is_soft(backend: Backend) {
         .await);
     assert_eq!(ids(&all.subscriptions), ["keep", "doomed"]);
 
-    expect_code(subs.delete_subscription(delete("doomed")).await, Code::NotFound);
+    expect_code(
+        subs.delete_subscription(delete("doomed")).await,
+        Code::NotFound,
+    );
     // The id is never reused; the name is free.
     expect_code(
         subs.create_subscription(create_subscription_request(named("doomed", "", &["*"])))
@@ -480,30 +536,48 @@ async fn ttl_defaults_and_maxima(backend: Backend) {
     assert_about(secs(&short.expire_time), unix_now() + 600);
     let max = ok(subs.create_subscription(with_ttl(7200)).await);
     assert_about(secs(&max.expire_time), unix_now() + 7200);
-    expect_invalid(subs.create_subscription(with_ttl(7201)).await, "ttl_seconds");
+    expect_invalid(
+        subs.create_subscription(with_ttl(7201)).await,
+        "ttl_seconds",
+    );
     expect_invalid(subs.create_subscription(with_ttl(-1)).await, "ttl_seconds");
-    assert_eq!(ok(subs.list_subscriptions(list()).await).subscriptions.len(), 3);
+    assert_eq!(
+        ok(subs.list_subscriptions(list()).await)
+            .subscriptions
+            .len(),
+        3
+    );
 
     // Renewal counts from the renewing call.
-    let renewed = ok(subs.renew_subscription(renew(&short.subscription_id, 7000)).await);
+    let renewed = ok(subs
+        .renew_subscription(renew(&short.subscription_id, 7000))
+        .await);
     assert_about(secs(&renewed.expire_time), unix_now() + 7000);
     assert_ne!(renewed.etag, short.etag);
     let got = ok(subs.get_subscription(get(&short.subscription_id)).await);
     assert_eq!(got.expire_time, renewed.expire_time);
-    let back_to_default = ok(subs.renew_subscription(renew(&short.subscription_id, 0)).await);
+    let back_to_default = ok(subs
+        .renew_subscription(renew(&short.subscription_id, 0))
+        .await);
     assert_about(secs(&back_to_default.expire_time), unix_now() + 3600);
     expect_invalid(
-        subs.renew_subscription(renew(&short.subscription_id, 7201)).await,
+        subs.renew_subscription(renew(&short.subscription_id, 7201))
+            .await,
         "ttl_seconds",
     );
     expect_invalid(
-        subs.renew_subscription(renew(&short.subscription_id, -5)).await,
+        subs.renew_subscription(renew(&short.subscription_id, -5))
+            .await,
         "ttl_seconds",
     );
-    expect_code(subs.renew_subscription(renew("missing", 60)).await, Code::NotFound);
+    expect_code(
+        subs.renew_subscription(renew("missing", 60)).await,
+        Code::NotFound,
+    );
     ok(subs.delete_subscription(delete(&max.subscription_id)).await);
     expect_code(
-        subs.renew_subscription(renew(&max.subscription_id, 60)).await,
+        subs.renew_subscription(renew(&max.subscription_id, 60))
+            .await,
         Code::FailedPrecondition,
     );
     server.stop().await;
@@ -521,7 +595,9 @@ async fn ttl_without_tenant_default_never_expires(backend: Backend) {
         })
         .await);
     assert_about(secs(&timed.expire_time), unix_now() + 86_400 * 365);
-    let renewed = ok(subs.renew_subscription(renew(&forever.subscription_id, 120)).await);
+    let renewed = ok(subs
+        .renew_subscription(renew(&forever.subscription_id, 120))
+        .await);
     assert_about(secs(&renewed.expire_time), unix_now() + 120);
     server.stop().await;
 }
@@ -724,11 +800,8 @@ async fn list_pages_through_everything_once(backend: Backend) {
         "page_size",
     );
     expect_invalid(
-        subs.list_subscriptions(ListSubscriptionsRequest {
-            skip: -5,
-            ..list()
-        })
-        .await,
+        subs.list_subscriptions(ListSubscriptionsRequest { skip: -5, ..list() })
+            .await,
         "skip",
     );
     server.stop().await;
@@ -749,7 +822,9 @@ async fn update_with_allow_missing_upserts(backend: Backend) {
         .await,
         Code::NotFound,
     );
-    let created = ok(subs.update_subscription(upsert(&["command.completed"])).await);
+    let created = ok(subs
+        .update_subscription(upsert(&["command.completed"]))
+        .await);
     assert_eq!(created.subscription_id, "partner-cb");
     assert_eq!(created.name, "partner");
     assert_eq!(status_of(&created), SubStatus::Active);
@@ -803,7 +878,11 @@ async fn require_verification_starts_pending(backend: Backend) {
     .await;
     create_catalog(&admin).await;
     create_endpoint(&admin, TENANT, ENDPOINT, URL).await;
-    for asked in [SubStatus::Unspecified, SubStatus::Active, SubStatus::Disabled] {
+    for asked in [
+        SubStatus::Unspecified,
+        SubStatus::Active,
+        SubStatus::Disabled,
+    ] {
         let created = create_subscription(
             &admin,
             Subscription {
@@ -812,7 +891,11 @@ async fn require_verification_starts_pending(backend: Backend) {
             },
         )
         .await;
-        assert_eq!(status_of(&created), SubStatus::PendingVerification, "asked {asked:?}");
+        assert_eq!(
+            status_of(&created),
+            SubStatus::PendingVerification,
+            "asked {asked:?}"
+        );
         let got = ok(admin
             .subscriptions()
             .get_subscription(get(&created.subscription_id))
@@ -849,9 +932,10 @@ async fn create_subscription_request_id_is_idempotent(backend: Backend) {
         .await,
         Code::AlreadyExists,
     );
-    assert_eq!(ids(&ok(subs.list_subscriptions(list()).await).subscriptions), [
-        first.subscription_id.as_str()
-    ]);
+    assert_eq!(
+        ids(&ok(subs.list_subscriptions(list()).await).subscriptions),
+        [first.subscription_id.as_str()]
+    );
     server.stop().await;
 }
 

@@ -53,11 +53,18 @@ async fn create_get_list_round_trip(backend: Backend) {
         })
         .await
         .expect("create tenant");
-    assert!(revision(response.metadata()) > 0, "a write reports its revision");
+    assert!(
+        revision(response.metadata()) > 0,
+        "a write reports its revision"
+    );
     let created = response.into_inner();
     assert_eq!(created.tenant_id, "acme");
     assert_eq!(created.display_name, "Acme Corp");
-    assert_eq!(created.state, State::Active as i32, "new tenants are ACTIVE");
+    assert_eq!(
+        created.state,
+        State::Active as i32,
+        "new tenants are ACTIVE"
+    );
     assert_eq!(created.settings, Some(settings));
     assert!(created.create_time.is_some() && created.update_time.is_some());
     assert!(!created.etag.is_empty());
@@ -77,7 +84,17 @@ async fn tenant_id_rules(backend: Backend) {
     let server = backend.start().await;
     let mut tenants = server.admin().tenants();
     let too_long = "a".repeat(64);
-    for bad in ["", "a", "Acme", "-acme", "_acme", "acme!", "ac me", "acme.corp", &too_long] {
+    for bad in [
+        "",
+        "a",
+        "Acme",
+        "-acme",
+        "_acme",
+        "acme!",
+        "ac me",
+        "acme.corp",
+        &too_long,
+    ] {
         let status = expect_invalid(
             tenants.create_tenant(create_request(bad)).await,
             "tenant.tenant_id",
@@ -289,7 +306,10 @@ async fn update_tenant_with_mask_and_etag(backend: Backend) {
             tenant_id: "acme".to_owned(),
         })
         .await);
-    assert_eq!(got.display_name, "Renamed", "the stale update was not applied");
+    assert_eq!(
+        got.display_name, "Renamed",
+        "the stale update was not applied"
+    );
     assert_eq!(got.etag, updated.etag);
     server.stop().await;
 }
@@ -347,7 +367,9 @@ async fn list_tenants_pages_in_creation_order(backend: Backend) {
     let server = backend.start().await;
     let admin = server.admin();
     // Not alphabetical, so creation order and key order differ.
-    let ids = ["zulu", "alpha", "mike", "bravo", "yankee", "charlie", "xray"];
+    let ids = [
+        "zulu", "alpha", "mike", "bravo", "yankee", "charlie", "xray",
+    ];
     for id in ids {
         create_tenant(&admin, id).await;
     }
@@ -384,7 +406,11 @@ async fn list_tenants_pages_in_creation_order(backend: Backend) {
             skip: 2,
         })
         .await);
-    let names: Vec<_> = skipped.tenants.iter().map(|t| t.tenant_id.as_str()).collect();
+    let names: Vec<_> = skipped
+        .tenants
+        .iter()
+        .map(|t| t.tenant_id.as_str())
+        .collect();
     assert_eq!(names, ["mike", "bravo", "yankee"]);
     assert_eq!(skipped.total_size, 7);
 
@@ -495,7 +521,12 @@ async fn create_tenant_request_id_is_idempotent(backend: Backend) {
     assert_eq!(list_all(&admin).await, ["acme"], "nothing else was created");
 
     // Request ids belong to the credential that sent them.
-    let other_admin = create_credential(&admin, "", hookplane::proto::credential::Role::PlatformAdmin).await;
+    let other_admin = create_credential(
+        &admin,
+        "",
+        hookplane::proto::credential::Role::PlatformAdmin,
+    )
+    .await;
     let created = ok(server
         .clients(&other_admin)
         .tenants()
@@ -510,7 +541,11 @@ async fn create_tenant_request_id_is_idempotent(backend: Backend) {
 
 async fn suspended_tenant_refuses_writes_but_serves_reads(backend: Backend) {
     let (server, admin) = fixture(&backend).await;
-    let sub = create_subscription(&admin, subscription(TENANT, ENDPOINT, &["command.completed"])).await;
+    let sub = create_subscription(
+        &admin,
+        subscription(TENANT, ENDPOINT, &["command.completed"]),
+    )
+    .await;
     let suspended = ok(admin
         .tenants()
         .update_tenant(UpdateTenantRequest {
@@ -603,7 +638,11 @@ async fn suspended_tenant_refuses_writes_but_serves_reads(backend: Backend) {
 
 async fn delete_tenant_with_live_subscriptions_needs_force(backend: Backend) {
     let (server, admin) = fixture(&backend).await;
-    let sub = create_subscription(&admin, subscription(TENANT, ENDPOINT, &["command.completed"])).await;
+    let sub = create_subscription(
+        &admin,
+        subscription(TENANT, ENDPOINT, &["command.completed"]),
+    )
+    .await;
     let mut tenants = admin.tenants();
     let delete = |force: bool, etag: &str| DeleteTenantRequest {
         tenant_id: TENANT.to_owned(),
@@ -621,7 +660,10 @@ async fn delete_tenant_with_live_subscriptions_needs_force(backend: Backend) {
             subscription_id: sub.subscription_id.clone(),
         })
         .await);
-    assert_eq!(still.status, sub.status, "the refused delete changed nothing");
+    assert_eq!(
+        still.status, sub.status,
+        "the refused delete changed nothing"
+    );
 
     expect_code(
         tenants.delete_tenant(delete(true, "stale-etag")).await,

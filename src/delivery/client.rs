@@ -1,0 +1,126 @@
+//! The outbound HTTP client. Redirects are never followed; host names are
+//! checked on the address they resolve to at connect time (so DNS rebinding
+//! cannot reach a private network) unless private networks are allowed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use crate::domain::{SigningSecret, is_forbidden_ip};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryResult {
+    /// 0 when no response arrived.
+    pub status_code: u16,
+    pub latency: Duration,
+    /// Empty on a response (whatever its status).
+    pub error: String,
+}
+
+impl DeliveryResult {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status_code)
+    }
+}
+
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| allow_private || !is_forbidden_ip(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no address outside private networks").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+pub struct Sender {
+    client: reqwest::Client,
+    allow_private: bool,
+}
+
+impl Sender {
+    pub fn new(allow_private: bool, timeout: Duration) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(timeout)
+            .user_agent(concat!("hookplane/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .build()?;
+        Ok(Sender { client, allow_private })
+    }
+
+    /// POSTs `body` to `url`, signed with every live secret (newest first).
+    /// Failures are data: a status code, or an error text.
+    pub async fn post(&self, url: &str, secrets: &[String], msg_id: &str, body: &[u8]) -> DeliveryResult {
+        let started = Instant::now();
+        let failed = |error: String| DeliveryResult { status_code: 0, latency: started.elapsed(), error };
+        let parsed = match url::Url::parse(url) {
+            Ok(u) => u,
+            Err(e) => return failed(format!("invalid URL: {e}")),
+        };
+        // Literal addresses never reach the resolver; check them here.
+        if !self.allow_private
+            && let Some(host) = parsed.host_str()
+            && let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>()
+            && is_forbidden_ip(ip)
+        {
+            return failed(format!("{host} is in a private or reserved network"));
+        }
+        let timestamp = chrono::Utc::now().timestamp();
+        let signatures: Vec<String> = secrets
+            .iter()
+            .filter_map(|s| SigningSecret::parse(s).ok())
+            .map(|s| s.sign_webhook(msg_id, timestamp, body))
+            .collect();
+        let response = self
+            .client
+            .post(parsed)
+            .header("content-type", "application/json")
+            .header("webhook-id", msg_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signatures.join(" "))
+            .body(body.to_vec())
+            .send()
+            .await;
+        match response {
+            // The body is never read: a huge or endless one costs nothing.
+            Ok(r) => DeliveryResult {
+                status_code: r.status().as_u16(),
+                latency: started.elapsed(),
+                error: String::new(),
+            },
+            Err(e) => failed(error_text(&e)),
+        }
+    }
+}
+
+fn error_text(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
