@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "hookplane", version, about = "gRPC control plane for webhook subscriptions")]
+#[command(
+    name = "hookplane",
+    version,
+    about = "gRPC control plane for webhook subscriptions"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -127,11 +131,20 @@ pub struct ServeArgs {
     pub change_retention_hours: i64,
 
     /// api_id of a platform admin credential to make sure exists at start.
-    #[arg(long, env = "HOOKPLANE_BOOTSTRAP_API_ID", requires = "bootstrap_secret")]
+    #[arg(
+        long,
+        env = "HOOKPLANE_BOOTSTRAP_API_ID",
+        requires = "bootstrap_secret"
+    )]
     pub bootstrap_api_id: Option<String>,
 
     /// Secret of the bootstrap credential.
-    #[arg(long, env = "HOOKPLANE_BOOTSTRAP_SECRET", hide_env_values = true, requires = "bootstrap_api_id")]
+    #[arg(
+        long,
+        env = "HOOKPLANE_BOOTSTRAP_SECRET",
+        hide_env_values = true,
+        requires = "bootstrap_api_id"
+    )]
     pub bootstrap_secret: Option<String>,
 
     /// How long a confirmation link stays valid, in hours.

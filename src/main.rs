@@ -1,11 +1,24 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 
 use hookplane::config::{Cli, Command, LogFormat};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain, on one line, without a backtrace.
+            eprintln!("hookplane: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => {
             hookplane::telemetry::init(args.log_format);
             let server = hookplane::startup::start(args).await?;

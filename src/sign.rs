@@ -19,13 +19,16 @@ pub fn grpcurl_flags(args: &SignArgs) -> anyhow::Result<String> {
                     path.display()
                 )
             })?;
-            let file: BootstrapFile = serde_json::from_slice(&text)
-                .with_context(|| format!("{} is not a bootstrap credential file", path.display()))?;
+            let file: BootstrapFile = serde_json::from_slice(&text).with_context(|| {
+                format!("{} is not a bootstrap credential file", path.display())
+            })?;
             (file.api_id, file.secret)
         }
     };
     if !args.method.starts_with('/') || args.method.matches('/').count() != 2 {
-        anyhow::bail!("--method must be a full method path like /hookplane.v1.TenantService/ListTenants");
+        anyhow::bail!(
+            "--method must be a full method path like /hookplane.v1.TenantService/ListTenants"
+        );
     }
     let timestamp = chrono::Utc::now().timestamp().to_string();
     let nonce = hex::encode(crate::crypto::random_bytes::<16>());

@@ -61,7 +61,9 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
@@ -81,7 +83,8 @@ async fn wait_for_signal() {
 /// The master key: from the flag/env, or (SQLite only) a generated key file.
 pub fn master_key(args: &DatabaseArgs) -> anyhow::Result<MasterKey> {
     if let Some(encoded) = &args.master_key {
-        return MasterKey::from_base64(encoded).context("HOOKPLANE_MASTER_KEY is not base64 of 32 bytes");
+        return MasterKey::from_base64(encoded)
+            .context("HOOKPLANE_MASTER_KEY is not base64 of 32 bytes");
     }
     if args.is_postgres() {
         bail!("HOOKPLANE_MASTER_KEY is required with PostgreSQL: replicas must share one key");
@@ -89,7 +92,8 @@ pub fn master_key(args: &DatabaseArgs) -> anyhow::Result<MasterKey> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
     let path = args.data_dir.join(MASTER_KEY_FILE);
-    load_or_create_key_file(&path).with_context(|| format!("cannot use key file {}", path.display()))
+    load_or_create_key_file(&path)
+        .with_context(|| format!("cannot use key file {}", path.display()))
 }
 
 /// Connects and migrates.
@@ -138,13 +142,19 @@ async fn bootstrap(args: &ServeArgs, repo: &SeaRepository) -> anyhow::Result<()>
     };
     match (&args.bootstrap_api_id, &args.bootstrap_secret) {
         (Some(api_id), Some(secret)) => {
-            if api_id.is_empty() || api_id.len() > 128 || !api_id.bytes().all(|b| b.is_ascii_graphic()) {
+            if api_id.is_empty()
+                || api_id.len() > 128
+                || !api_id.bytes().all(|b| b.is_ascii_graphic())
+            {
                 bail!("HOOKPLANE_BOOTSTRAP_API_ID must be 1..128 visible ASCII characters");
             }
             if secret.len() < 16 {
                 bail!("HOOKPLANE_BOOTSTRAP_SECRET must be at least 16 characters");
             }
-            if repo.bootstrap_credential(&make(api_id.clone(), secret.clone()), false).await? {
+            if repo
+                .bootstrap_credential(&make(api_id.clone(), secret.clone()), false)
+                .await?
+            {
                 tracing::info!(api_id = %api_id, "created the bootstrap credential");
             }
         }
@@ -215,7 +225,11 @@ async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
 }
 
 /// Reports NOT_SERVING while the database does not answer.
-async fn watch_database(repo: Arc<SeaRepository>, reporter: HealthReporter, mut stop: watch::Receiver<bool>) {
+async fn watch_database(
+    repo: Arc<SeaRepository>,
+    reporter: HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut serving = true;
     loop {
         tokio::select! {
@@ -243,7 +257,10 @@ async fn healthz(
 ) -> (http::StatusCode, &'static str) {
     match repo.ping().await {
         Ok(()) => (http::StatusCode::OK, "ok\n"),
-        Err(_) => (http::StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n"),
+        Err(_) => (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "database unreachable\n",
+        ),
     }
 }
 
@@ -284,7 +301,9 @@ async fn confirm(
 
 pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let repo = Arc::new(connect(&args.database).await?);
-    bootstrap(&args, &repo).await.context("cannot create the bootstrap credential")?;
+    bootstrap(&args, &repo)
+        .await
+        .context("cannot create the bootstrap credential")?;
 
     // Bind first: confirmation links need the HTTP address when it is port 0.
     let grpc_listener = TcpListener::bind(args.grpc_addr)
@@ -297,8 +316,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let http_addr = http_listener.local_addr()?;
 
     let sender = Arc::new(
-        Sender::new(args.allow_private_networks, Duration::from_secs(args.delivery_timeout_secs))
-            .context("cannot build the HTTP client")?,
+        Sender::new(
+            args.allow_private_networks,
+            Duration::from_secs(args.delivery_timeout_secs),
+        )
+        .context("cannot build the HTTP client")?,
     );
     let credentials = Arc::new(CredentialCache::new());
     let index = Arc::new(ResolveIndex::default());
@@ -324,7 +346,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         Duration::from_secs(args.change_retention_hours as u64 * 3600),
     );
     let loaded_at = std::time::Instant::now();
-    let revision = follower.load().await.context("cannot load the subscriber index")?;
+    let revision = follower
+        .load()
+        .await
+        .context("cannot load the subscriber index")?;
     tracing::info!(
         revision,
         credentials = credentials.len(),
@@ -342,10 +367,13 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // So grpcurl can decode google.rpc.BadRequest field violations.
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
     macro_rules! authed {
@@ -361,7 +389,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
 
     let mut builder = Server::builder();
     if let Some(tls) = tls_config(&args)? {
-        builder = builder.tls_config(tls).context("invalid TLS configuration")?;
+        builder = builder
+            .tls_config(tls)
+            .context("invalid TLS configuration")?;
     }
     let router = builder
         .timeout(Duration::from_secs(30))
@@ -369,18 +399,35 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(authed!(proto::tenant_service_server::TenantServiceServer<Api>))
-        .add_service(authed!(proto::credential_service_server::CredentialServiceServer<Api>))
-        .add_service(authed!(proto::event_type_service_server::EventTypeServiceServer<Api>))
-        .add_service(authed!(proto::endpoint_service_server::EndpointServiceServer<Api>))
-        .add_service(authed!(proto::subscription_service_server::SubscriptionServiceServer<Api>));
+        .add_service(authed!(
+            proto::tenant_service_server::TenantServiceServer<Api>
+        ))
+        .add_service(authed!(
+            proto::credential_service_server::CredentialServiceServer<Api>
+        ))
+        .add_service(authed!(
+            proto::event_type_service_server::EventTypeServiceServer<Api>
+        ))
+        .add_service(authed!(
+            proto::endpoint_service_server::EndpointServiceServer<Api>
+        ))
+        .add_service(authed!(
+            proto::subscription_service_server::SubscriptionServiceServer<Api>
+        ));
 
     tracing::info!(%grpc_addr, %http_addr, tls = args.tls_cert.is_some(), "hookplane listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(watch_database(repo.clone(), reporter.clone(), stop_rx.clone()));
+    tokio::spawn(watch_database(
+        repo.clone(),
+        reporter.clone(),
+        stop_rx.clone(),
+    ));
     tokio::spawn(follower.run(repo.subscribe_revisions(), stop_rx.clone()));
-    tokio::spawn(Worker::new(repo.clone() as Arc<dyn Repository>, sender).run(repo.subscribe_revisions(), stop_rx.clone()));
+    tokio::spawn(
+        Worker::new(repo.clone() as Arc<dyn Repository>, sender)
+            .run(repo.subscribe_revisions(), stop_rx.clone()),
+    );
 
     let http_app = axum::Router::new()
         .route("/healthz", axum::routing::get(healthz))
@@ -407,7 +454,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
             let _ = grpc_stop.wait_for(|stop| *stop).await;
             set_all(&reporter, ServingStatus::NotServing).await;
         };
-        let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), signal);
+        let serve =
+            router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), signal);
         // Draining is bounded: after the grace period, remaining calls are cut.
         let deadline = async move {
             let _ = grace_stop.wait_for(|stop| *stop).await;
@@ -427,5 +475,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         tracing::info!("hookplane stopped");
         result
     });
-    Ok(RunningServer { grpc_addr, http_addr, shutdown: stop_tx, task })
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        shutdown: stop_tx,
+        task,
+    })
 }

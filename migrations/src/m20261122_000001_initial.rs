@@ -292,7 +292,10 @@ impl MigrationTrait for Migration {
                                 Subscriptions::Table,
                                 (Subscriptions::TenantId, Subscriptions::EndpointId),
                             )
-                            .to(Endpoints::Table, (Endpoints::TenantId, Endpoints::EndpointId)),
+                            .to(
+                                Endpoints::Table,
+                                (Endpoints::TenantId, Endpoints::EndpointId),
+                            ),
                     )
                     .to_owned(),
             )
@@ -369,7 +372,11 @@ impl MigrationTrait for Migration {
                             .not_null()
                             .primary_key(),
                     )
-                    .col(ColumnDef::new(RevisionCounter::Value).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(RevisionCounter::Value)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -415,8 +422,16 @@ impl MigrationTrait for Migration {
                     .col(text(IdempotencyRecords::ApiId))
                     .col(text(IdempotencyRecords::RequestId))
                     .col(text(IdempotencyRecords::Method))
-                    .col(ColumnDef::new(IdempotencyRecords::Fingerprint).blob().not_null())
-                    .col(ColumnDef::new(IdempotencyRecords::ResponseEnc).blob().not_null())
+                    .col(
+                        ColumnDef::new(IdempotencyRecords::Fingerprint)
+                            .blob()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(IdempotencyRecords::ResponseEnc)
+                            .blob()
+                            .not_null(),
+                    )
                     .col(micros(IdempotencyRecords::CreateTime))
                     .primary_key(
                         Index::create()

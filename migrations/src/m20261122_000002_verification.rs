@@ -51,11 +51,31 @@ impl MigrationTrait for Migration {
                             .not_null()
                             .primary_key(),
                     )
-                    .col(ColumnDef::new(ConfirmationTokens::TenantId).text().not_null())
-                    .col(ColumnDef::new(ConfirmationTokens::SubscriptionId).text().not_null())
-                    .col(ColumnDef::new(ConfirmationTokens::ExpireTime).big_integer().not_null())
-                    .col(ColumnDef::new(ConfirmationTokens::UsedTime).big_integer().null())
-                    .col(ColumnDef::new(ConfirmationTokens::CreateTime).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(ConfirmationTokens::TenantId)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ConfirmationTokens::SubscriptionId)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ConfirmationTokens::ExpireTime)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ConfirmationTokens::UsedTime)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(ConfirmationTokens::CreateTime)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -80,7 +100,11 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Outbox::EndpointId).text().not_null())
                     .col(ColumnDef::new(Outbox::PayloadEnc).blob().not_null())
                     .col(ColumnDef::new(Outbox::Attempts).integer().not_null())
-                    .col(ColumnDef::new(Outbox::NextAttemptTime).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Outbox::NextAttemptTime)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Outbox::DoneTime).big_integer().null())
                     .col(ColumnDef::new(Outbox::LastError).text().not_null())
                     .col(ColumnDef::new(Outbox::CreateTime).big_integer().not_null())
@@ -101,7 +125,9 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(Outbox::Table).to_owned()).await?;
+        manager
+            .drop_table(Table::drop().table(Outbox::Table).to_owned())
+            .await?;
         manager
             .drop_table(Table::drop().table(ConfirmationTokens::Table).to_owned())
             .await

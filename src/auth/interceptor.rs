@@ -98,11 +98,13 @@ where
                 if let Some(value) = header {
                     response.headers_mut().insert(REQUEST_ID_HEADER, value);
                 }
+                // Errors usually come trailers-only, with grpc-status in the
+                // headers; otherwise the status follows in the trailers.
                 let grpc_status = response
                     .headers()
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or("0")
+                    .unwrap_or("in-trailers")
                     .to_owned();
                 tracing::info!(
                     grpc_status = %grpc_status,

@@ -39,7 +39,9 @@ impl Resolve for GuardedResolver {
                 .filter(|a| allow_private || !is_forbidden_ip(a.ip()))
                 .collect();
             if addrs.is_empty() {
-                return Err(format!("{host} resolves to no address outside private networks").into());
+                return Err(
+                    format!("{host} resolves to no address outside private networks").into(),
+                );
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
@@ -60,14 +62,27 @@ impl Sender {
             .user_agent(concat!("hookplane/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .build()?;
-        Ok(Sender { client, allow_private })
+        Ok(Sender {
+            client,
+            allow_private,
+        })
     }
 
     /// POSTs `body` to `url`, signed with every live secret (newest first).
     /// Failures are data: a status code, or an error text.
-    pub async fn post(&self, url: &str, secrets: &[String], msg_id: &str, body: &[u8]) -> DeliveryResult {
+    pub async fn post(
+        &self,
+        url: &str,
+        secrets: &[String],
+        msg_id: &str,
+        body: &[u8],
+    ) -> DeliveryResult {
         let started = Instant::now();
-        let failed = |error: String| DeliveryResult { status_code: 0, latency: started.elapsed(), error };
+        let failed = |error: String| DeliveryResult {
+            status_code: 0,
+            latency: started.elapsed(),
+            error,
+        };
         let parsed = match url::Url::parse(url) {
             Ok(u) => u,
             Err(e) => return failed(format!("invalid URL: {e}")),
@@ -75,7 +90,10 @@ impl Sender {
         // Literal addresses never reach the resolver; check them here.
         if !self.allow_private
             && let Some(host) = parsed.host_str()
-            && let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>()
+            && let Ok(ip) = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
             && is_forbidden_ip(ip)
         {
             return failed(format!("{host} is in a private or reserved network"));

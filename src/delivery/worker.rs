@@ -31,9 +31,17 @@ impl Worker {
     }
 
     async fn deliver(&self, item: &OutboxItem, now: Micros) -> DeliveryOutcome {
-        let endpoint = match self.repo.get_endpoint(&item.tenant_id, &item.endpoint_id).await {
+        let endpoint = match self
+            .repo
+            .get_endpoint(&item.tenant_id, &item.endpoint_id)
+            .await
+        {
             Ok(Some(e)) if e.delete_time.is_none() => e,
-            Ok(_) => return DeliveryOutcome::GiveUp { error: "endpoint deleted".into() },
+            Ok(_) => {
+                return DeliveryOutcome::GiveUp {
+                    error: "endpoint deleted".into(),
+                };
+            }
             Err(e) => {
                 return DeliveryOutcome::Retry {
                     next_attempt_time: now + 5_000_000,
@@ -43,11 +51,22 @@ impl Worker {
         };
         let mut body: serde_json::Value = match serde_json::from_slice(&item.payload) {
             Ok(v) => v,
-            Err(e) => return DeliveryOutcome::GiveUp { error: format!("unreadable payload: {e}") },
+            Err(e) => {
+                return DeliveryOutcome::GiveUp {
+                    error: format!("unreadable payload: {e}"),
+                };
+            }
         };
-        let msg_id = body.get("message").and_then(|m| m.as_str()).unwrap_or(&item.id).to_owned();
+        let msg_id = body
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or(&item.id)
+            .to_owned();
         if let Some(obj) = body.as_object_mut() {
-            obj.insert("sent_ts".into(), serde_json::json!((now as f64 / 1000.0).round() / 1000.0));
+            obj.insert(
+                "sent_ts".into(),
+                serde_json::json!((now as f64 / 1000.0).round() / 1000.0),
+            );
         }
         let bytes = body.to_string().into_bytes();
         let mut secrets = vec![endpoint.secret.clone()];
@@ -56,7 +75,10 @@ impl Worker {
         {
             secrets.push(p.secret.clone());
         }
-        let result = self.sender.post(&endpoint.url, &secrets, &msg_id, &bytes).await;
+        let result = self
+            .sender
+            .post(&endpoint.url, &secrets, &msg_id, &bytes)
+            .await;
         if result.is_success() {
             return DeliveryOutcome::Delivered;
         }
@@ -69,7 +91,10 @@ impl Worker {
             return DeliveryOutcome::GiveUp { error };
         }
         let delay = i64::try_from(backoff(item.attempts).as_micros()).unwrap_or(i64::MAX);
-        DeliveryOutcome::Retry { next_attempt_time: now + delay, error }
+        DeliveryOutcome::Retry {
+            next_attempt_time: now + delay,
+            error,
+        }
     }
 
     async fn drain(&self) {
@@ -108,7 +133,11 @@ impl Worker {
                     "delivery failed; giving up"
                 ),
             }
-            if let Err(e) = self.repo.finish_delivery(&item, &outcome, now_micros()).await {
+            if let Err(e) = self
+                .repo
+                .finish_delivery(&item, &outcome, now_micros())
+                .await
+            {
                 // The lease expires and the row is sent again: at least once.
                 tracing::warn!(error = %e, "cannot record a delivery outcome");
             }

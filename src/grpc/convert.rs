@@ -3,8 +3,8 @@
 use crate::auth::Role;
 use crate::error::Error;
 use crate::model::{
-    Credential, Endpoint, EventType, Micros, Subscription, SubscriptionStatus, Tenant, TenantSettings,
-    TenantState,
+    Credential, Endpoint, EventType, Micros, Subscription, SubscriptionStatus, Tenant,
+    TenantSettings, TenantState,
 };
 use crate::proto;
 use crate::service::{WatchEvent, WatchResource};
@@ -42,7 +42,10 @@ pub fn tenant_state(field: &str, value: i32) -> Result<Option<TenantState>, Erro
         Ok(State::Unspecified) => Ok(None),
         Ok(State::Active) => Ok(Some(TenantState::Active)),
         Ok(State::Suspended) => Ok(Some(TenantState::Suspended)),
-        Err(_) => Err(Error::invalid(field, format!("{value} is not a tenant state"))),
+        Err(_) => Err(Error::invalid(
+            field,
+            format!("{value} is not a tenant state"),
+        )),
     }
 }
 
@@ -127,7 +130,10 @@ pub fn subscription_status(field: &str, value: i32) -> Result<Option<Subscriptio
         Ok(S::Deleted) => Ok(Some(SubscriptionStatus::Deleted)),
         Ok(S::PendingVerification) => Ok(Some(SubscriptionStatus::PendingVerification)),
         Ok(S::Expired) => Ok(Some(SubscriptionStatus::Expired)),
-        Err(_) => Err(Error::invalid(field, format!("{value} is not a subscription status"))),
+        Err(_) => Err(Error::invalid(
+            field,
+            format!("{value} is not a subscription status"),
+        )),
     }
 }
 

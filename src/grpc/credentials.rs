@@ -21,7 +21,11 @@ impl CredentialService for Api {
             tenant_id: c.tenant_id,
             description: c.description,
         };
-        let w = self.services.create_credential(&caller, new, idem).await.map_err(status)?;
+        let w = self
+            .services
+            .create_credential(&caller, new, idem)
+            .await
+            .map_err(status)?;
         // The only response that carries the credential's secret.
         Ok(written(w, |c| convert::credential(c, true)))
     }
@@ -39,7 +43,11 @@ impl CredentialService for Api {
             .await
             .map_err(status)?;
         Ok(Response::new(proto::ListCredentialsResponse {
-            credentials: listed.items.into_iter().map(|c| convert::credential(c, false)).collect(),
+            credentials: listed
+                .items
+                .into_iter()
+                .map(|c| convert::credential(c, false))
+                .collect(),
             next_page_token: listed.next_page_token,
             total_size: listed.total_size,
         }))

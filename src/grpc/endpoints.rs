@@ -39,7 +39,11 @@ impl EndpointService for Api {
         let req = request.into_inner();
         let idem = idempotency(&req.request_id, &req);
         let new = new_endpoint(req.endpoint.unwrap_or_default());
-        let w = self.services.create_endpoint(&caller, new, idem).await.map_err(status)?;
+        let w = self
+            .services
+            .create_endpoint(&caller, new, idem)
+            .await
+            .map_err(status)?;
         // Create is one of the two responses that show the secret.
         Ok(written(w, |e| convert::endpoint(e, true)))
     }
@@ -71,7 +75,11 @@ impl EndpointService for Api {
             .await
             .map_err(status)?;
         Ok(Response::new(proto::ListEndpointsResponse {
-            endpoints: listed.items.into_iter().map(|e| convert::endpoint(e, false)).collect(),
+            endpoints: listed
+                .items
+                .into_iter()
+                .map(|e| convert::endpoint(e, false))
+                .collect(),
             next_page_token: listed.next_page_token,
             total_size: listed.total_size,
         }))
@@ -94,7 +102,8 @@ impl EndpointService for Api {
         let changes = EndpointChanges {
             etag: e.etag.clone(),
             url: touches(&paths, "url", !e.url.is_empty()).then(|| e.url.clone()),
-            description: touches(&paths, "description", !e.description.is_empty()).then(|| e.description.clone()),
+            description: touches(&paths, "description", !e.description.is_empty())
+                .then(|| e.description.clone()),
             enabled: if touches(&paths, "enabled", e.enabled.is_some()) {
                 Some(e.enabled.unwrap_or(false))
             } else {
@@ -123,7 +132,13 @@ impl EndpointService for Api {
         let req = request.get_ref();
         let w = self
             .services
-            .delete_endpoint(&caller, &req.tenant_id, &req.endpoint_id, &req.etag, req.force)
+            .delete_endpoint(
+                &caller,
+                &req.tenant_id,
+                &req.endpoint_id,
+                &req.etag,
+                req.force,
+            )
             .await
             .map_err(status)?;
         Ok(written(w, |e| convert::endpoint(e, false)))
@@ -137,7 +152,13 @@ impl EndpointService for Api {
         let req = request.get_ref();
         let w = self
             .services
-            .rotate_endpoint_secret(&caller, &req.tenant_id, &req.endpoint_id, &req.secret, req.grace_period_seconds)
+            .rotate_endpoint_secret(
+                &caller,
+                &req.tenant_id,
+                &req.endpoint_id,
+                &req.secret,
+                req.grace_period_seconds,
+            )
             .await
             .map_err(status)?;
         Ok(written(w, |e| convert::endpoint(e, true)))

@@ -42,7 +42,11 @@ impl EventTypeService for Api {
             legacy_code: e.legacy_code,
             deprecated: e.deprecated,
         };
-        let w = self.services.create_event_type(&caller, new, idem).await.map_err(status)?;
+        let w = self
+            .services
+            .create_event_type(&caller, new, idem)
+            .await
+            .map_err(status)?;
         Ok(written(w, convert::event_type))
     }
 
@@ -52,7 +56,11 @@ impl EventTypeService for Api {
     ) -> Result<Response<proto::EventType>, Status> {
         let caller = caller(&request)?;
         let key = get_key(request.into_inner().key);
-        let e = self.services.get_event_type(&caller, key).await.map_err(status)?;
+        let e = self
+            .services
+            .get_event_type(&caller, key)
+            .await
+            .map_err(status)?;
         Ok(Response::new(convert::event_type(e)))
     }
 
@@ -63,7 +71,11 @@ impl EventTypeService for Api {
         let caller = caller(&request)?;
         let req = request.get_ref();
         let paging = paging(req.page_size, &req.page_token, req.skip).map_err(status)?;
-        let listed = self.services.list_event_types(&caller, &paging).await.map_err(status)?;
+        let listed = self
+            .services
+            .list_event_types(&caller, &paging)
+            .await
+            .map_err(status)?;
         Ok(Response::new(proto::ListEventTypesResponse {
             event_types: listed.items.into_iter().map(convert::event_type).collect(),
             next_page_token: listed.next_page_token,
@@ -81,12 +93,19 @@ impl EventTypeService for Api {
         let e = req.event_type.unwrap_or_default();
         let changes = EventTypeChanges {
             etag: e.etag.clone(),
-            description: touches(&paths, "description", !e.description.is_empty()).then(|| e.description.clone()),
-            schema_json: touches(&paths, "schema_json", !e.schema_json.is_empty()).then(|| e.schema_json.clone()),
-            legacy_code: touches(&paths, "legacy_code", e.legacy_code != 0).then_some(e.legacy_code),
+            description: touches(&paths, "description", !e.description.is_empty())
+                .then(|| e.description.clone()),
+            schema_json: touches(&paths, "schema_json", !e.schema_json.is_empty())
+                .then(|| e.schema_json.clone()),
+            legacy_code: touches(&paths, "legacy_code", e.legacy_code != 0)
+                .then_some(e.legacy_code),
             deprecated: touches(&paths, "deprecated", e.deprecated).then_some(e.deprecated),
         };
-        let w = self.services.update_event_type(&caller, &e.name, changes).await.map_err(status)?;
+        let w = self
+            .services
+            .update_event_type(&caller, &e.name, changes)
+            .await
+            .map_err(status)?;
         Ok(written(w, convert::event_type))
     }
 
@@ -105,7 +124,10 @@ impl EventTypeService for Api {
             valid: violations.is_empty(),
             violations: violations
                 .into_iter()
-                .map(|v| proto::validate_event_payload_response::Violation { path: v.path, message: v.message })
+                .map(|v| proto::validate_event_payload_response::Violation {
+                    path: v.path,
+                    message: v.message,
+                })
                 .collect(),
         }))
     }

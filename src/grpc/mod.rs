@@ -37,10 +37,16 @@ impl Api {
 
 /// The authenticated caller the interceptor put into the extensions.
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
-    request.extensions().get::<Caller>().cloned().ok_or_else(|| {
-        tracing::error!("no authenticated caller in the request; is the interceptor installed?");
-        Status::internal("internal error")
-    })
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| {
+            tracing::error!(
+                "no authenticated caller in the request; is the interceptor installed?"
+            );
+            Status::internal("internal error")
+        })
 }
 
 /// A write's response, with `x-revision` in its metadata.
@@ -62,7 +68,10 @@ fn paging(page_size: i32, page_token: &str, skip: i32) -> Result<Paging, Error> 
         return Err(Error::invalid("skip", "must not be negative"));
     }
     if page_token.len() > 1024 {
-        return Err(Error::invalid("page_token", "is not a token returned by this listing"));
+        return Err(Error::invalid(
+            "page_token",
+            "is not a token returned by this listing",
+        ));
     }
     Ok(Paging {
         page_size: page_size as u64,
@@ -112,7 +121,10 @@ fn touches(paths: &Option<Vec<String>>, path: &str, populated: bool) -> bool {
     match paths {
         None => populated,
         Some(paths) => paths.iter().any(|p| {
-            p == path || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('.'))
+            p == path
+                || path
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
         }),
     }
 }

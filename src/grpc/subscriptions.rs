@@ -31,7 +31,8 @@ fn new_subscription(s: proto::Subscription, ttl_seconds: i64) -> Result<NewSubsc
     })
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchSubscriptionsResponse, Status>> + Send>>;
+type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<proto::WatchSubscriptionsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl SubscriptionService for Api {
@@ -43,7 +44,11 @@ impl SubscriptionService for Api {
         let req = request.into_inner();
         let idem = idempotency(&req.request_id, &req);
         let new = new_subscription(req.subscription.unwrap_or_default(), req.ttl_seconds)?;
-        let w = self.services.create_subscription(&caller, new, idem).await.map_err(status)?;
+        let w = self
+            .services
+            .create_subscription(&caller, new, idem)
+            .await
+            .map_err(status)?;
         Ok(written(w, convert::subscription))
     }
 
@@ -81,7 +86,11 @@ impl SubscriptionService for Api {
             .await
             .map_err(status)?;
         Ok(Response::new(proto::ListSubscriptionsResponse {
-            subscriptions: listed.items.into_iter().map(convert::subscription).collect(),
+            subscriptions: listed
+                .items
+                .into_iter()
+                .map(convert::subscription)
+                .collect(),
             next_page_token: listed.next_page_token,
             total_size: listed.total_size,
         }))
@@ -97,9 +106,11 @@ impl SubscriptionService for Api {
         let s = req.subscription.unwrap_or_default();
         let changes = SubscriptionChanges {
             etag: s.etag.clone(),
-            endpoint_id: touches(&paths, "endpoint_id", !s.endpoint_id.is_empty()).then(|| s.endpoint_id.clone()),
+            endpoint_id: touches(&paths, "endpoint_id", !s.endpoint_id.is_empty())
+                .then(|| s.endpoint_id.clone()),
             name: touches(&paths, "name", !s.name.is_empty()).then(|| s.name.clone()),
-            event_types: touches(&paths, "event_types", !s.event_types.is_empty()).then(|| s.event_types.clone()),
+            event_types: touches(&paths, "event_types", !s.event_types.is_empty())
+                .then(|| s.event_types.clone()),
             status: if touches(&paths, "status", s.status != 0) {
                 Some(
                     convert::subscription_status("subscription.status", s.status)
@@ -116,7 +127,11 @@ impl SubscriptionService for Api {
             },
         };
         let (tenant_id, subscription_id) = (s.tenant_id.clone(), s.subscription_id.clone());
-        let upsert = if req.allow_missing { Some(new_subscription(s, 0)?) } else { None };
+        let upsert = if req.allow_missing {
+            Some(new_subscription(s, 0)?)
+        } else {
+            None
+        };
         let w = self
             .services
             .update_subscription(&caller, &tenant_id, &subscription_id, changes, upsert)
@@ -147,7 +162,12 @@ impl SubscriptionService for Api {
         let req = request.get_ref();
         let w = self
             .services
-            .renew_subscription(&caller, &req.tenant_id, &req.subscription_id, req.ttl_seconds)
+            .renew_subscription(
+                &caller,
+                &req.tenant_id,
+                &req.subscription_id,
+                req.ttl_seconds,
+            )
             .await
             .map_err(status)?;
         Ok(written(w, convert::subscription))

@@ -33,13 +33,24 @@ impl TenantService for Api {
             display_name: t.display_name,
             settings: convert::tenant_settings(t.settings),
         };
-        let w = self.services.create_tenant(&caller, new, idem).await.map_err(status)?;
+        let w = self
+            .services
+            .create_tenant(&caller, new, idem)
+            .await
+            .map_err(status)?;
         Ok(written(w, convert::tenant))
     }
 
-    async fn get_tenant(&self, request: Request<proto::GetTenantRequest>) -> Result<Response<proto::Tenant>, Status> {
+    async fn get_tenant(
+        &self,
+        request: Request<proto::GetTenantRequest>,
+    ) -> Result<Response<proto::Tenant>, Status> {
         let caller = caller(&request)?;
-        let t = self.services.get_tenant(&caller, &request.get_ref().tenant_id).await.map_err(status)?;
+        let t = self
+            .services
+            .get_tenant(&caller, &request.get_ref().tenant_id)
+            .await
+            .map_err(status)?;
         Ok(Response::new(convert::tenant(t)))
     }
 
@@ -50,7 +61,11 @@ impl TenantService for Api {
         let caller = caller(&request)?;
         let req = request.get_ref();
         let paging = paging(req.page_size, &req.page_token, req.skip).map_err(status)?;
-        let listed = self.services.list_tenants(&caller, &paging).await.map_err(status)?;
+        let listed = self
+            .services
+            .list_tenants(&caller, &paging)
+            .await
+            .map_err(status)?;
         Ok(Response::new(proto::ListTenantsResponse {
             tenants: listed.items.into_iter().map(convert::tenant).collect(),
             next_page_token: listed.next_page_token,
@@ -70,25 +85,38 @@ impl TenantService for Api {
         let has_settings = paths.is_none() && s != proto::tenant::Settings::default();
         let changes = TenantChanges {
             etag: t.etag.clone(),
-            display_name: touches(&paths, "display_name", !t.display_name.is_empty()).then(|| t.display_name.clone()),
+            display_name: touches(&paths, "display_name", !t.display_name.is_empty())
+                .then(|| t.display_name.clone()),
             state: if touches(&paths, "state", t.state != 0) {
                 Some(
                     convert::tenant_state("tenant.state", t.state)
                         .map_err(status)?
-                        .ok_or_else(|| status(crate::error::Error::invalid("tenant.state", "must be ACTIVE or SUSPENDED")))?,
+                        .ok_or_else(|| {
+                            status(crate::error::Error::invalid(
+                                "tenant.state",
+                                "must be ACTIVE or SUSPENDED",
+                            ))
+                        })?,
                 )
             } else {
                 None
             },
-            require_verification: (has_settings || touches(&paths, "settings.require_verification", false))
-                .then_some(s.require_verification),
-            https_only: (has_settings || touches(&paths, "settings.https_only", false)).then_some(s.https_only),
-            default_ttl_seconds: (has_settings || touches(&paths, "settings.default_ttl_seconds", false))
-                .then_some(s.default_ttl_seconds),
+            require_verification: (has_settings
+                || touches(&paths, "settings.require_verification", false))
+            .then_some(s.require_verification),
+            https_only: (has_settings || touches(&paths, "settings.https_only", false))
+                .then_some(s.https_only),
+            default_ttl_seconds: (has_settings
+                || touches(&paths, "settings.default_ttl_seconds", false))
+            .then_some(s.default_ttl_seconds),
             max_ttl_seconds: (has_settings || touches(&paths, "settings.max_ttl_seconds", false))
                 .then_some(s.max_ttl_seconds),
         };
-        let w = self.services.update_tenant(&caller, &t.tenant_id, changes).await.map_err(status)?;
+        let w = self
+            .services
+            .update_tenant(&caller, &t.tenant_id, changes)
+            .await
+            .map_err(status)?;
         Ok(written(w, convert::tenant))
     }
 

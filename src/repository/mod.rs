@@ -10,7 +10,9 @@
 mod entities;
 mod sea;
 
-use crate::model::{Credential, Endpoint, EventType, Micros, Subscription, SubscriptionStatus, Tenant};
+use crate::model::{
+    Credential, Endpoint, EventType, Micros, Subscription, SubscriptionStatus, Tenant,
+};
 
 pub use sea::{DatabaseSettings, SeaRepository};
 
@@ -149,8 +151,13 @@ pub struct OutboxItem {
 #[derive(Debug, Clone)]
 pub enum DeliveryOutcome {
     Delivered,
-    Retry { next_attempt_time: Micros, error: String },
-    GiveUp { error: String },
+    Retry {
+        next_attempt_time: Micros,
+        error: String,
+    },
+    GiveUp {
+        error: String,
+    },
 }
 
 /// The outcome of a write: the revision its last change-log row got.
@@ -184,7 +191,12 @@ pub trait Repository: Send + Sync + 'static {
     async fn create_tenant(&self, tenant: &Tenant, meta: &WriteMeta) -> RepoResult<Revision>;
     async fn get_tenant(&self, tenant_id: &str) -> RepoResult<Option<Tenant>>;
     async fn list_tenants(&self, page: &PageRequest) -> RepoResult<Page<Tenant>>;
-    async fn update_tenant(&self, tenant: &Tenant, prev_etag: &str, meta: &WriteMeta) -> RepoResult<Revision>;
+    async fn update_tenant(
+        &self,
+        tenant: &Tenant,
+        prev_etag: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<Revision>;
     async fn delete_tenant(
         &self,
         tenant_id: &str,
@@ -193,21 +205,37 @@ pub trait Repository: Send + Sync + 'static {
         meta: &WriteMeta,
     ) -> RepoResult<(Tenant, Revision)>;
 
-    async fn create_credential(&self, credential: &Credential, meta: &WriteMeta) -> RepoResult<Revision>;
+    async fn create_credential(
+        &self,
+        credential: &Credential,
+        meta: &WriteMeta,
+    ) -> RepoResult<Revision>;
     async fn get_credential(&self, api_id: &str) -> RepoResult<Option<Credential>>;
     async fn list_credentials(
         &self,
         filter: &CredentialFilter,
         page: &PageRequest,
     ) -> RepoResult<Page<Credential>>;
-    async fn revoke_credential(&self, api_id: &str, meta: &WriteMeta) -> RepoResult<(Credential, Revision)>;
+    async fn revoke_credential(
+        &self,
+        api_id: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<(Credential, Revision)>;
     async fn all_credentials(&self) -> RepoResult<Vec<Credential>>;
     async fn count_credentials(&self) -> RepoResult<u64>;
     /// Runs `create` for the bootstrap credential unless one exists, under a
     /// database-wide lock on PostgreSQL so replicas starting together make one.
-    async fn bootstrap_credential(&self, credential: &Credential, only_if_empty: bool) -> RepoResult<bool>;
+    async fn bootstrap_credential(
+        &self,
+        credential: &Credential,
+        only_if_empty: bool,
+    ) -> RepoResult<bool>;
 
-    async fn create_event_type(&self, event_type: &EventType, meta: &WriteMeta) -> RepoResult<Revision>;
+    async fn create_event_type(
+        &self,
+        event_type: &EventType,
+        meta: &WriteMeta,
+    ) -> RepoResult<Revision>;
     async fn get_event_type(&self, name: &str) -> RepoResult<Option<EventType>>;
     async fn get_event_type_by_code(&self, legacy_code: i32) -> RepoResult<Option<EventType>>;
     async fn list_event_types(&self, page: &PageRequest) -> RepoResult<Page<EventType>>;
@@ -220,8 +248,16 @@ pub trait Repository: Send + Sync + 'static {
     ) -> RepoResult<Revision>;
 
     async fn create_endpoint(&self, endpoint: &Endpoint, meta: &WriteMeta) -> RepoResult<Revision>;
-    async fn get_endpoint(&self, tenant_id: &str, endpoint_id: &str) -> RepoResult<Option<Endpoint>>;
-    async fn list_endpoints(&self, tenant_id: &str, page: &PageRequest) -> RepoResult<Page<Endpoint>>;
+    async fn get_endpoint(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> RepoResult<Option<Endpoint>>;
+    async fn list_endpoints(
+        &self,
+        tenant_id: &str,
+        page: &PageRequest,
+    ) -> RepoResult<Page<Endpoint>>;
     /// Updates the endpoint; each verification also puts its subscription
     /// back to PENDING_VERIFICATION (a URL change on a verifying tenant).
     async fn update_endpoint(
@@ -246,7 +282,11 @@ pub trait Repository: Send + Sync + 'static {
         verification: Option<&Verification>,
         meta: &WriteMeta,
     ) -> RepoResult<Revision>;
-    async fn get_subscription(&self, tenant_id: &str, subscription_id: &str) -> RepoResult<Option<Subscription>>;
+    async fn get_subscription(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+    ) -> RepoResult<Option<Subscription>>;
     async fn list_subscriptions(
         &self,
         filter: &SubscriptionFilter,
@@ -254,7 +294,8 @@ pub trait Repository: Send + Sync + 'static {
     ) -> RepoResult<Page<Subscription>>;
     /// Every subscription matching the filter, in creation order (for filters
     /// SQL cannot express, such as pattern matching).
-    async fn all_subscriptions(&self, filter: &SubscriptionFilter) -> RepoResult<Vec<Subscription>>;
+    async fn all_subscriptions(&self, filter: &SubscriptionFilter)
+    -> RepoResult<Vec<Subscription>>;
     async fn update_subscription(
         &self,
         subscription: &Subscription,
@@ -288,5 +329,10 @@ pub trait Repository: Send + Sync + 'static {
     async fn due_deliveries(&self, now: Micros, limit: u64) -> RepoResult<Vec<OutboxItem>>;
     /// Takes a delivery for `lease_until`; false when another worker has it.
     async fn claim_delivery(&self, item: &OutboxItem, lease_until: Micros) -> RepoResult<bool>;
-    async fn finish_delivery(&self, item: &OutboxItem, outcome: &DeliveryOutcome, now: Micros) -> RepoResult<()>;
+    async fn finish_delivery(
+        &self,
+        item: &OutboxItem,
+        outcome: &DeliveryOutcome,
+        now: Micros,
+    ) -> RepoResult<()>;
 }

@@ -16,8 +16,9 @@ use super::entities::{
     subscription, tenant,
 };
 use super::{
-    ChangeRecord, CredentialFilter, DeliveryOutcome, OutboxItem, Snapshot, Verification, IdempotencyRecord, Page, PageRequest, RepoError, RepoResult, Repository,
-    Revision, SubscriptionFilter, WriteMeta,
+    ChangeRecord, CredentialFilter, DeliveryOutcome, IdempotencyRecord, OutboxItem, Page,
+    PageRequest, RepoError, RepoResult, Repository, Revision, Snapshot, SubscriptionFilter,
+    Verification, WriteMeta,
 };
 use crate::auth::Role;
 use crate::crypto::MasterKey;
@@ -46,7 +47,11 @@ pub struct SeaRepository {
     backend: DatabaseBackend,
     key: MasterKey,
     revisions: watch::Sender<Revision>,
+    closed: watch::Sender<bool>,
 }
+
+/// The PostgreSQL channel on which every commit announces its revision.
+const CHANGES_CHANNEL: &str = "hookplane_changes";
 
 fn classify(err: DbErr) -> RepoError {
     if let Some(SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
@@ -87,7 +92,9 @@ impl SeaRepository {
     pub async fn connect(settings: &DatabaseSettings, key: MasterKey) -> Result<Self, DbErr> {
         let backend = if settings.url.starts_with("sqlite:") {
             DatabaseBackend::Sqlite
-        } else if settings.url.starts_with("postgres://") || settings.url.starts_with("postgresql://") {
+        } else if settings.url.starts_with("postgres://")
+            || settings.url.starts_with("postgresql://")
+        {
             DatabaseBackend::Postgres
         } else {
             return Err(DbErr::Custom(
@@ -99,7 +106,7 @@ impl SeaRepository {
                 let writer = Database::connect(sqlite_options(settings, 1)).await?;
                 // Migrate before readers open, so they see the final schema.
                 migrate(&writer, backend).await?;
-                        let reader =
+                let reader =
                     Database::connect(sqlite_options(settings, settings.max_connections)).await?;
                 (writer, reader)
             }
@@ -120,14 +127,28 @@ impl SeaRepository {
             backend,
             key,
             revisions: watch::channel(0).0,
+            closed: watch::channel(false).0,
         };
-        let current = repo.current_revision().await.map_err(|e| DbErr::Custom(e.to_string()))?;
+        if backend == DatabaseBackend::Postgres {
+            // Other replicas' commits arrive as notifications; the follower
+            // also polls, so a lost notification only delays a change.
+            tokio::spawn(listen_for_changes(
+                settings.url.clone(),
+                repo.revisions.clone(),
+                repo.closed.subscribe(),
+            ));
+        }
+        let current = repo
+            .current_revision()
+            .await
+            .map_err(|e| DbErr::Custom(e.to_string()))?;
         repo.revisions.send_replace(current);
         Ok(repo)
     }
 
     /// Closes the pools; later calls fail as unavailable.
     pub async fn close(&self) {
+        self.closed.send_replace(true);
         let _ = self.writer.close_by_ref().await;
         let _ = self.reader.close_by_ref().await;
     }
@@ -174,7 +195,12 @@ impl SeaRepository {
     }
 
     /// Stores the idempotent response and commits.
-    async fn commit(&self, txn: DatabaseTransaction, meta: &WriteMeta, revision: Revision) -> RepoResult<Revision> {
+    async fn commit(
+        &self,
+        txn: DatabaseTransaction,
+        meta: &WriteMeta,
+        revision: Revision,
+    ) -> RepoResult<Revision> {
         if let Some(idem) = &meta.idempotency {
             let aad = idempotency_aad(&meta.api_id, &idem.request_id);
             let row = idempotency::ActiveModel {
@@ -193,6 +219,7 @@ impl SeaRepository {
                     other => other,
                 })?;
         }
+        self.notify(&txn, revision).await?;
         txn.commit().await.map_err(classify)?;
         self.publish(revision);
         Ok(revision)
@@ -208,7 +235,10 @@ impl SeaRepository {
         now: Micros,
     ) -> RepoResult<()> {
         confirmation_token::Entity::update_many()
-            .col_expr(confirmation_token::Column::UsedTime, sea_orm::sea_query::Expr::value(now))
+            .col_expr(
+                confirmation_token::Column::UsedTime,
+                sea_orm::sea_query::Expr::value(now),
+            )
             .filter(confirmation_token::Column::TenantId.eq(tenant_id))
             .filter(confirmation_token::Column::SubscriptionId.eq(v.subscription_id.clone()))
             .filter(confirmation_token::Column::UsedTime.is_null())
@@ -236,7 +266,9 @@ impl SeaRepository {
                 tenant_id: tenant_id.to_owned(),
                 subscription_id: v.subscription_id.clone(),
                 endpoint_id: v.endpoint_id.clone(),
-                payload_enc: self.key.encrypt(&v.payload, outbox_aad(&v.outbox_id).as_bytes()),
+                payload_enc: self
+                    .key
+                    .encrypt(&v.payload, outbox_aad(&v.outbox_id).as_bytes()),
                 attempts: 0,
                 next_attempt_time: now,
                 done_time: None,
@@ -248,6 +280,21 @@ impl SeaRepository {
         .exec_without_returning(txn)
         .await
         .map_err(classify)?;
+        Ok(())
+    }
+
+    /// On PostgreSQL, announces the revision to other replicas when the
+    /// transaction commits (NOTIFY is transactional).
+    async fn notify(&self, txn: &DatabaseTransaction, revision: Revision) -> RepoResult<()> {
+        if self.backend == DatabaseBackend::Postgres {
+            txn.execute_raw(Statement::from_sql_and_values(
+                self.backend,
+                "SELECT pg_notify($1, $2)",
+                [CHANGES_CHANNEL.into(), revision.to_string().into()],
+            ))
+            .await
+            .map_err(classify)?;
+        }
         Ok(())
     }
 
@@ -277,7 +324,8 @@ impl SeaRepository {
     fn credential_from_row(&self, row: credential::Model) -> RepoResult<Credential> {
         let secret = self.open(&row.secret_enc, &credential_aad(&row.api_id))?;
         Ok(Credential {
-            role: Role::parse(&row.role).ok_or_else(|| internal(format!("unknown role {}", row.role)))?,
+            role: Role::parse(&row.role)
+                .ok_or_else(|| internal(format!("unknown role {}", row.role)))?,
             api_id: row.api_id,
             tenant_id: row.tenant_id,
             description: row.description,
@@ -336,6 +384,61 @@ impl SeaRepository {
     }
 }
 
+/// Publishes revisions announced by other replicas until the repository closes.
+async fn listen_for_changes(
+    url: String,
+    revisions: watch::Sender<Revision>,
+    mut closed: watch::Receiver<bool>,
+) {
+    use sea_orm::sqlx::postgres::PgListener;
+    let mut backoff = Duration::from_millis(200);
+    while !*closed.borrow() {
+        let listener = async {
+            let mut listener = PgListener::connect(&url).await?;
+            listener.listen(CHANGES_CHANNEL).await?;
+            Ok::<_, sea_orm::sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            _ = closed.changed() => return,
+            l = listener => match l {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot LISTEN for changes; polling only until it works");
+                    tokio::select! {
+                        _ = closed.changed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(200);
+        loop {
+            tokio::select! {
+                _ = closed.changed() => return,
+                n = listener.recv() => match n {
+                    Ok(n) => {
+                        if let Ok(revision) = n.payload().parse::<Revision>() {
+                            revisions.send_if_modified(|current| {
+                                let newer = revision > *current;
+                                if newer {
+                                    *current = revision;
+                                }
+                                newer
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
 fn sqlite_options(settings: &DatabaseSettings, pool: u32) -> ConnectOptions {
     let mut opts = ConnectOptions::new(settings.url.clone());
     opts.max_connections(pool)
@@ -355,7 +458,10 @@ fn sqlite_options(settings: &DatabaseSettings, pool: u32) -> ConnectOptions {
 
 /// Applies migrations; on PostgreSQL under an advisory lock so replicas
 /// starting together do not race.
-pub(crate) async fn migrate(db: &DatabaseConnection, backend: DatabaseBackend) -> Result<(), DbErr> {
+pub(crate) async fn migrate(
+    db: &DatabaseConnection,
+    backend: DatabaseBackend,
+) -> Result<(), DbErr> {
     use migration::MigratorTrait;
     if backend == DatabaseBackend::Postgres {
         let txn = db.begin().await?;
@@ -392,7 +498,10 @@ struct ChangeLog {
 
 impl ChangeLog {
     fn new(first: Revision) -> Self {
-        ChangeLog { next: Some(first), last: first }
+        ChangeLog {
+            next: Some(first),
+            last: first,
+        }
     }
 
     async fn record(
@@ -561,9 +670,11 @@ where
     let mut q = select;
     if let Some((t, key)) = &page.after {
         q = q.filter(
-            sea_orm::Condition::any()
-                .add(time_col.gt(*t))
-                .add(sea_orm::Condition::all().add(time_col.eq(*t)).add(key_col.gt(key.clone()))),
+            sea_orm::Condition::any().add(time_col.gt(*t)).add(
+                sea_orm::Condition::all()
+                    .add(time_col.eq(*t))
+                    .add(key_col.gt(key.clone())),
+            ),
         );
     }
     let mut rows = q
@@ -579,7 +690,10 @@ where
     Ok((rows, has_more, total))
 }
 
-async fn load_tenant_for_write(txn: &DatabaseTransaction, tenant_id: &str) -> RepoResult<tenant::Model> {
+async fn load_tenant_for_write(
+    txn: &DatabaseTransaction,
+    tenant_id: &str,
+) -> RepoResult<tenant::Model> {
     let row = tenant::Entity::find_by_id(tenant_id.to_owned())
         .one(txn)
         .await
@@ -594,7 +708,11 @@ async fn load_tenant_for_write(txn: &DatabaseTransaction, tenant_id: &str) -> Re
     Ok(row)
 }
 
-async fn ensure_live_endpoint(txn: &DatabaseTransaction, tenant_id: &str, endpoint_id: &str) -> RepoResult<()> {
+async fn ensure_live_endpoint(
+    txn: &DatabaseTransaction,
+    tenant_id: &str,
+    endpoint_id: &str,
+) -> RepoResult<()> {
     endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
         .one(txn)
         .await
@@ -631,7 +749,8 @@ async fn soft_delete_subscriptions(
 }
 
 fn live_subscriptions() -> sea_orm::Condition {
-    sea_orm::Condition::all().add(subscription::Column::Status.ne(SubscriptionStatus::Deleted.as_str()))
+    sea_orm::Condition::all()
+        .add(subscription::Column::Status.ne(SubscriptionStatus::Deleted.as_str()))
 }
 
 #[async_trait::async_trait]
@@ -673,7 +792,10 @@ impl Repository for SeaRepository {
         }
         let response = self
             .key
-            .decrypt(&row.response_enc, idempotency_aad(api_id, request_id).as_bytes())
+            .decrypt(
+                &row.response_enc,
+                idempotency_aad(api_id, request_id).as_bytes(),
+            )
             .map_err(|e| RepoError::Internal(Box::new(e)))?;
         Ok(Some(IdempotencyRecord {
             method: row.method,
@@ -762,7 +884,10 @@ impl Repository for SeaRepository {
             .map_err(classify)?;
         txn.commit().await.map_err(classify)?;
         Ok(Snapshot {
-            tenants: tenants.into_iter().map(tenant_from_row).collect::<RepoResult<_>>()?,
+            tenants: tenants
+                .into_iter()
+                .map(tenant_from_row)
+                .collect::<RepoResult<_>>()?,
             endpoints: endpoints
                 .into_iter()
                 .map(|e| self.endpoint_from_row(e))
@@ -812,8 +937,15 @@ impl Repository for SeaRepository {
             am.update_time = sea_orm::Set(now);
             am.etag = sea_orm::Set(new_etag());
             am.update(&txn).await.map_err(classify)?;
-            log.record(&txn, Some(&row.tenant_id), "subscription", &row.subscription_id, "UPSERT", now)
-                .await?;
+            log.record(
+                &txn,
+                Some(&row.tenant_id),
+                "subscription",
+                &row.subscription_id,
+                "UPSERT",
+                now,
+            )
+            .await?;
             count += 1;
         }
         let endpoints = endpoint::Entity::find()
@@ -829,8 +961,15 @@ impl Repository for SeaRepository {
             am.update_time = sea_orm::Set(now);
             am.etag = sea_orm::Set(new_etag());
             am.update(&txn).await.map_err(classify)?;
-            log.record(&txn, Some(&row.tenant_id), "endpoint", &row.endpoint_id, "UPSERT", now)
-                .await?;
+            log.record(
+                &txn,
+                Some(&row.tenant_id),
+                "endpoint",
+                &row.endpoint_id,
+                "UPSERT",
+                now,
+            )
+            .await?;
             count += 1;
         }
         if count == 0 {
@@ -838,6 +977,7 @@ impl Repository for SeaRepository {
             txn.rollback().await.map_err(classify)?;
             return Ok(0);
         }
+        self.notify(&txn, log.last).await?;
         txn.commit().await.map_err(classify)?;
         self.publish(log.last);
         Ok(count)
@@ -850,7 +990,15 @@ impl Repository for SeaRepository {
             .exec_without_returning(&txn)
             .await
             .map_err(unique_as("tenant"))?;
-        log.record(&txn, Some(&t.tenant_id), "tenant", &t.tenant_id, "UPSERT", meta.now).await?;
+        log.record(
+            &txn,
+            Some(&t.tenant_id),
+            "tenant",
+            &t.tenant_id,
+            "UPSERT",
+            meta.now,
+        )
+        .await?;
         self.commit(txn, meta, log.last).await
     }
 
@@ -874,13 +1022,21 @@ impl Repository for SeaRepository {
         )
         .await?;
         Ok(Page {
-            items: rows.into_iter().map(tenant_from_row).collect::<RepoResult<_>>()?,
+            items: rows
+                .into_iter()
+                .map(tenant_from_row)
+                .collect::<RepoResult<_>>()?,
             has_more,
             total,
         })
     }
 
-    async fn update_tenant(&self, t: &Tenant, prev_etag: &str, meta: &WriteMeta) -> RepoResult<Revision> {
+    async fn update_tenant(
+        &self,
+        t: &Tenant,
+        prev_etag: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
         let result = tenant::Entity::update_many()
@@ -894,7 +1050,15 @@ impl Repository for SeaRepository {
         if result.rows_affected == 0 {
             return Err(RepoError::Stale);
         }
-        log.record(&txn, Some(&t.tenant_id), "tenant", &t.tenant_id, "UPSERT", meta.now).await?;
+        log.record(
+            &txn,
+            Some(&t.tenant_id),
+            "tenant",
+            &t.tenant_id,
+            "UPSERT",
+            meta.now,
+        )
+        .await?;
         self.commit(txn, meta, log.last).await
     }
 
@@ -941,14 +1105,30 @@ impl Repository for SeaRepository {
             am.update_time = sea_orm::Set(meta.now);
             am.etag = sea_orm::Set(new_etag());
             am.update(&txn).await.map_err(classify)?;
-            log.record(&txn, Some(tenant_id), "endpoint", &ep.endpoint_id, "DELETE", meta.now).await?;
+            log.record(
+                &txn,
+                Some(tenant_id),
+                "endpoint",
+                &ep.endpoint_id,
+                "DELETE",
+                meta.now,
+            )
+            .await?;
         }
         let mut am = row.into_active_model();
         am.delete_time = sea_orm::Set(Some(meta.now));
         am.update_time = sea_orm::Set(meta.now);
         am.etag = sea_orm::Set(new_etag());
         let updated = am.update(&txn).await.map_err(classify)?;
-        log.record(&txn, Some(tenant_id), "tenant", tenant_id, "DELETE", meta.now).await?;
+        log.record(
+            &txn,
+            Some(tenant_id),
+            "tenant",
+            tenant_id,
+            "DELETE",
+            meta.now,
+        )
+        .await?;
         let revision = self.commit(txn, meta, log.last).await?;
         Ok((tenant_from_row(updated)?, revision))
     }
@@ -965,7 +1145,15 @@ impl Repository for SeaRepository {
                 .ok_or(RepoError::NotFound("tenant"))?;
         }
         insert_credential(&txn, self, c).await?;
-        log.record(&txn, c.tenant_id.as_deref(), "credential", &c.api_id, "UPSERT", meta.now).await?;
+        log.record(
+            &txn,
+            c.tenant_id.as_deref(),
+            "credential",
+            &c.api_id,
+            "UPSERT",
+            meta.now,
+        )
+        .await?;
         self.commit(txn, meta, log.last).await
     }
 
@@ -978,7 +1166,11 @@ impl Repository for SeaRepository {
             .transpose()
     }
 
-    async fn list_credentials(&self, filter: &CredentialFilter, req: &PageRequest) -> RepoResult<Page<Credential>> {
+    async fn list_credentials(
+        &self,
+        filter: &CredentialFilter,
+        req: &PageRequest,
+    ) -> RepoResult<Page<Credential>> {
         let mut select = credential::Entity::find();
         select = match &filter.tenant_id {
             Some(t) => select.filter(credential::Column::TenantId.eq(t.clone())),
@@ -1005,7 +1197,11 @@ impl Repository for SeaRepository {
         })
     }
 
-    async fn revoke_credential(&self, api_id: &str, meta: &WriteMeta) -> RepoResult<(Credential, Revision)> {
+    async fn revoke_credential(
+        &self,
+        api_id: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<(Credential, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
         let row = credential::Entity::find_by_id(api_id.to_owned())
@@ -1022,8 +1218,15 @@ impl Repository for SeaRepository {
             am.etag = sea_orm::Set(new_etag());
             am.update(&txn).await.map_err(classify)?
         };
-        log.record(&txn, updated.tenant_id.as_deref(), "credential", api_id, "UPSERT", meta.now)
-            .await?;
+        log.record(
+            &txn,
+            updated.tenant_id.as_deref(),
+            "credential",
+            api_id,
+            "UPSERT",
+            meta.now,
+        )
+        .await?;
         let revision = self.commit(txn, meta, log.last).await?;
         Ok((self.credential_from_row(updated)?, revision))
     }
@@ -1039,7 +1242,10 @@ impl Repository for SeaRepository {
     }
 
     async fn count_credentials(&self) -> RepoResult<u64> {
-        credential::Entity::find().count(&self.reader).await.map_err(classify)
+        credential::Entity::find()
+            .count(&self.reader)
+            .await
+            .map_err(classify)
     }
 
     async fn bootstrap_credential(&self, c: &Credential, only_if_empty: bool) -> RepoResult<bool> {
@@ -1053,7 +1259,11 @@ impl Repository for SeaRepository {
             .map_err(classify)?;
         }
         let exists = if only_if_empty {
-            credential::Entity::find().count(&txn).await.map_err(classify)? > 0
+            credential::Entity::find()
+                .count(&txn)
+                .await
+                .map_err(classify)?
+                > 0
         } else {
             credential::Entity::find_by_id(c.api_id.clone())
                 .one(&txn)
@@ -1067,7 +1277,9 @@ impl Repository for SeaRepository {
         let revision = next_revision(&txn).await?;
         insert_credential(&txn, self, c).await?;
         let mut log = ChangeLog::new(revision);
-        log.record(&txn, None, "credential", &c.api_id, "UPSERT", c.create_time).await?;
+        log.record(&txn, None, "credential", &c.api_id, "UPSERT", c.create_time)
+            .await?;
+        self.notify(&txn, revision).await?;
         txn.commit().await.map_err(classify)?;
         self.publish(revision);
         Ok(true)
@@ -1090,7 +1302,8 @@ impl Repository for SeaRepository {
             .exec_without_returning(&txn)
             .await
             .map_err(unique_as("event type"))?;
-        log.record(&txn, None, "event_type", &e.name, "UPSERT", meta.now).await?;
+        log.record(&txn, None, "event_type", &e.name, "UPSERT", meta.now)
+            .await?;
         self.commit(txn, meta, log.last).await
     }
 
@@ -1138,7 +1351,12 @@ impl Repository for SeaRepository {
             .collect())
     }
 
-    async fn update_event_type(&self, e: &EventType, prev_etag: &str, meta: &WriteMeta) -> RepoResult<Revision> {
+    async fn update_event_type(
+        &self,
+        e: &EventType,
+        prev_etag: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
         if let Some(code) = e.legacy_code {
@@ -1162,7 +1380,8 @@ impl Repository for SeaRepository {
         if result.rows_affected == 0 {
             return Err(RepoError::Stale);
         }
-        log.record(&txn, None, "event_type", &e.name, "UPSERT", meta.now).await?;
+        log.record(&txn, None, "event_type", &e.name, "UPSERT", meta.now)
+            .await?;
         self.commit(txn, meta, log.last).await
     }
 
@@ -1174,11 +1393,23 @@ impl Repository for SeaRepository {
             .exec_without_returning(&txn)
             .await
             .map_err(unique_as("endpoint"))?;
-        log.record(&txn, Some(&e.tenant_id), "endpoint", &e.endpoint_id, "UPSERT", meta.now).await?;
+        log.record(
+            &txn,
+            Some(&e.tenant_id),
+            "endpoint",
+            &e.endpoint_id,
+            "UPSERT",
+            meta.now,
+        )
+        .await?;
         self.commit(txn, meta, log.last).await
     }
 
-    async fn get_endpoint(&self, tenant_id: &str, endpoint_id: &str) -> RepoResult<Option<Endpoint>> {
+    async fn get_endpoint(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> RepoResult<Option<Endpoint>> {
         endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
             .one(&self.reader)
             .await
@@ -1187,7 +1418,11 @@ impl Repository for SeaRepository {
             .transpose()
     }
 
-    async fn list_endpoints(&self, tenant_id: &str, req: &PageRequest) -> RepoResult<Page<Endpoint>> {
+    async fn list_endpoints(
+        &self,
+        tenant_id: &str,
+        req: &PageRequest,
+    ) -> RepoResult<Page<Endpoint>> {
         let select = endpoint::Entity::find()
             .filter(endpoint::Column::TenantId.eq(tenant_id))
             .filter(endpoint::Column::DeleteTime.is_null());
@@ -1231,15 +1466,31 @@ impl Repository for SeaRepository {
         if result.rows_affected == 0 {
             return Err(RepoError::Stale);
         }
-        log.record(&txn, Some(&e.tenant_id), "endpoint", &e.endpoint_id, "UPSERT", meta.now).await?;
+        log.record(
+            &txn,
+            Some(&e.tenant_id),
+            "endpoint",
+            &e.endpoint_id,
+            "UPSERT",
+            meta.now,
+        )
+        .await?;
         for v in verifications {
             let pending = subscription::Entity::update_many()
                 .col_expr(
                     subscription::Column::Status,
-                    sea_orm::sea_query::Expr::value(SubscriptionStatus::PendingVerification.as_str()),
+                    sea_orm::sea_query::Expr::value(
+                        SubscriptionStatus::PendingVerification.as_str(),
+                    ),
                 )
-                .col_expr(subscription::Column::UpdateTime, sea_orm::sea_query::Expr::value(meta.now))
-                .col_expr(subscription::Column::Etag, sea_orm::sea_query::Expr::value(new_etag()))
+                .col_expr(
+                    subscription::Column::UpdateTime,
+                    sea_orm::sea_query::Expr::value(meta.now),
+                )
+                .col_expr(
+                    subscription::Column::Etag,
+                    sea_orm::sea_query::Expr::value(new_etag()),
+                )
                 .filter(subscription::Column::TenantId.eq(e.tenant_id.clone()))
                 .filter(subscription::Column::SubscriptionId.eq(v.subscription_id.clone()))
                 .filter(subscription::Column::Status.is_in([
@@ -1253,9 +1504,17 @@ impl Repository for SeaRepository {
             if pending.rows_affected == 0 {
                 continue;
             }
-            log.record(&txn, Some(&e.tenant_id), "subscription", &v.subscription_id, "UPSERT", meta.now)
+            log.record(
+                &txn,
+                Some(&e.tenant_id),
+                "subscription",
+                &v.subscription_id,
+                "UPSERT",
+                meta.now,
+            )
+            .await?;
+            self.queue_verification(&txn, &e.tenant_id, v, meta.now)
                 .await?;
-            self.queue_verification(&txn, &e.tenant_id, v, meta.now).await?;
         }
         self.commit(txn, meta, log.last).await
     }
@@ -1299,7 +1558,15 @@ impl Repository for SeaRepository {
         am.update_time = sea_orm::Set(meta.now);
         am.etag = sea_orm::Set(new_etag());
         let updated = am.update(&txn).await.map_err(classify)?;
-        log.record(&txn, Some(tenant_id), "endpoint", endpoint_id, "DELETE", meta.now).await?;
+        log.record(
+            &txn,
+            Some(tenant_id),
+            "endpoint",
+            endpoint_id,
+            "DELETE",
+            meta.now,
+        )
+        .await?;
         let revision = self.commit(txn, meta, log.last).await?;
         Ok((self.endpoint_from_row(updated)?, revision))
     }
@@ -1314,10 +1581,11 @@ impl Repository for SeaRepository {
         let mut log = ChangeLog::new(revision);
         load_tenant_for_write(&txn, &s.tenant_id).await?;
         ensure_live_endpoint(&txn, &s.tenant_id, &s.endpoint_id).await?;
-        let exists = subscription::Entity::find_by_id((s.tenant_id.clone(), s.subscription_id.clone()))
-            .one(&txn)
-            .await
-            .map_err(classify)?;
+        let exists =
+            subscription::Entity::find_by_id((s.tenant_id.clone(), s.subscription_id.clone()))
+                .one(&txn)
+                .await
+                .map_err(classify)?;
         if exists.is_some() {
             return Err(RepoError::AlreadyExists("subscription"));
         }
@@ -1325,15 +1593,27 @@ impl Repository for SeaRepository {
             .exec_without_returning(&txn)
             .await
             .map_err(unique_as("subscription name"))?;
-        log.record(&txn, Some(&s.tenant_id), "subscription", &s.subscription_id, "UPSERT", meta.now)
-            .await?;
+        log.record(
+            &txn,
+            Some(&s.tenant_id),
+            "subscription",
+            &s.subscription_id,
+            "UPSERT",
+            meta.now,
+        )
+        .await?;
         if let Some(v) = verification {
-            self.queue_verification(&txn, &s.tenant_id, v, meta.now).await?;
+            self.queue_verification(&txn, &s.tenant_id, v, meta.now)
+                .await?;
         }
         self.commit(txn, meta, log.last).await
     }
 
-    async fn get_subscription(&self, tenant_id: &str, subscription_id: &str) -> RepoResult<Option<Subscription>> {
+    async fn get_subscription(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+    ) -> RepoResult<Option<Subscription>> {
         subscription::Entity::find_by_id((tenant_id.to_owned(), subscription_id.to_owned()))
             .one(&self.reader)
             .await
@@ -1342,7 +1622,11 @@ impl Repository for SeaRepository {
             .transpose()
     }
 
-    async fn list_subscriptions(&self, filter: &SubscriptionFilter, req: &PageRequest) -> RepoResult<Page<Subscription>> {
+    async fn list_subscriptions(
+        &self,
+        filter: &SubscriptionFilter,
+        req: &PageRequest,
+    ) -> RepoResult<Page<Subscription>> {
         let (rows, has_more, total) = page(
             &self.reader,
             subscription_select(filter),
@@ -1352,13 +1636,19 @@ impl Repository for SeaRepository {
         )
         .await?;
         Ok(Page {
-            items: rows.into_iter().map(subscription_from_row).collect::<RepoResult<_>>()?,
+            items: rows
+                .into_iter()
+                .map(subscription_from_row)
+                .collect::<RepoResult<_>>()?,
             has_more,
             total,
         })
     }
 
-    async fn all_subscriptions(&self, filter: &SubscriptionFilter) -> RepoResult<Vec<Subscription>> {
+    async fn all_subscriptions(
+        &self,
+        filter: &SubscriptionFilter,
+    ) -> RepoResult<Vec<Subscription>> {
         subscription_select(filter)
             .order_by_asc(subscription::Column::CreateTime)
             .order_by_asc(subscription::Column::SubscriptionId)
@@ -1370,7 +1660,12 @@ impl Repository for SeaRepository {
             .collect()
     }
 
-    async fn update_subscription(&self, s: &Subscription, prev_etag: &str, meta: &WriteMeta) -> RepoResult<Revision> {
+    async fn update_subscription(
+        &self,
+        s: &Subscription,
+        prev_etag: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
         load_tenant_for_write(&txn, &s.tenant_id).await?;
@@ -1387,8 +1682,15 @@ impl Repository for SeaRepository {
         if result.rows_affected == 0 {
             return Err(RepoError::Stale);
         }
-        log.record(&txn, Some(&s.tenant_id), "subscription", &s.subscription_id, "UPSERT", meta.now)
-            .await?;
+        log.record(
+            &txn,
+            Some(&s.tenant_id),
+            "subscription",
+            &s.subscription_id,
+            "UPSERT",
+            meta.now,
+        )
+        .await?;
         self.commit(txn, meta, log.last).await
     }
 
@@ -1402,12 +1704,13 @@ impl Repository for SeaRepository {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
         load_tenant_for_write(&txn, tenant_id).await?;
-        let row = subscription::Entity::find_by_id((tenant_id.to_owned(), subscription_id.to_owned()))
-            .one(&txn)
-            .await
-            .map_err(classify)?
-            .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
-            .ok_or(RepoError::NotFound("subscription"))?;
+        let row =
+            subscription::Entity::find_by_id((tenant_id.to_owned(), subscription_id.to_owned()))
+                .one(&txn)
+                .await
+                .map_err(classify)?
+                .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
+                .ok_or(RepoError::NotFound("subscription"))?;
         if !prev_etag.is_empty() && row.etag != prev_etag {
             return Err(RepoError::Stale);
         }
@@ -1416,12 +1719,24 @@ impl Repository for SeaRepository {
         am.update_time = sea_orm::Set(meta.now);
         am.etag = sea_orm::Set(new_etag());
         let updated = am.update(&txn).await.map_err(classify)?;
-        log.record(&txn, Some(tenant_id), "subscription", subscription_id, "DELETE", meta.now).await?;
+        log.record(
+            &txn,
+            Some(tenant_id),
+            "subscription",
+            subscription_id,
+            "DELETE",
+            meta.now,
+        )
+        .await?;
         let revision = self.commit(txn, meta, log.last).await?;
         Ok((subscription_from_row(updated)?, revision))
     }
 
-    async fn confirm_subscription(&self, token_hash: &str, meta: &WriteMeta) -> RepoResult<(Subscription, Revision)> {
+    async fn confirm_subscription(
+        &self,
+        token_hash: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<(Subscription, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
         let token = confirmation_token::Entity::find_by_id(token_hash.to_owned())
@@ -1436,14 +1751,18 @@ impl Repository for SeaRepository {
         }
         if token.expire_time <= meta.now {
             return Err(RepoError::Precondition(
-                "the confirmation token has expired; ask for a new one with ResendConfirmation".into(),
+                "the confirmation token has expired; ask for a new one with ResendConfirmation"
+                    .into(),
             ));
         }
-        let row = subscription::Entity::find_by_id((token.tenant_id.clone(), token.subscription_id.clone()))
-            .one(&txn)
-            .await
-            .map_err(classify)?
-            .ok_or(RepoError::NotFound("subscription"))?;
+        let row = subscription::Entity::find_by_id((
+            token.tenant_id.clone(),
+            token.subscription_id.clone(),
+        ))
+        .one(&txn)
+        .await
+        .map_err(classify)?
+        .ok_or(RepoError::NotFound("subscription"))?;
         if row.status != SubscriptionStatus::PendingVerification.as_str() {
             return Err(RepoError::Precondition(format!(
                 "subscription {} is {}, not PENDING_VERIFICATION",
@@ -1459,8 +1778,15 @@ impl Repository for SeaRepository {
         am.update_time = sea_orm::Set(meta.now);
         am.etag = sea_orm::Set(new_etag());
         let updated = am.update(&txn).await.map_err(classify)?;
-        log.record(&txn, Some(&row.tenant_id), "subscription", &row.subscription_id, "UPSERT", meta.now)
-            .await?;
+        log.record(
+            &txn,
+            Some(&row.tenant_id),
+            "subscription",
+            &row.subscription_id,
+            "UPSERT",
+            meta.now,
+        )
+        .await?;
         let revision = self.commit(txn, meta, log.last).await?;
         Ok((subscription_from_row(updated)?, revision))
     }
@@ -1474,12 +1800,13 @@ impl Repository for SeaRepository {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
         load_tenant_for_write(&txn, tenant_id).await?;
-        let row = subscription::Entity::find_by_id((tenant_id.to_owned(), v.subscription_id.clone()))
-            .one(&txn)
-            .await
-            .map_err(classify)?
-            .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
-            .ok_or(RepoError::NotFound("subscription"))?;
+        let row =
+            subscription::Entity::find_by_id((tenant_id.to_owned(), v.subscription_id.clone()))
+                .one(&txn)
+                .await
+                .map_err(classify)?
+                .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
+                .ok_or(RepoError::NotFound("subscription"))?;
         if row.status != SubscriptionStatus::PendingVerification.as_str() {
             return Err(RepoError::Precondition(format!(
                 "subscription {} is {}, not PENDING_VERIFICATION",
@@ -1487,18 +1814,29 @@ impl Repository for SeaRepository {
             )));
         }
         ensure_live_endpoint(&txn, tenant_id, &row.endpoint_id).await?;
-        self.queue_verification(&txn, tenant_id, v, meta.now).await?;
-        log.record(&txn, Some(tenant_id), "subscription", &row.subscription_id, "UPSERT", meta.now).await?;
+        self.queue_verification(&txn, tenant_id, v, meta.now)
+            .await?;
+        log.record(
+            &txn,
+            Some(tenant_id),
+            "subscription",
+            &row.subscription_id,
+            "UPSERT",
+            meta.now,
+        )
+        .await?;
         let revision = self.commit(txn, meta, log.last).await?;
         Ok((subscription_from_row(row)?, revision))
     }
 
     async fn token_tenant(&self, token_hash: &str) -> RepoResult<Option<String>> {
-        Ok(confirmation_token::Entity::find_by_id(token_hash.to_owned())
-            .one(&self.reader)
-            .await
-            .map_err(classify)?
-            .map(|t| t.tenant_id))
+        Ok(
+            confirmation_token::Entity::find_by_id(token_hash.to_owned())
+                .one(&self.reader)
+                .await
+                .map_err(classify)?
+                .map(|t| t.tenant_id),
+        )
     }
 
     async fn due_deliveries(&self, now: Micros, limit: u64) -> RepoResult<Vec<OutboxItem>> {
@@ -1533,7 +1871,10 @@ impl Repository for SeaRepository {
     async fn claim_delivery(&self, item: &OutboxItem, lease_until: Micros) -> RepoResult<bool> {
         // Compare-and-set on the due time: only one worker (or replica) wins.
         let result = outbox::Entity::update_many()
-            .col_expr(outbox::Column::NextAttemptTime, sea_orm::sea_query::Expr::value(lease_until))
+            .col_expr(
+                outbox::Column::NextAttemptTime,
+                sea_orm::sea_query::Expr::value(lease_until),
+            )
             .filter(outbox::Column::Id.eq(item.id.clone()))
             .filter(outbox::Column::NextAttemptTime.eq(item.next_attempt_time))
             .filter(outbox::Column::DoneTime.is_null())
@@ -1543,20 +1884,49 @@ impl Repository for SeaRepository {
         Ok(result.rows_affected == 1)
     }
 
-    async fn finish_delivery(&self, item: &OutboxItem, outcome: &DeliveryOutcome, now: Micros) -> RepoResult<()> {
+    async fn finish_delivery(
+        &self,
+        item: &OutboxItem,
+        outcome: &DeliveryOutcome,
+        now: Micros,
+    ) -> RepoResult<()> {
         let mut update = outbox::Entity::update_many()
-            .col_expr(outbox::Column::Attempts, sea_orm::sea_query::Expr::value(item.attempts + 1))
+            .col_expr(
+                outbox::Column::Attempts,
+                sea_orm::sea_query::Expr::value(item.attempts + 1),
+            )
             .filter(outbox::Column::Id.eq(item.id.clone()));
         update = match outcome {
             DeliveryOutcome::Delivered => update
-                .col_expr(outbox::Column::DoneTime, sea_orm::sea_query::Expr::value(now))
-                .col_expr(outbox::Column::LastError, sea_orm::sea_query::Expr::value("")),
-            DeliveryOutcome::Retry { next_attempt_time, error } => update
-                .col_expr(outbox::Column::NextAttemptTime, sea_orm::sea_query::Expr::value(*next_attempt_time))
-                .col_expr(outbox::Column::LastError, sea_orm::sea_query::Expr::value(error.clone())),
+                .col_expr(
+                    outbox::Column::DoneTime,
+                    sea_orm::sea_query::Expr::value(now),
+                )
+                .col_expr(
+                    outbox::Column::LastError,
+                    sea_orm::sea_query::Expr::value(""),
+                ),
+            DeliveryOutcome::Retry {
+                next_attempt_time,
+                error,
+            } => update
+                .col_expr(
+                    outbox::Column::NextAttemptTime,
+                    sea_orm::sea_query::Expr::value(*next_attempt_time),
+                )
+                .col_expr(
+                    outbox::Column::LastError,
+                    sea_orm::sea_query::Expr::value(error.clone()),
+                ),
             DeliveryOutcome::GiveUp { error } => update
-                .col_expr(outbox::Column::DoneTime, sea_orm::sea_query::Expr::value(now))
-                .col_expr(outbox::Column::LastError, sea_orm::sea_query::Expr::value(error.clone())),
+                .col_expr(
+                    outbox::Column::DoneTime,
+                    sea_orm::sea_query::Expr::value(now),
+                )
+                .col_expr(
+                    outbox::Column::LastError,
+                    sea_orm::sea_query::Expr::value(error.clone()),
+                ),
         };
         update.exec(&self.writer).await.map_err(classify)?;
         Ok(())
@@ -1564,7 +1934,8 @@ impl Repository for SeaRepository {
 }
 
 fn subscription_select(filter: &SubscriptionFilter) -> Select<subscription::Entity> {
-    let mut select = subscription::Entity::find().filter(subscription::Column::TenantId.eq(filter.tenant_id.clone()));
+    let mut select = subscription::Entity::find()
+        .filter(subscription::Column::TenantId.eq(filter.tenant_id.clone()));
     if let Some(e) = &filter.endpoint_id {
         select = select.filter(subscription::Column::EndpointId.eq(e.clone()));
     }
@@ -1576,7 +1947,11 @@ fn subscription_select(filter: &SubscriptionFilter) -> Select<subscription::Enti
     select
 }
 
-async fn insert_credential(txn: &DatabaseTransaction, repo: &SeaRepository, c: &Credential) -> RepoResult<()> {
+async fn insert_credential(
+    txn: &DatabaseTransaction,
+    repo: &SeaRepository,
+    c: &Credential,
+) -> RepoResult<()> {
     let row = credential::Model {
         api_id: c.api_id.clone(),
         tenant_id: c.tenant_id.clone(),
@@ -1594,4 +1969,3 @@ async fn insert_credential(txn: &DatabaseTransaction, repo: &SeaRepository, c: &
         .map_err(unique_as("credential"))?;
     Ok(())
 }
-

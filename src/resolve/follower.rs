@@ -32,7 +32,12 @@ impl Follower {
         credentials: Arc<CredentialCache>,
         change_retention: Duration,
     ) -> Self {
-        Follower { repo, index, credentials, change_retention }
+        Follower {
+            repo,
+            index,
+            credentials,
+            change_retention,
+        }
     }
 
     /// Loads everything; the index is then current as of the returned revision.
@@ -44,13 +49,20 @@ impl Follower {
         let catalog = self.catalog().await?;
         self.index.load_all(snapshot, catalog);
         let credentials = self.repo.all_credentials().await?;
-        self.credentials.replace_all(credentials.iter().map(cached).collect());
+        self.credentials
+            .replace_all(credentials.iter().map(cached).collect());
         self.index.mark_applied(revision);
         Ok(revision)
     }
 
     async fn catalog(&self) -> RepoResult<HashSet<String>> {
-        Ok(self.repo.all_event_types().await?.into_iter().map(|e| e.name).collect())
+        Ok(self
+            .repo
+            .all_event_types()
+            .await?
+            .into_iter()
+            .map(|e| e.name)
+            .collect())
     }
 
     /// Applies every change after the applied revision.
@@ -63,7 +75,11 @@ impl Follower {
             };
             if changes[0].revision != applied + 1 && applied > 0 {
                 // Rows before these were pruned: we fell too far behind.
-                tracing::warn!(applied, first = changes[0].revision, "change log gap; reloading everything");
+                tracing::warn!(
+                    applied,
+                    first = changes[0].revision,
+                    "change log gap; reloading everything"
+                );
                 self.load().await?;
                 return Ok(());
             }
@@ -124,14 +140,18 @@ impl Follower {
                 last_sweep = Instant::now();
                 match self.repo.sweep_expired(now_micros()).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(changed = n, "expired subscriptions and rotated-out secrets swept"),
+                    Ok(n) => tracing::info!(
+                        changed = n,
+                        "expired subscriptions and rotated-out secrets swept"
+                    ),
                     Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
                 }
             }
             if last_purge.elapsed() >= Duration::from_secs(60) {
                 last_purge = Instant::now();
                 let now = now_micros();
-                let retention = i64::try_from(self.change_retention.as_micros()).unwrap_or(i64::MAX);
+                let retention =
+                    i64::try_from(self.change_retention.as_micros()).unwrap_or(i64::MAX);
                 if let Err(e) = self
                     .repo
                     .purge_expired(now, now - crate::service::IDEMPOTENCY_RETENTION_MICROS)

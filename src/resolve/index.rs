@@ -50,13 +50,20 @@ struct TenantIndex {
 impl TenantIndex {
     /// Indexes the ACTIVE subscriptions on enabled endpoints; a suspended
     /// tenant gets an empty index.
-    fn build(active: bool, endpoints: Vec<crate::model::Endpoint>, subscriptions: Vec<Subscription>) -> Self {
+    fn build(
+        active: bool,
+        endpoints: Vec<crate::model::Endpoint>,
+        subscriptions: Vec<Subscription>,
+    ) -> Self {
         let mut index = TenantIndex::default();
         if !active {
             return index;
         }
         let mut by_id = HashMap::new();
-        for e in endpoints.into_iter().filter(|e| e.enabled && e.delete_time.is_none()) {
+        for e in endpoints
+            .into_iter()
+            .filter(|e| e.enabled && e.delete_time.is_none())
+        {
             by_id.insert(e.endpoint_id.clone(), index.endpoints.len());
             index.endpoints.push(Endpoint {
                 endpoint_id: e.endpoint_id,
@@ -69,15 +76,24 @@ impl TenantIndex {
             if s.status != SubscriptionStatus::Active {
                 continue;
             }
-            let Some(&endpoint) = by_id.get(&s.endpoint_id) else { continue };
-            let patterns: Vec<EventPattern> =
-                s.event_types.iter().filter_map(|p| EventPattern::parse(p).ok()).collect();
+            let Some(&endpoint) = by_id.get(&s.endpoint_id) else {
+                continue;
+            };
+            let patterns: Vec<EventPattern> = s
+                .event_types
+                .iter()
+                .filter_map(|p| EventPattern::parse(p).ok())
+                .collect();
             let slot = index.entries.len() as u32;
             for p in &patterns {
                 if p.is_wildcard() {
                     index.wildcards.insert(p.as_str(), slot);
                 } else {
-                    index.exact.entry(p.as_str().to_owned()).or_default().push(slot);
+                    index
+                        .exact
+                        .entry(p.as_str().to_owned())
+                        .or_default()
+                        .push(slot);
                 }
             }
             index.entries.push(Entry {
@@ -155,7 +171,10 @@ fn group(snapshot: Snapshot) -> HashMap<String, TenantIndex> {
     }
     let mut subscriptions: HashMap<String, Vec<Subscription>> = HashMap::new();
     for s in snapshot.subscriptions {
-        subscriptions.entry(s.tenant_id.clone()).or_default().push(s);
+        subscriptions
+            .entry(s.tenant_id.clone())
+            .or_default()
+            .push(s);
     }
     snapshot
         .tenants
@@ -174,7 +193,10 @@ fn group(snapshot: Snapshot) -> HashMap<String, TenantIndex> {
 impl ResolveIndex {
     /// Replaces everything (start-up, or after falling behind the log).
     pub fn load_all(&self, snapshot: Snapshot, catalog: HashSet<String>) {
-        let tenants = group(snapshot).into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        let tenants = group(snapshot)
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
         *self.tenants.write().unwrap_or_else(|e| e.into_inner()) = tenants;
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
     }
@@ -216,12 +238,28 @@ impl ResolveIndex {
     }
 
     /// Targets for an event, and the revision the answer reflects.
-    pub fn resolve(&self, tenant_id: &str, event_type: &str, now: Micros, with_secrets: bool) -> (Vec<Target>, Revision) {
+    pub fn resolve(
+        &self,
+        tenant_id: &str,
+        event_type: &str,
+        now: Micros,
+        with_secrets: bool,
+    ) -> (Vec<Target>, Revision) {
         let revision = self.applied();
-        if !self.catalog.read().unwrap_or_else(|e| e.into_inner()).contains(event_type) {
+        if !self
+            .catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(event_type)
+        {
             return (Vec::new(), revision);
         }
-        let index = self.tenants.read().unwrap_or_else(|e| e.into_inner()).get(tenant_id).cloned();
+        let index = self
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant_id)
+            .cloned();
         match index {
             Some(index) => (index.resolve(event_type, now, with_secrets), revision),
             None => (Vec::new(), revision),

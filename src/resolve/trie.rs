@@ -21,7 +21,9 @@ pub struct PatternTrie {
 
 impl Default for PatternTrie {
     fn default() -> Self {
-        PatternTrie { nodes: vec![Node::default()] }
+        PatternTrie {
+            nodes: vec![Node::default()],
+        }
     }
 }
 

@@ -44,9 +44,13 @@ impl Services {
         if let (Some(own), Some(wanted)) = (&caller.tenant_id, &tenant_id)
             && own != wanted
         {
-            return Err(Error::PermissionDenied("the credential is scoped to another tenant".into()));
+            return Err(Error::PermissionDenied(
+                "the credential is scoped to another tenant".into(),
+            ));
         }
-        let role = new.role.ok_or_else(|| Error::invalid("credential.role", "must be set"))?;
+        let role = new
+            .role
+            .ok_or_else(|| Error::invalid("credential.role", "must be set"))?;
         if let Some(t) = &tenant_id {
             TenantId::parse(t).field("credential.tenant_id")?;
         }
@@ -65,22 +69,27 @@ impl Services {
         }
         check_text("credential.description", &new.description, 1024)?;
         let written = self
-            .idempotent(caller, "CreateCredential", idempotency, |mut meta| async move {
-                let credential = Credential {
-                    api_id: generate_api_id(),
-                    tenant_id,
-                    role,
-                    description: new.description,
-                    secret: generate_credential_secret(),
-                    create_time: meta.now,
-                    update_time: meta.now,
-                    revoke_time: None,
-                    etag: new_etag(),
-                };
-                attach_response(&mut meta, &credential)?;
-                let revision = self.repo.create_credential(&credential, &meta).await?;
-                Ok((credential, revision))
-            })
+            .idempotent(
+                caller,
+                "CreateCredential",
+                idempotency,
+                |mut meta| async move {
+                    let credential = Credential {
+                        api_id: generate_api_id(),
+                        tenant_id,
+                        role,
+                        description: new.description,
+                        secret: generate_credential_secret(),
+                        create_time: meta.now,
+                        update_time: meta.now,
+                        revoke_time: None,
+                        etag: new_etag(),
+                    };
+                    attach_response(&mut meta, &credential)?;
+                    let revision = self.repo.create_credential(&credential, &meta).await?;
+                    Ok((credential, revision))
+                },
+            )
             .await?;
         self.cache_credential(&written.value);
         Ok(written)
@@ -102,25 +111,41 @@ impl Services {
         if let (Some(own), Some(wanted)) = (&caller.tenant_id, &tenant)
             && own != wanted
         {
-            return Err(Error::PermissionDenied("the credential is scoped to another tenant".into()));
+            return Err(Error::PermissionDenied(
+                "the credential is scoped to another tenant".into(),
+            ));
         }
         if let Some(t) = &tenant {
             TenantId::parse(t).field("tenant_id")?;
         }
-        let scope = format!("credentials/{}/{show_revoked}", tenant.as_deref().unwrap_or(""));
+        let scope = format!(
+            "credentials/{}/{show_revoked}",
+            tenant.as_deref().unwrap_or("")
+        );
         let request = self.page_request(&scope, paging)?;
-        let filter = CredentialFilter { tenant_id: tenant, show_revoked };
+        let filter = CredentialFilter {
+            tenant_id: tenant,
+            show_revoked,
+        };
         let page = self.repo.list_credentials(&filter, &request).await?;
         Ok(self.listed(&scope, page, |c| (c.create_time, c.api_id.clone())))
     }
 
-    pub async fn revoke_credential(&self, caller: &Caller, api_id: &str) -> Result<Written<Credential>> {
+    pub async fn revoke_credential(
+        &self,
+        caller: &Caller,
+        api_id: &str,
+    ) -> Result<Written<Credential>> {
         self.require(caller, Permission::CredentialsWrite)?;
         if api_id.is_empty() || api_id.len() > 128 {
             return Err(Error::invalid("api_id", "must be 1..128 characters"));
         }
         let not_found = || Error::NotFound(format!("credential {api_id} not found"));
-        let current = self.repo.get_credential(api_id).await?.ok_or_else(not_found)?;
+        let current = self
+            .repo
+            .get_credential(api_id)
+            .await?
+            .ok_or_else(not_found)?;
         // A tenant-scoped caller sees only its tenant's credentials, and may
         // revoke only those it could have created.
         if let Some(own) = &caller.tenant_id

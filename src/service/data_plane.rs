@@ -40,7 +40,8 @@ impl Services {
     /// its write sees it.
     pub(crate) async fn settle(&self, revision: Revision) {
         let mut applied = self.index.subscribe_applied();
-        let _ = tokio::time::timeout(Duration::from_secs(2), applied.wait_for(|a| *a >= revision)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), applied.wait_for(|a| *a >= revision))
+            .await;
     }
 
     pub async fn resolve_subscribers(
@@ -53,7 +54,9 @@ impl Services {
         TenantId::parse(&tenant_id).field("tenant_id")?;
         EventTypeName::parse(event_type).field("event_type")?;
         let with_secrets = caller.has(Permission::SecretsRead);
-        Ok(self.index.resolve(&tenant_id, event_type, now_micros(), with_secrets))
+        Ok(self
+            .index
+            .resolve(&tenant_id, event_type, now_micros(), with_secrets))
     }
 
     /// Starts a watch; events arrive on the returned channel until the
@@ -70,7 +73,9 @@ impl Services {
             Ok(t) => Some(TenantId::parse(t).field("tenant_id")?.into_string()),
             Err(ScopeError::TenantRequired) => None,
             Err(ScopeError::OtherTenant) => {
-                return Err(Error::PermissionDenied("the credential is scoped to another tenant".into()));
+                return Err(Error::PermissionDenied(
+                    "the credential is scoped to another tenant".into(),
+                ));
             }
         };
         if since_revision < 0 {
@@ -144,14 +149,25 @@ impl Watcher {
         self.tx.send(Ok(event)).await.map_err(|_| Gone)
     }
 
-    async fn run(mut self, since: Revision, current: Revision) -> std::result::Result<(), WatchFailure> {
+    async fn run(
+        mut self,
+        since: Revision,
+        current: Revision,
+    ) -> std::result::Result<(), WatchFailure> {
         match self.stream(since, current).await {
             Ok(Ok(())) | Ok(Err(Gone)) => Ok(()),
-            Err(error) => Err(WatchFailure { tx: self.tx.clone(), error }),
+            Err(error) => Err(WatchFailure {
+                tx: self.tx.clone(),
+                error,
+            }),
         }
     }
 
-    async fn stream(&mut self, since: Revision, current: Revision) -> RepoResult<std::result::Result<(), Gone>> {
+    async fn stream(
+        &mut self,
+        since: Revision,
+        current: Revision,
+    ) -> RepoResult<std::result::Result<(), Gone>> {
         let mut cursor = since;
         if since == 0 {
             // Changes after `current` are replayed below, so nothing
@@ -161,12 +177,17 @@ impl Watcher {
             let now = now_micros();
             for e in snapshot.endpoints {
                 let resource = self.endpoint(e);
-                if self.send(WatchEvent::Snapshot(cursor, resource)).await.is_err() {
+                if self
+                    .send(WatchEvent::Snapshot(cursor, resource))
+                    .await
+                    .is_err()
+                {
                     return Ok(Err(Gone));
                 }
             }
             for s in snapshot.subscriptions {
-                let event = WatchEvent::Snapshot(cursor, WatchResource::Subscription(presented(s, now)));
+                let event =
+                    WatchEvent::Snapshot(cursor, WatchResource::Subscription(presented(s, now)));
                 if self.send(event).await.is_err() {
                     return Ok(Err(Gone));
                 }
@@ -175,7 +196,8 @@ impl Watcher {
                 return Ok(Err(Gone));
             }
         }
-        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
         loop {
             if let Err(Gone) = self.forward_changes(&mut cursor).await? {
                 return Ok(Err(Gone));
@@ -193,7 +215,10 @@ impl Watcher {
         }
     }
 
-    async fn forward_changes(&mut self, cursor: &mut Revision) -> RepoResult<std::result::Result<(), Gone>> {
+    async fn forward_changes(
+        &mut self,
+        cursor: &mut Revision,
+    ) -> RepoResult<std::result::Result<(), Gone>> {
         loop {
             let changes = self.repo.changes_since(*cursor, 1000).await?;
             let Some(last) = changes.last().map(|c| c.revision) else {
@@ -210,7 +235,11 @@ impl Watcher {
                         .get_subscription(tenant, &c.resource_key)
                         .await?
                         .map(|s| WatchResource::Subscription(presented(s, now_micros()))),
-                    "endpoint" => self.repo.get_endpoint(tenant, &c.resource_key).await?.map(|e| self.endpoint(e)),
+                    "endpoint" => self
+                        .repo
+                        .get_endpoint(tenant, &c.resource_key)
+                        .await?
+                        .map(|e| self.endpoint(e)),
                     _ => None,
                 };
                 let Some(resource) = resource else { continue };

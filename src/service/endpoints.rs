@@ -60,28 +60,37 @@ impl Services {
         }
         let tenant = self.writable_tenant(&tenant_id).await?;
         let url = CallbackUrl::parse(&new.url, self.url_policy(&tenant)).field("endpoint.url")?;
-        self.idempotent(caller, "CreateEndpoint", idempotency, |mut meta| async move {
-            let endpoint = Endpoint {
-                tenant_id,
-                endpoint_id: endpoint_id.into_string(),
-                url: url.as_str().to_owned(),
-                description: new.description,
-                enabled: new.enabled.unwrap_or(true),
-                secret: secret.expose().to_owned(),
-                previous_secret: None,
-                create_time: meta.now,
-                update_time: meta.now,
-                delete_time: None,
-                etag: new_etag(),
-            };
-            attach_response(&mut meta, &endpoint)?;
-            let revision = self.repo.create_endpoint(&endpoint, &meta).await?;
-            Ok((endpoint, revision))
-        })
+        self.idempotent(
+            caller,
+            "CreateEndpoint",
+            idempotency,
+            |mut meta| async move {
+                let endpoint = Endpoint {
+                    tenant_id,
+                    endpoint_id: endpoint_id.into_string(),
+                    url: url.as_str().to_owned(),
+                    description: new.description,
+                    enabled: new.enabled.unwrap_or(true),
+                    secret: secret.expose().to_owned(),
+                    previous_secret: None,
+                    create_time: meta.now,
+                    update_time: meta.now,
+                    delete_time: None,
+                    etag: new_etag(),
+                };
+                attach_response(&mut meta, &endpoint)?;
+                let revision = self.repo.create_endpoint(&endpoint, &meta).await?;
+                Ok((endpoint, revision))
+            },
+        )
         .await
     }
 
-    pub(crate) async fn live_endpoint(&self, tenant_id: &str, endpoint_id: &str) -> Result<Endpoint> {
+    pub(crate) async fn live_endpoint(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Endpoint> {
         self.repo
             .get_endpoint(tenant_id, endpoint_id)
             .await?
@@ -89,14 +98,24 @@ impl Services {
             .ok_or_else(|| Error::NotFound(format!("endpoint {endpoint_id} not found")))
     }
 
-    pub async fn get_endpoint(&self, caller: &Caller, tenant_id: &str, endpoint_id: &str) -> Result<Endpoint> {
+    pub async fn get_endpoint(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Endpoint> {
         let tenant_id = self.tenant_scope(caller, Permission::EndpointsRead, tenant_id)?;
         TenantId::parse(&tenant_id).field("tenant_id")?;
         let endpoint_id = EndpointId::parse(endpoint_id).field("endpoint_id")?;
         self.live_endpoint(&tenant_id, endpoint_id.as_str()).await
     }
 
-    pub async fn list_endpoints(&self, caller: &Caller, tenant_id: &str, paging: &Paging) -> Result<Listed<Endpoint>> {
+    pub async fn list_endpoints(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        paging: &Paging,
+    ) -> Result<Listed<Endpoint>> {
         let tenant_id = self.tenant_scope(caller, Permission::EndpointsRead, tenant_id)?;
         TenantId::parse(&tenant_id).field("tenant_id")?;
         let scope = format!("endpoints/{tenant_id}");
@@ -127,13 +146,22 @@ impl Services {
             Some(u) => Some(CallbackUrl::parse(u, self.url_policy(&tenant)).field("endpoint.url")?),
             None => None,
         };
-        let current = match (self.repo.get_endpoint(&tenant_id, endpoint_id.as_str()).await?, upsert) {
+        let current = match (
+            self.repo
+                .get_endpoint(&tenant_id, endpoint_id.as_str())
+                .await?,
+            upsert,
+        ) {
             (Some(e), _) if e.delete_time.is_none() => e,
             (None, Some(new)) => {
                 return self
                     .create_endpoint(
                         caller,
-                        NewEndpoint { tenant_id, endpoint_id: endpoint_id.into_string(), ..new },
+                        NewEndpoint {
+                            tenant_id,
+                            endpoint_id: endpoint_id.into_string(),
+                            ..new
+                        },
                         None,
                     )
                     .await;
@@ -141,7 +169,9 @@ impl Services {
             _ => return Err(Error::NotFound(format!("endpoint {endpoint_id} not found"))),
         };
         if !changes.etag.is_empty() && changes.etag != current.etag {
-            return Err(Error::Aborted("etag does not match the endpoint's current etag".into()));
+            return Err(Error::Aborted(
+                "etag does not match the endpoint's current etag".into(),
+            ));
         }
         let mut next = current.clone();
         if let Some(u) = url {
@@ -192,12 +222,20 @@ impl Services {
         self.writable_tenant(&tenant_id).await?;
         let current = self.live_endpoint(&tenant_id, endpoint_id.as_str()).await?;
         if !etag.is_empty() && etag != current.etag {
-            return Err(Error::Aborted("etag does not match the endpoint's current etag".into()));
+            return Err(Error::Aborted(
+                "etag does not match the endpoint's current etag".into(),
+            ));
         }
         let meta = self.write_meta(caller, now_micros());
         let (endpoint, revision) = self
             .repo
-            .delete_endpoint(&tenant_id, endpoint_id.as_str(), &current.etag, force, &meta)
+            .delete_endpoint(
+                &tenant_id,
+                endpoint_id.as_str(),
+                &current.etag,
+                force,
+                &meta,
+            )
             .await?;
         Ok(self.done(endpoint, revision).await)
     }
@@ -226,7 +264,9 @@ impl Services {
             _ => {
                 return Err(Error::invalid(
                     "grace_period_seconds",
-                    format!("must be between 0 and {MAX_GRACE_SECONDS} (0 means {DEFAULT_GRACE_SECONDS})"),
+                    format!(
+                        "must be between 0 and {MAX_GRACE_SECONDS} (0 means {DEFAULT_GRACE_SECONDS})"
+                    ),
                 ));
             }
         };
@@ -238,7 +278,10 @@ impl Services {
             )));
         }
         if secret.expose() == current.secret {
-            return Err(Error::invalid("secret", "must differ from the current secret"));
+            return Err(Error::invalid(
+                "secret",
+                "must differ from the current secret",
+            ));
         }
         let meta = self.write_meta(caller, now_micros());
         let mut next = current.clone();
@@ -249,7 +292,10 @@ impl Services {
         next.secret = secret.expose().to_owned();
         next.update_time = meta.now;
         next.etag = new_etag();
-        let revision = self.repo.update_endpoint(&next, &current.etag, &[], &meta).await?;
+        let revision = self
+            .repo
+            .update_endpoint(&next, &current.etag, &[], &meta)
+            .await?;
         Ok(self.done(next, revision).await)
     }
 }

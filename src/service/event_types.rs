@@ -44,7 +44,10 @@ fn check_schema(field: &str, schema_json: &str) -> Result<Option<String>> {
         return Ok(None);
     }
     if schema_json.len() > SCHEMA_MAX_BYTES {
-        return Err(Error::invalid(field, format!("must be at most {SCHEMA_MAX_BYTES} bytes")));
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {SCHEMA_MAX_BYTES} bytes"),
+        ));
     }
     let value: serde_json::Value = serde_json::from_str(schema_json)
         .map_err(|e| Error::invalid(field, format!("is not valid JSON: {e}")))?;
@@ -60,7 +63,10 @@ fn check_legacy_code(field: &str, code: i32) -> Result<Option<i32>> {
     match code {
         0 => Ok(None),
         c if c > 0 => Ok(Some(c)),
-        _ => Err(Error::invalid(field, "must be greater than 0 (0 means none)")),
+        _ => Err(Error::invalid(
+            field,
+            "must be greater than 0 (0 means none)",
+        )),
     }
 }
 
@@ -76,25 +82,34 @@ impl Services {
         check_text("event_type.description", &new.description, DESCRIPTION_MAX)?;
         let schema_json = check_schema("event_type.schema_json", &new.schema_json)?;
         let legacy_code = check_legacy_code("event_type.legacy_code", new.legacy_code)?;
-        self.idempotent(caller, "CreateEventType", idempotency, |mut meta| async move {
-            let event_type = EventType {
-                name: name.as_str().to_owned(),
-                description: new.description,
-                schema_json,
-                legacy_code,
-                deprecated: new.deprecated,
-                create_time: meta.now,
-                update_time: meta.now,
-                etag: new_etag(),
-            };
-            attach_response(&mut meta, &event_type)?;
-            let revision = self.repo.create_event_type(&event_type, &meta).await?;
-            Ok((event_type, revision))
-        })
+        self.idempotent(
+            caller,
+            "CreateEventType",
+            idempotency,
+            |mut meta| async move {
+                let event_type = EventType {
+                    name: name.as_str().to_owned(),
+                    description: new.description,
+                    schema_json,
+                    legacy_code,
+                    deprecated: new.deprecated,
+                    create_time: meta.now,
+                    update_time: meta.now,
+                    etag: new_etag(),
+                };
+                attach_response(&mut meta, &event_type)?;
+                let revision = self.repo.create_event_type(&event_type, &meta).await?;
+                Ok((event_type, revision))
+            },
+        )
         .await
     }
 
-    pub async fn get_event_type(&self, _caller: &Caller, key: Option<EventTypeKey>) -> Result<EventType> {
+    pub async fn get_event_type(
+        &self,
+        _caller: &Caller,
+        key: Option<EventTypeKey>,
+    ) -> Result<EventType> {
         let found = match key {
             None => return Err(Error::invalid("key", "set name or legacy_code")),
             Some(EventTypeKey::Name(name)) => {
@@ -111,7 +126,11 @@ impl Services {
         found.ok_or_else(|| Error::NotFound("event type not found".into()))
     }
 
-    pub async fn list_event_types(&self, _caller: &Caller, paging: &Paging) -> Result<Listed<EventType>> {
+    pub async fn list_event_types(
+        &self,
+        _caller: &Caller,
+        paging: &Paging,
+    ) -> Result<Listed<EventType>> {
         let scope = "event_types";
         let request = self.page_request(scope, paging)?;
         let page = self.repo.list_event_types(&request).await?;
@@ -143,7 +162,9 @@ impl Services {
             .await?
             .ok_or_else(|| Error::NotFound(format!("event type {name} not found")))?;
         if !changes.etag.is_empty() && changes.etag != current.etag {
-            return Err(Error::Aborted("etag does not match the event type's current etag".into()));
+            return Err(Error::Aborted(
+                "etag does not match the event type's current etag".into(),
+            ));
         }
         let mut next = current.clone();
         if let Some(d) = changes.description {
@@ -161,7 +182,10 @@ impl Services {
         let meta = self.write_meta(caller, now_micros());
         next.update_time = meta.now;
         next.etag = new_etag();
-        let revision = self.repo.update_event_type(&next, &current.etag, &meta).await?;
+        let revision = self
+            .repo
+            .update_event_type(&next, &current.etag, &meta)
+            .await?;
         Ok(self.done(next, revision).await)
     }
 
@@ -195,8 +219,10 @@ impl Services {
                 message: "payload must be a JSON object".into(),
             }]);
         };
-        let schema: serde_json::Value = serde_json::from_str(schema_json).map_err(Error::internal)?;
-        let validator = jsonschema::validator_for(&schema).map_err(|e| Error::internal(e.to_string()))?;
+        let schema: serde_json::Value =
+            serde_json::from_str(schema_json).map_err(Error::internal)?;
+        let validator =
+            jsonschema::validator_for(&schema).map_err(|e| Error::internal(e.to_string()))?;
         Ok(validator
             .iter_errors(&payload)
             .map(|e| PayloadViolation {

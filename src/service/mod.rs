@@ -26,8 +26,10 @@ pub use verification::token_hash;
 use crate::auth::{CachedCredential, Caller, CredentialCache, Permission, ScopeError};
 use crate::error::{Error, Result};
 use crate::model::{Credential, Micros, now_micros};
+use crate::repository::{
+    IdempotencyWrite, PageRequest, RepoError, Repository, Revision, WriteMeta,
+};
 use crate::resolve::ResolveIndex;
-use crate::repository::{IdempotencyWrite, PageRequest, RepoError, Repository, Revision, WriteMeta};
 
 /// How long a request_id is remembered.
 pub const IDEMPOTENCY_RETENTION_MICROS: i64 = 24 * 3600 * 1_000_000;
@@ -86,7 +88,9 @@ impl From<RepoError> for Error {
     fn from(e: RepoError) -> Self {
         match e {
             RepoError::NotFound(what) => Error::NotFound(format!("{what} not found")),
-            RepoError::AlreadyExists(what) => Error::AlreadyExists(format!("{what} already exists")),
+            RepoError::AlreadyExists(what) => {
+                Error::AlreadyExists(format!("{what} already exists"))
+            }
             RepoError::Stale => Error::Aborted(
                 "the resource was changed by another call; read it again and retry".into(),
             ),
@@ -110,13 +114,23 @@ impl Services {
         index: Arc<ResolveIndex>,
         sender: Arc<crate::delivery::Sender>,
     ) -> Self {
-        Services { repo, credentials, settings, tokens, index, sender }
+        Services {
+            repo,
+            credentials,
+            settings,
+            tokens,
+            index,
+            sender,
+        }
     }
 
     /// A settled write's result.
     async fn done<T>(&self, value: T, revision: Revision) -> Written<T> {
         self.settle(revision).await;
-        Written { value, revision: Some(revision) }
+        Written {
+            value,
+            revision: Some(revision),
+        }
     }
 
     pub fn repository(&self) -> &Arc<dyn Repository> {
@@ -135,7 +149,12 @@ impl Services {
     }
 
     /// Permission plus tenant fencing; an empty tenant means the caller's own.
-    fn tenant_scope(&self, caller: &Caller, permission: Permission, requested: &str) -> Result<String> {
+    fn tenant_scope(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        requested: &str,
+    ) -> Result<String> {
         self.require(caller, permission)?;
         match caller.effective_tenant(requested) {
             Ok(t) => Ok(t.to_owned()),
@@ -180,7 +199,10 @@ impl Services {
             return Ok(self.done(value, revision).await);
         };
         if idem.request_id.len() > 128 || !idem.request_id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::invalid("request_id", "must be 1..128 visible ASCII characters"));
+            return Err(Error::invalid(
+                "request_id",
+                "must be 1..128 visible ASCII characters",
+            ));
         }
         if let Some(found) = self.find_replay(caller, method, &idem, now).await? {
             return Ok(found);
@@ -195,7 +217,9 @@ impl Services {
             Ok((value, revision)) => Ok(self.done(value, revision).await),
             Err(Error::Aborted(_)) => match self.find_replay(caller, method, &idem, now).await? {
                 Some(found) => Ok(found),
-                None => Err(Error::Aborted("the call conflicted with another; retry".into())),
+                None => Err(Error::Aborted(
+                    "the call conflicted with another; retry".into(),
+                )),
             },
             Err(e) => Err(e),
         }
@@ -210,7 +234,11 @@ impl Services {
     ) -> Result<Option<Written<T>>> {
         let Some(record) = self
             .repo
-            .find_idempotency(&caller.api_id, &idem.request_id, now - IDEMPOTENCY_RETENTION_MICROS)
+            .find_idempotency(
+                &caller.api_id,
+                &idem.request_id,
+                now - IDEMPOTENCY_RETENTION_MICROS,
+            )
             .await?
         else {
             return Ok(None);
@@ -222,7 +250,10 @@ impl Services {
             ));
         }
         let value = serde_json::from_slice(&record.response).map_err(Error::internal)?;
-        Ok(Some(Written { value, revision: None }))
+        Ok(Some(Written {
+            value,
+            revision: None,
+        }))
     }
 
     /// Turns caller paging into a repository page for a listing identified
@@ -270,7 +301,8 @@ impl Services {
     pub async fn reload_credentials(&self) -> Result<usize> {
         let all = self.repo.all_credentials().await?;
         let count = all.len();
-        self.credentials.replace_all(all.iter().map(cached).collect());
+        self.credentials
+            .replace_all(all.iter().map(cached).collect());
         Ok(count)
     }
 }
@@ -288,7 +320,10 @@ pub fn cached(c: &Credential) -> CachedCredential {
 /// Checks a text field's length and that it holds no control characters.
 pub(crate) fn check_text(field: &str, value: &str, max_chars: usize) -> Result<()> {
     if value.chars().count() > max_chars {
-        return Err(Error::invalid(field, format!("must be at most {max_chars} characters")));
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
     }
     if value.chars().any(|c| c.is_control()) {
         return Err(Error::invalid(field, "must not contain control characters"));

@@ -42,8 +42,11 @@ impl PageTokens {
     }
 
     pub fn encode(&self, scope: &str, position: &(Micros, String)) -> String {
-        let payload = serde_json::to_vec(&Position { t: position.0, k: position.1.clone() })
-            .unwrap_or_default();
+        let payload = serde_json::to_vec(&Position {
+            t: position.0,
+            k: position.1.clone(),
+        })
+        .unwrap_or_default();
         let mut bytes = self.tag(scope, &payload);
         bytes.extend_from_slice(&payload);
         URL_SAFE_NO_PAD.encode(bytes)
@@ -79,7 +82,10 @@ mod tests {
     fn round_trip_and_tamper_detection() {
         let tokens = PageTokens::new(b"key");
         let token = tokens.encode("tenants", &(42, "acme".into()));
-        assert_eq!(tokens.decode("tenants", &token).unwrap(), (42, "acme".to_owned()));
+        assert_eq!(
+            tokens.decode("tenants", &token).unwrap(),
+            (42, "acme".to_owned())
+        );
         // Bound to its listing.
         assert!(tokens.decode("endpoints/acme", &token).is_err());
         // Another key (another deployment) refuses it.
@@ -88,7 +94,11 @@ mod tests {
         let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
         let last = bytes.len() - 2;
         bytes[last] ^= 1;
-        assert!(tokens.decode("tenants", &URL_SAFE_NO_PAD.encode(bytes)).is_err());
+        assert!(
+            tokens
+                .decode("tenants", &URL_SAFE_NO_PAD.encode(bytes))
+                .is_err()
+        );
         assert!(tokens.decode("tenants", "garbage!").is_err());
     }
 }

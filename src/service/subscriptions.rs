@@ -5,7 +5,9 @@ use super::{Idempotency, Listed, Paging, Services, Written, attach_response};
 use crate::auth::{Caller, Permission};
 use crate::domain::{EndpointId, EventPattern, SubscriptionId, TenantId, resolve_ttl};
 use crate::error::{Error, FieldExt, Result};
-use crate::model::{EventType, Micros, Subscription, SubscriptionStatus, Tenant, new_etag, now_micros};
+use crate::model::{
+    EventType, Micros, Subscription, SubscriptionStatus, Tenant, new_etag, now_micros,
+};
 use crate::repository::{Page, SubscriptionFilter};
 
 pub struct NewSubscription {
@@ -45,13 +47,19 @@ fn check_name(field: &str, name: &str) -> Result<Option<String>> {
     }
     super::check_text(field, name, NAME_MAX)?;
     if name.trim() != name {
-        return Err(Error::invalid(field, "must not start or end with whitespace"));
+        return Err(Error::invalid(
+            field,
+            "must not start or end with whitespace",
+        ));
     }
     Ok(Some(name.to_owned()))
 }
 
 /// Create and Update accept ACTIVE (the default) and DISABLED only.
-fn check_requested_status(field: &str, status: Option<SubscriptionStatus>) -> Result<SubscriptionStatus> {
+fn check_requested_status(
+    field: &str,
+    status: Option<SubscriptionStatus>,
+) -> Result<SubscriptionStatus> {
     match status {
         None | Some(SubscriptionStatus::Active) => Ok(SubscriptionStatus::Active),
         Some(SubscriptionStatus::Disabled) => Ok(SubscriptionStatus::Disabled),
@@ -66,7 +74,10 @@ fn check_requested_status(field: &str, status: Option<SubscriptionStatus>) -> Re
 /// must exist and not be deprecated; a wildcard must match some entry.
 fn check_patterns(field: &str, patterns: &[String], catalog: &[EventType]) -> Result<Vec<String>> {
     if patterns.is_empty() || patterns.len() > MAX_PATTERNS {
-        return Err(Error::invalid(field, format!("must hold 1..{MAX_PATTERNS} event types or patterns")));
+        return Err(Error::invalid(
+            field,
+            format!("must hold 1..{MAX_PATTERNS} event types or patterns"),
+        ));
     }
     let mut seen = std::collections::HashSet::new();
     for (i, raw) in patterns.iter().enumerate() {
@@ -77,11 +88,19 @@ fn check_patterns(field: &str, patterns: &[String], catalog: &[EventType]) -> Re
         }
         if pattern.is_wildcard() {
             if !catalog.iter().any(|e| pattern.matches(&e.name)) {
-                return Err(Error::invalid(at, format!("{raw} matches no event type in the catalog")));
+                return Err(Error::invalid(
+                    at,
+                    format!("{raw} matches no event type in the catalog"),
+                ));
             }
         } else {
             match catalog.iter().find(|e| e.name == *raw) {
-                None => return Err(Error::invalid(at, format!("{raw} is not in the event-type catalog"))),
+                None => {
+                    return Err(Error::invalid(
+                        at,
+                        format!("{raw} is not in the event-type catalog"),
+                    ));
+                }
                 Some(e) if e.deprecated => {
                     return Err(Error::invalid(at, format!("{raw} is deprecated")));
                 }
@@ -93,8 +112,12 @@ fn check_patterns(field: &str, patterns: &[String], catalog: &[EventType]) -> Re
 }
 
 fn ttl_expiry(tenant: &Tenant, ttl_seconds: i64, now: Micros) -> Result<Option<Micros>> {
-    let ttl = resolve_ttl(ttl_seconds, tenant.settings.default_ttl_seconds, tenant.settings.max_ttl_seconds)
-        .field("ttl_seconds")?;
+    let ttl = resolve_ttl(
+        ttl_seconds,
+        tenant.settings.default_ttl_seconds,
+        tenant.settings.max_ttl_seconds,
+    )
+    .field("ttl_seconds")?;
     Ok(ttl.map(|secs| now + secs * 1_000_000))
 }
 
@@ -105,7 +128,9 @@ pub fn presented(mut s: Subscription, now: Micros) -> Subscription {
         && expire <= now
         && matches!(
             s.status,
-            SubscriptionStatus::Active | SubscriptionStatus::Disabled | SubscriptionStatus::PendingVerification
+            SubscriptionStatus::Active
+                | SubscriptionStatus::Disabled
+                | SubscriptionStatus::PendingVerification
         )
     {
         s.status = SubscriptionStatus::Expired;
@@ -120,7 +145,8 @@ impl Services {
         new: NewSubscription,
         idempotency: Option<Idempotency>,
     ) -> Result<Written<Subscription>> {
-        let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsWrite, &new.tenant_id)?;
+        let tenant_id =
+            self.tenant_scope(caller, Permission::SubscriptionsWrite, &new.tenant_id)?;
         TenantId::parse(&tenant_id).field("subscription.tenant_id")?;
         let subscription_id = if new.subscription_id.is_empty() {
             SubscriptionId::generate()
@@ -140,51 +166,68 @@ impl Services {
         let event_types = check_patterns("subscription.event_types", &new.event_types, &catalog)?;
         let tenant = self.writable_tenant(&tenant_id).await?;
         let ttl_seconds = new.ttl_seconds;
-        self.idempotent(caller, "CreateSubscription", idempotency, |mut meta| async move {
-            let status = if tenant.settings.require_verification {
-                SubscriptionStatus::PendingVerification
-            } else {
-                status
-            };
-            let subscription = Subscription {
-                tenant_id,
-                subscription_id: subscription_id.into_string(),
-                endpoint_id: endpoint_id.into_string(),
-                name,
-                event_types,
-                status,
-                expire_time: ttl_expiry(&tenant, ttl_seconds, meta.now)?,
-                create_time: meta.now,
-                update_time: meta.now,
-                etag: new_etag(),
-            };
-            attach_response(&mut meta, &subscription)?;
-            let verification = if subscription.status == SubscriptionStatus::PendingVerification {
-                Some(self.new_verification(&subscription, meta.now)?)
-            } else {
-                None
-            };
-            let revision = self
-                .repo
-                .create_subscription(&subscription, verification.as_ref(), &meta)
-                .await?;
-            Ok((subscription, revision))
-        })
+        self.idempotent(
+            caller,
+            "CreateSubscription",
+            idempotency,
+            |mut meta| async move {
+                let status = if tenant.settings.require_verification {
+                    SubscriptionStatus::PendingVerification
+                } else {
+                    status
+                };
+                let subscription = Subscription {
+                    tenant_id,
+                    subscription_id: subscription_id.into_string(),
+                    endpoint_id: endpoint_id.into_string(),
+                    name,
+                    event_types,
+                    status,
+                    expire_time: ttl_expiry(&tenant, ttl_seconds, meta.now)?,
+                    create_time: meta.now,
+                    update_time: meta.now,
+                    etag: new_etag(),
+                };
+                attach_response(&mut meta, &subscription)?;
+                let verification = if subscription.status == SubscriptionStatus::PendingVerification
+                {
+                    Some(self.new_verification(&subscription, meta.now)?)
+                } else {
+                    None
+                };
+                let revision = self
+                    .repo
+                    .create_subscription(&subscription, verification.as_ref(), &meta)
+                    .await?;
+                Ok((subscription, revision))
+            },
+        )
         .await
     }
 
-    async fn stored_subscription(&self, tenant_id: &str, subscription_id: &str) -> Result<Subscription> {
+    async fn stored_subscription(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+    ) -> Result<Subscription> {
         self.repo
             .get_subscription(tenant_id, subscription_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("subscription {subscription_id} not found")))
     }
 
-    pub async fn get_subscription(&self, caller: &Caller, tenant_id: &str, subscription_id: &str) -> Result<Subscription> {
+    pub async fn get_subscription(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        subscription_id: &str,
+    ) -> Result<Subscription> {
         let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsRead, tenant_id)?;
         TenantId::parse(&tenant_id).field("tenant_id")?;
         let subscription_id = SubscriptionId::parse(subscription_id).field("subscription_id")?;
-        let s = self.stored_subscription(&tenant_id, subscription_id.as_str()).await?;
+        let s = self
+            .stored_subscription(&tenant_id, subscription_id.as_str())
+            .await?;
         Ok(presented(s, now_micros()))
     }
 
@@ -251,7 +294,9 @@ impl Services {
                     .filter(|s| {
                         !event_type.is_empty()
                             && s.event_types.iter().any(|p| {
-                                EventPattern::parse(p).map(|p| p.matches(&event_type)).unwrap_or(false)
+                                EventPattern::parse(p)
+                                    .map(|p| p.matches(&event_type))
+                                    .unwrap_or(false)
                             })
                     })
                     .collect();
@@ -266,11 +311,19 @@ impl Services {
                     .collect();
                 let has_more = rest.len() as u64 > request.limit;
                 rest.truncate(usize::try_from(request.limit).unwrap_or(usize::MAX));
-                Page { items: rest, has_more, total }
+                Page {
+                    items: rest,
+                    has_more,
+                    total,
+                }
             }
         };
         let mut listed = self.listed(&scope, page, |s| (s.create_time, s.subscription_id.clone()));
-        listed.items = listed.items.into_iter().map(|s| presented(s, now)).collect();
+        listed.items = listed
+            .items
+            .into_iter()
+            .map(|s| presented(s, now))
+            .collect();
         Ok(listed)
     }
 
@@ -284,9 +337,14 @@ impl Services {
     ) -> Result<Written<Subscription>> {
         let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsWrite, tenant_id)?;
         TenantId::parse(&tenant_id).field("subscription.tenant_id")?;
-        let subscription_id = SubscriptionId::parse(subscription_id).field("subscription.subscription_id")?;
+        let subscription_id =
+            SubscriptionId::parse(subscription_id).field("subscription.subscription_id")?;
         let endpoint_id = match &changes.endpoint_id {
-            Some(e) => Some(EndpointId::parse(e).field("subscription.endpoint_id")?.into_string()),
+            Some(e) => Some(
+                EndpointId::parse(e)
+                    .field("subscription.endpoint_id")?
+                    .into_string(),
+            ),
             None => None,
         };
         let name = match &changes.name {
@@ -305,18 +363,31 @@ impl Services {
             None => None,
         };
         self.writable_tenant(&tenant_id).await?;
-        let current = match (self.repo.get_subscription(&tenant_id, subscription_id.as_str()).await?, upsert) {
+        let current = match (
+            self.repo
+                .get_subscription(&tenant_id, subscription_id.as_str())
+                .await?,
+            upsert,
+        ) {
             (Some(s), _) => s,
             (None, Some(new)) => {
                 return self
                     .create_subscription(
                         caller,
-                        NewSubscription { tenant_id, subscription_id: subscription_id.into_string(), ..new },
+                        NewSubscription {
+                            tenant_id,
+                            subscription_id: subscription_id.into_string(),
+                            ..new
+                        },
                         None,
                     )
                     .await;
             }
-            (None, None) => return Err(Error::NotFound(format!("subscription {subscription_id} not found"))),
+            (None, None) => {
+                return Err(Error::NotFound(format!(
+                    "subscription {subscription_id} not found"
+                )));
+            }
         };
         if current.status == SubscriptionStatus::Deleted {
             return Err(Error::FailedPrecondition(format!(
@@ -324,7 +395,9 @@ impl Services {
             )));
         }
         if !changes.etag.is_empty() && changes.etag != current.etag {
-            return Err(Error::Aborted("etag does not match the subscription's current etag".into()));
+            return Err(Error::Aborted(
+                "etag does not match the subscription's current etag".into(),
+            ));
         }
         let now = now_micros();
         let mut next = current.clone();
@@ -332,7 +405,10 @@ impl Services {
             && status != current.status
         {
             let effective = presented(current.clone(), now).status;
-            if !matches!(effective, SubscriptionStatus::Active | SubscriptionStatus::Disabled) {
+            if !matches!(
+                effective,
+                SubscriptionStatus::Active | SubscriptionStatus::Disabled
+            ) {
                 return Err(Error::FailedPrecondition(format!(
                     "subscription {subscription_id} is {}; only ACTIVE and DISABLED subscriptions change status by Update",
                     effective.as_str()
@@ -352,7 +428,10 @@ impl Services {
         let meta = self.write_meta(caller, now);
         next.update_time = meta.now;
         next.etag = new_etag();
-        let revision = self.repo.update_subscription(&next, &current.etag, &meta).await?;
+        let revision = self
+            .repo
+            .update_subscription(&next, &current.etag, &meta)
+            .await?;
         Ok(self.done(presented(next, now), revision).await)
     }
 
@@ -367,12 +446,18 @@ impl Services {
         TenantId::parse(&tenant_id).field("tenant_id")?;
         let subscription_id = SubscriptionId::parse(subscription_id).field("subscription_id")?;
         self.writable_tenant(&tenant_id).await?;
-        let current = self.stored_subscription(&tenant_id, subscription_id.as_str()).await?;
+        let current = self
+            .stored_subscription(&tenant_id, subscription_id.as_str())
+            .await?;
         if current.status == SubscriptionStatus::Deleted {
-            return Err(Error::NotFound(format!("subscription {subscription_id} not found")));
+            return Err(Error::NotFound(format!(
+                "subscription {subscription_id} not found"
+            )));
         }
         if !etag.is_empty() && etag != current.etag {
-            return Err(Error::Aborted("etag does not match the subscription's current etag".into()));
+            return Err(Error::Aborted(
+                "etag does not match the subscription's current etag".into(),
+            ));
         }
         let meta = self.write_meta(caller, now_micros());
         let (subscription, revision) = self
@@ -397,7 +482,9 @@ impl Services {
             return Err(Error::invalid("ttl_seconds", "must not be negative"));
         }
         let tenant = self.writable_tenant(&tenant_id).await?;
-        let current = self.stored_subscription(&tenant_id, subscription_id.as_str()).await?;
+        let current = self
+            .stored_subscription(&tenant_id, subscription_id.as_str())
+            .await?;
         if current.status == SubscriptionStatus::Deleted {
             return Err(Error::FailedPrecondition(format!(
                 "subscription {subscription_id} is deleted and cannot be renewed"
@@ -415,7 +502,10 @@ impl Services {
         }
         next.update_time = meta.now;
         next.etag = new_etag();
-        let revision = self.repo.update_subscription(&next, &current.etag, &meta).await?;
+        let revision = self
+            .repo
+            .update_subscription(&next, &current.etag, &meta)
+            .await?;
         Ok(self.done(next, revision).await)
     }
 }

@@ -81,7 +81,11 @@ impl Services {
         if let Some(own) = &caller.tenant_id {
             // A tenant-scoped credential sees its own tenant only.
             let tenant = self.live_tenant(own).await?;
-            return Ok(Listed { items: vec![tenant], next_page_token: String::new(), total_size: 1 });
+            return Ok(Listed {
+                items: vec![tenant],
+                next_page_token: String::new(),
+                total_size: 1,
+            });
         }
         let scope = "tenants";
         let request = self.page_request(scope, paging)?;
@@ -98,14 +102,18 @@ impl Services {
         self.require(caller, Permission::TenantsWrite)?;
         let tenant_id = TenantId::parse(tenant_id).field("tenant.tenant_id")?;
         if !caller.may_access_tenant(tenant_id.as_str()) {
-            return Err(Error::PermissionDenied("the credential is scoped to another tenant".into()));
+            return Err(Error::PermissionDenied(
+                "the credential is scoped to another tenant".into(),
+            ));
         }
         if let Some(name) = &changes.display_name {
             check_text("tenant.display_name", name, DISPLAY_NAME_MAX)?;
         }
         let current = self.live_tenant(tenant_id.as_str()).await?;
         if !changes.etag.is_empty() && changes.etag != current.etag {
-            return Err(Error::Aborted("etag does not match the tenant's current etag".into()));
+            return Err(Error::Aborted(
+                "etag does not match the tenant's current etag".into(),
+            ));
         }
         let mut next = current.clone();
         if let Some(v) = changes.display_name {
@@ -144,15 +152,21 @@ impl Services {
         self.require(caller, Permission::TenantsWrite)?;
         let tenant_id = TenantId::parse(tenant_id).field("tenant_id")?;
         if !caller.may_access_tenant(tenant_id.as_str()) {
-            return Err(Error::PermissionDenied("the credential is scoped to another tenant".into()));
+            return Err(Error::PermissionDenied(
+                "the credential is scoped to another tenant".into(),
+            ));
         }
         let current = self.live_tenant(tenant_id.as_str()).await?;
         if !etag.is_empty() && etag != current.etag {
-            return Err(Error::Aborted("etag does not match the tenant's current etag".into()));
+            return Err(Error::Aborted(
+                "etag does not match the tenant's current etag".into(),
+            ));
         }
         let meta = self.write_meta(caller, now_micros());
-        let (tenant, revision) =
-            self.repo.delete_tenant(tenant_id.as_str(), &current.etag, force, &meta).await?;
+        let (tenant, revision) = self
+            .repo
+            .delete_tenant(tenant_id.as_str(), &current.etag, force, &meta)
+            .await?;
         Ok(self.done(tenant, revision).await)
     }
 

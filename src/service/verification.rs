@@ -1,7 +1,6 @@
 //! Subscription verification: confirmation tokens, the confirmation message,
 //! confirm and resend; and PingEndpoint.
 
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
@@ -58,21 +57,32 @@ impl Services {
     }
 
     fn check_token(token: &str) -> Result<String> {
-        if token.is_empty() || token.len() > 256 || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if token.is_empty()
+            || token.len() > 256
+            || !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(Error::invalid("token", "is not a confirmation token"));
         }
         Ok(token_hash(token))
     }
 
     /// ConfirmSubscription: the caller must be allowed to write the token's tenant.
-    pub async fn confirm_subscription(&self, caller: &Caller, token: &str) -> Result<Written<Subscription>> {
+    pub async fn confirm_subscription(
+        &self,
+        caller: &Caller,
+        token: &str,
+    ) -> Result<Written<Subscription>> {
         self.require(caller, Permission::SubscriptionsWrite)?;
         let hash = Self::check_token(token)?;
         let tenant = self.repo.token_tenant(&hash).await?;
         if let Some(t) = &tenant
             && !caller.may_access_tenant(t)
         {
-            return Err(Error::PermissionDenied("the credential is scoped to another tenant".into()));
+            return Err(Error::PermissionDenied(
+                "the credential is scoped to another tenant".into(),
+            ));
         }
         let meta = self.write_meta(caller, now_micros());
         self.confirm_with(&hash, meta).await
@@ -82,17 +92,27 @@ impl Services {
     pub async fn confirm_by_link(&self, token: &str) -> Result<Written<Subscription>> {
         let hash = Self::check_token(token)?;
         let now = now_micros();
-        let meta = WriteMeta { api_id: String::new(), nonce: None, nonce_expire_time: now, now, idempotency: None };
+        let meta = WriteMeta {
+            api_id: String::new(),
+            nonce: None,
+            nonce_expire_time: now,
+            now,
+            idempotency: None,
+        };
         self.confirm_with(&hash, meta).await
     }
 
     async fn confirm_with(&self, hash: &str, meta: WriteMeta) -> Result<Written<Subscription>> {
-        let (s, revision) = self.repo.confirm_subscription(hash, &meta).await.map_err(|e| match e {
-            crate::repository::RepoError::NotFound("confirmation token") => {
-                Error::NotFound("unknown confirmation token".into())
-            }
-            other => other.into(),
-        })?;
+        let (s, revision) =
+            self.repo
+                .confirm_subscription(hash, &meta)
+                .await
+                .map_err(|e| match e {
+                    crate::repository::RepoError::NotFound("confirmation token") => {
+                        Error::NotFound("unknown confirmation token".into())
+                    }
+                    other => other.into(),
+                })?;
         Ok(self.done(s, revision).await)
     }
 
@@ -113,12 +133,20 @@ impl Services {
             .ok_or_else(|| Error::NotFound(format!("subscription {subscription_id} not found")))?;
         let meta = self.write_meta(caller, now_micros());
         let verification = self.new_verification(&current, meta.now)?;
-        let (s, revision) = self.repo.resend_confirmation(&tenant_id, &verification, &meta).await?;
+        let (s, revision) = self
+            .repo
+            .resend_confirmation(&tenant_id, &verification, &meta)
+            .await?;
         Ok(self.done(s, revision).await)
     }
 
     /// Sends a signed `webhook.ping` and reports what happened.
-    pub async fn ping_endpoint(&self, caller: &Caller, tenant_id: &str, endpoint_id: &str) -> Result<DeliveryResult> {
+    pub async fn ping_endpoint(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> Result<DeliveryResult> {
         let tenant_id = self.tenant_scope(caller, Permission::EndpointsWrite, tenant_id)?;
         TenantId::parse(&tenant_id).field("tenant_id")?;
         let endpoint_id = EndpointId::parse(endpoint_id).field("endpoint_id")?;
@@ -136,7 +164,14 @@ impl Services {
         {
             secrets.push(p.secret.clone());
         }
-        Ok(self.sender.post(&endpoint.url, &secrets, &msg_id, body.to_string().as_bytes()).await)
+        Ok(self
+            .sender
+            .post(
+                &endpoint.url,
+                &secrets,
+                &msg_id,
+                body.to_string().as_bytes(),
+            )
+            .await)
     }
 }
-

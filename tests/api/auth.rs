@@ -345,6 +345,20 @@ async fn health_and_reflection_need_no_credentials(backend: Backend) {
             "grpcurl can describe the service"
         );
     }
+
+    // The plain HTTP listener answers /healthz.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut conn = tokio::net::TcpStream::connect(server.http_addr)
+            .await
+            .expect("connect to --http-addr");
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send request");
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).await.expect("read reply");
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
     server.stop().await;
 }
 

@@ -71,8 +71,9 @@ awk '
 bash -n "$work/walkthrough.sh" || fail "the walkthrough block is not valid bash"
 
 # --- Start the server ----------------------------------------------------------
-export HOOKPLANE_DATA_DIR=$work/data
-step "starting $bin (data dir $HOOKPLANE_DATA_DIR)"
+# Like a user: the server and the walkthrough both run in one directory, and
+# the data dir is the default ./data there.
+step "starting $bin in $work (data dir ./data)"
 (cd "$work" && exec hookplane serve --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --log-format json) \
   >"$work/server.log" 2>&1 &
 server_pid=$!
@@ -113,7 +114,7 @@ for _ in $(seq 1 30); do
 done
 [[ -n $serving ]] || fail "health did not report SERVING within 30 s"
 
-cred_file=$HOOKPLANE_DATA_DIR/bootstrap-credential.json
+cred_file=$work/data/bootstrap-credential.json
 [[ -f $cred_file ]] || fail "the server did not write $cred_file"
 mode=$(stat -c %a "$cred_file")
 [[ $mode == 600 ]] || fail "$cred_file has mode $mode, want 600"
@@ -171,17 +172,27 @@ created = [d for d in docs if "subscriptionId" in d and "status" in d]
 check(created and all(s["status"] == "ACTIVE" for s in created),
       "CreateSubscription returned an ACTIVE subscription")
 
-listed = docs[-1].get("subscriptions") if docs else None
-check(isinstance(listed, list), "the last call (ListSubscriptions) returned subscriptions")
+listings = [d for d in docs if "subscriptions" in d]
+listed = listings[-1].get("subscriptions") if listings else None
+check(isinstance(listed, list), "ListSubscriptions returned subscriptions")
 if isinstance(listed, list) and created:
     ids = {s["subscriptionId"] for s in listed}
     for s in created:
         check(s["subscriptionId"] in ids, f"ListSubscriptions shows {s['subscriptionId']}")
     check(all(s.get("status") == "ACTIVE" for s in listed), "every listed subscription is ACTIVE")
-    check(str(docs[-1].get("totalSize")) == str(len(created)),
+    check(str(listings[-1].get("totalSize")) == str(len(created)),
           f"ListSubscriptions totalSize is {len(created)}")
     for s in listed:
         check("secret" not in s, "no secret in ListSubscriptions")
+
+resolved = docs[-1].get("targets") if docs else None
+check(isinstance(resolved, list), "the last call (ResolveSubscribers) returned targets")
+if isinstance(resolved, list) and created:
+    check({t["subscriptionId"] for t in resolved} == {s["subscriptionId"] for s in created},
+          "ResolveSubscribers returns the created subscription")
+    check(all(t.get("signingSecrets", [""])[0].startswith("whsec_") for t in resolved),
+          "ResolveSubscribers gives the platform admin the signing secret")
+    check(all("matchedPattern" in t for t in resolved), "each target names its matched pattern")
 
 if problems:
     for p in problems:
