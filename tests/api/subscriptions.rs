@@ -939,67 +939,6 @@ async fn create_subscription_request_id_is_idempotent(backend: Backend) {
     server.stop().await;
 }
 
-async fn unbuilt_methods_are_unimplemented(backend: Backend) {
-    use hookplane::proto::{
-        ConfirmSubscriptionRequest, PingEndpointRequest, ResendConfirmationRequest,
-        ResolveSubscribersRequest, WatchSubscriptionsRequest,
-    };
-    let (server, admin) = fixture(&backend).await;
-    let sub = create_subscription(&admin, subscription(TENANT, ENDPOINT, &["*"])).await;
-    let mut subs = admin.subscriptions();
-    expect_code(
-        subs.confirm_subscription(ConfirmSubscriptionRequest {
-            token: "some-token".to_owned(),
-        })
-        .await,
-        Code::Unimplemented,
-    );
-    expect_code(
-        subs.resend_confirmation(ResendConfirmationRequest {
-            tenant_id: TENANT.to_owned(),
-            subscription_id: sub.subscription_id.clone(),
-        })
-        .await,
-        Code::Unimplemented,
-    );
-    expect_code(
-        subs.resolve_subscribers(ResolveSubscribersRequest {
-            tenant_id: TENANT.to_owned(),
-            event_type: "command.completed".to_owned(),
-        })
-        .await,
-        Code::Unimplemented,
-    );
-    let watch = subs
-        .watch_subscriptions(WatchSubscriptionsRequest {
-            tenant_id: TENANT.to_owned(),
-            since_revision: 0,
-        })
-        .await;
-    let status = match watch {
-        Err(status) => status,
-        Ok(response) => {
-            let mut stream = response.into_inner();
-            stream
-                .message()
-                .await
-                .expect_err("an unbuilt stream yields no messages")
-        }
-    };
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    expect_code(
-        admin
-            .endpoints()
-            .ping_endpoint(PingEndpointRequest {
-                tenant_id: TENANT.to_owned(),
-                endpoint_id: ENDPOINT.to_owned(),
-            })
-            .await,
-        Code::Unimplemented,
-    );
-    server.stop().await;
-}
-
 backend_tests!(
     create_subscription_defaults,
     subscription_keys_and_references,
@@ -1016,5 +955,4 @@ backend_tests!(
     update_with_allow_missing_upserts,
     require_verification_starts_pending,
     create_subscription_request_id_is_idempotent,
-    unbuilt_methods_are_unimplemented,
 );

@@ -1,0 +1,327 @@
+//! Baselines for the write path: what the database alone manages with the
+//! statements one create issues, and with a single-row INSERT.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::run::{RunArgs, run_collect};
+
+/// The statements one CreateSubscription issues on PostgreSQL, in order,
+/// as pgbench script. Reads before the transaction: the catalog (pattern
+/// checks) and the tenant (TTL and URL policy). The transaction: take the
+/// next revision (serialises writers in commit order), record the request
+/// nonce (replay protection across replicas), re-check tenant and endpoint
+/// under the lock, check the id is free, insert, append the change log,
+/// notify other replicas. After commit, the change-log follower reads the new
+/// change row and reloads the tenant's index (three reads in one snapshot)
+/// before the response is sent, so the writer's replica resolves it at once.
+const PG_CREATE_SCRIPT: &str = r#"\set t random(0, :tenants - 1)
+\set n random(1, 2000000000)
+SELECT name, description, schema_json, legacy_code, deprecated, create_time, update_time, etag FROM event_types ORDER BY name;
+SELECT * FROM tenants WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0');
+BEGIN;
+UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value AS rev \gset
+INSERT INTO request_nonces (api_id, nonce, expire_time) VALUES ('pgbench', md5(:n::text || clock_timestamp()::text), 0);
+SELECT * FROM tenants WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0');
+SELECT * FROM endpoints WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') AND endpoint_id = 'e0';
+SELECT * FROM subscriptions WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') AND subscription_id = 'pgb' || :rev;
+INSERT INTO subscriptions (tenant_id, subscription_id, endpoint_id, name, event_types, status, expire_time, create_time, update_time, etag) VALUES ('bt' || lpad(:t::text, 5, '0'), 'pgb' || :rev, 'e0', 'pgb-' || :rev, '["d0.e0.a0"]', 'ACTIVE', NULL, 0, 0, 'x');
+INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) VALUES (:rev, 'bt' || lpad(:t::text, 5, '0'), 'subscription', 'pgb' || :rev, 'UPSERT', 0);
+SELECT pg_notify('hookplane_changes', :rev::text);
+COMMIT;
+SELECT * FROM changes WHERE revision > :rev - 1 ORDER BY revision LIMIT 5000;
+BEGIN;
+SELECT * FROM tenants WHERE delete_time IS NULL AND tenant_id = 'bt' || lpad(:t::text, 5, '0');
+SELECT * FROM endpoints WHERE delete_time IS NULL AND tenant_id = 'bt' || lpad(:t::text, 5, '0') ORDER BY create_time;
+SELECT * FROM subscriptions WHERE status <> 'DELETED' AND tenant_id = 'bt' || lpad(:t::text, 5, '0') ORDER BY create_time, subscription_id;
+COMMIT;
+"#;
+
+const PG_INSERT_SCRIPT: &str = r#"\set n random(1, 2000000000)
+INSERT INTO bench_single_insert (tenant_id, subscription_id, endpoint_id, name, event_types, status, expire_time, create_time, update_time, etag) VALUES ('bt00000', md5(:n::text || clock_timestamp()::text), 'e0', NULL, '["d0.e0.a0"]', 'ACTIVE', NULL, 0, 0, 'x');
+"#;
+
+#[derive(Debug, Clone, Args)]
+pub struct PgArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[arg(long, default_value = "pgbench")]
+    pub pgbench: PathBuf,
+}
+
+fn pgbench(
+    bin: &PathBuf,
+    url: &str,
+    script: &str,
+    tenants: usize,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    let dir = std::env::temp_dir().join(format!("hookplane-pgbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("script.sql");
+    std::fs::write(&file, script)?;
+    let out = Command::new(bin)
+        .args([
+            "-n",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+            "-T",
+            &seconds.to_string(),
+        ])
+        .args(["-D", &format!("tenants={tenants}"), "-f"])
+        .arg(&file)
+        .arg(url)
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "pgbench failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("tps = ")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .context("no tps line in pgbench output")
+}
+
+pub async fn pg(args: PgArgs) -> anyhow::Result<()> {
+    let url = args
+        .run
+        .database_url
+        .clone()
+        .context("--database-url postgres://... is required")?;
+    let mut run_args = args.run.clone();
+    run_args.workloads = "create".into();
+    let reports = run_collect(run_args.clone()).await?;
+    let create = reports
+        .first()
+        .map(|r| {
+            let mut v: Vec<f64> = r.pairs.iter().map(|p| p.workload.calls_per_sec).collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        })
+        .context("no create measurement")?;
+    let db = sea_orm::Database::connect(url.as_str()).await?;
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared(
+        "DROP TABLE IF EXISTS bench_single_insert; CREATE TABLE bench_single_insert (LIKE subscriptions INCLUDING ALL)",
+    )
+    .await?;
+    let same = pgbench(
+        &args.pgbench,
+        &url,
+        PG_CREATE_SCRIPT,
+        args.run.tenants,
+        args.run.concurrency,
+        args.run.duration * 2,
+    )?;
+    let single = pgbench(
+        &args.pgbench,
+        &url,
+        PG_INSERT_SCRIPT,
+        args.run.tenants,
+        args.run.concurrency,
+        args.run.duration * 2,
+    )?;
+    db.execute_unprepared("DROP TABLE IF EXISTS bench_single_insert")
+        .await?;
+    // Remove the rows pgbench added, so later runs see the seeded data set.
+    db.execute_unprepared("DELETE FROM subscriptions WHERE subscription_id LIKE 'pgb%'")
+        .await?;
+    let out = serde_json::json!({
+        "clients": args.run.concurrency,
+        "create_per_sec": create,
+        "pgbench_same_statements_tps": same,
+        "pgbench_single_insert_tps": single,
+        "ratio_to_same_statements": create / same,
+        "ratio_to_single_insert": create / single,
+    });
+    if args.run.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "PostgreSQL, {} clients: create {:.0}/s; pgbench same statements {:.0} tps (ratio {:.2}); single-row INSERT {:.0} tps (ratio {:.2})",
+            args.run.concurrency,
+            create,
+            same,
+            create / same,
+            single,
+            create / single
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SqliteArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The same statements as one create, in one IMMEDIATE transaction, in a
+/// bare loop on one connection with the server's file settings.
+async fn sqlite_loop(
+    path: &std::path::Path,
+    tenants: usize,
+    seconds: u64,
+    single_insert: bool,
+) -> anyhow::Result<f64> {
+    use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    use sea_orm::sqlx::{ConnectOptions, Executor};
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        .connect()
+        .await?;
+    if single_insert {
+        conn.execute("DROP TABLE IF EXISTS bench_single_insert")
+            .await?;
+        conn.execute(
+            "CREATE TABLE bench_single_insert (tenant_id TEXT NOT NULL, subscription_id TEXT NOT NULL, endpoint_id TEXT NOT NULL, name TEXT, event_types TEXT NOT NULL, status TEXT NOT NULL, expire_time BIGINT, create_time BIGINT NOT NULL, update_time BIGINT NOT NULL, etag TEXT NOT NULL, PRIMARY KEY (tenant_id, subscription_id))",
+        )
+        .await?;
+    }
+    let started = Instant::now();
+    let mut n: u64 = 0;
+    let mut rng = crate::dataset::Rng::new(99);
+    while started.elapsed() < Duration::from_secs(seconds) {
+        n += 1;
+        let t = crate::dataset::tenant_id(rng.below(tenants));
+        let id = format!("sqb{}-{n}", std::process::id());
+        if single_insert {
+            sea_orm::sqlx::query("INSERT INTO bench_single_insert VALUES (?, ?, 'e0', NULL, '[\"d0.e0.a0\"]', 'ACTIVE', NULL, 0, 0, 'x')")
+                .bind(&t)
+                .bind(&id)
+                .execute(&mut conn)
+                .await?;
+            continue;
+        }
+        sea_orm::sqlx::query("SELECT * FROM event_types ORDER BY name")
+            .fetch_all(&mut conn)
+            .await?;
+        sea_orm::sqlx::query("SELECT * FROM tenants WHERE tenant_id = ?")
+            .bind(&t)
+            .fetch_optional(&mut conn)
+            .await?;
+        conn.execute("BEGIN IMMEDIATE").await?;
+        let rev: i64 = sea_orm::sqlx::query_scalar(
+            "UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        sea_orm::sqlx::query("INSERT INTO request_nonces VALUES ('sqlite-bench', ?, 0)")
+            .bind(&id)
+            .execute(&mut conn)
+            .await?;
+        sea_orm::sqlx::query("SELECT * FROM tenants WHERE tenant_id = ?")
+            .bind(&t)
+            .fetch_optional(&mut conn)
+            .await?;
+        sea_orm::sqlx::query("SELECT * FROM endpoints WHERE tenant_id = ? AND endpoint_id = 'e0'")
+            .bind(&t)
+            .fetch_optional(&mut conn)
+            .await?;
+        sea_orm::sqlx::query(
+            "SELECT * FROM subscriptions WHERE tenant_id = ? AND subscription_id = ?",
+        )
+        .bind(&t)
+        .bind(&id)
+        .fetch_optional(&mut conn)
+        .await?;
+        sea_orm::sqlx::query("INSERT INTO subscriptions VALUES (?, ?, 'e0', ?, '[\"d0.e0.a0\"]', 'ACTIVE', NULL, 0, 0, 'x')")
+            .bind(&t)
+            .bind(&id)
+            .bind(&id)
+            .execute(&mut conn)
+            .await?;
+        sea_orm::sqlx::query("INSERT INTO changes VALUES (?, ?, 'subscription', ?, 'UPSERT', 0)")
+            .bind(rev)
+            .bind(&t)
+            .bind(&id)
+            .execute(&mut conn)
+            .await?;
+        conn.execute("COMMIT").await?;
+        sea_orm::sqlx::query(
+            "SELECT * FROM changes WHERE revision > ? ORDER BY revision LIMIT 5000",
+        )
+        .bind(rev - 1)
+        .fetch_all(&mut conn)
+        .await?;
+        conn.execute("BEGIN").await?;
+        sea_orm::sqlx::query("SELECT * FROM tenants WHERE delete_time IS NULL AND tenant_id = ?")
+            .bind(&t)
+            .fetch_all(&mut conn)
+            .await?;
+        sea_orm::sqlx::query("SELECT * FROM endpoints WHERE delete_time IS NULL AND tenant_id = ? ORDER BY create_time").bind(&t).fetch_all(&mut conn).await?;
+        sea_orm::sqlx::query("SELECT * FROM subscriptions WHERE status <> 'DELETED' AND tenant_id = ? ORDER BY create_time, subscription_id").bind(&t).fetch_all(&mut conn).await?;
+        conn.execute("COMMIT").await?;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    if single_insert {
+        conn.execute("DROP TABLE IF EXISTS bench_single_insert")
+            .await?;
+    } else {
+        // Leave the data set as seeded.
+        conn.execute("DELETE FROM subscriptions WHERE subscription_id LIKE 'sqb%'")
+            .await?;
+        conn.execute("DELETE FROM changes WHERE resource_key LIKE 'sqb%'")
+            .await?;
+    }
+    Ok(rate)
+}
+
+pub async fn sqlite(args: SqliteArgs) -> anyhow::Result<()> {
+    let mut run_args = args.run.clone();
+    run_args.workloads = "create".into();
+    let reports = run_collect(run_args).await?;
+    let create = reports
+        .first()
+        .map(|r| {
+            let mut v: Vec<f64> = r.pairs.iter().map(|p| p.workload.calls_per_sec).collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        })
+        .context("no create measurement")?;
+    let path = args.run.data_dir.join("hookplane.db");
+    let seconds = args.run.duration * 2;
+    let same = sqlite_loop(&path, args.run.tenants, seconds, false).await?;
+    let single = sqlite_loop(&path, args.run.tenants, seconds, true).await?;
+    let out = serde_json::json!({
+        "create_per_sec": create,
+        "bare_loop_same_statements_per_sec": same,
+        "single_insert_commit_per_sec": single,
+        "ratio_to_same_statements": create / same,
+        "ratio_to_single_insert": create / single,
+    });
+    if args.run.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "SQLite (synchronous FULL): create {:.0}/s at C={}; bare loop same statements {:.0}/s (ratio {:.2}); INSERT+COMMIT {:.0}/s (ratio {:.2})",
+            create,
+            args.run.concurrency,
+            same,
+            create / same,
+            single,
+            create / single
+        );
+    }
+    Ok(())
+}

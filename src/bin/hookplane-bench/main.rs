@@ -1,0 +1,59 @@
+//! hookplane-bench: seeds a data set, drives signed load against a real
+//! server, and measures it against the machine's own baselines (an
+//! unauthenticated health check, pgbench, a bare SQLite loop).
+//!
+//! ```text
+//! hookplane-bench seed --data-dir /tmp/bench --tenants 10000 --subscriptions 1000000
+//! hookplane-bench run --data-dir /tmp/bench --workloads resolve,get --concurrency 64
+//! hookplane-bench pg-baseline --database-url postgres://... --concurrency 8
+//! hookplane-bench propagation --database-url postgres://...
+//! ```
+
+mod baseline;
+mod client;
+mod dataset;
+mod report;
+mod run;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "hookplane-bench", about = "Benchmark harness for hookplane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load a synthetic data set straight through the repository.
+    Seed(dataset::SeedArgs),
+    /// Start a server on the data set and drive workloads against it.
+    Run(run::RunArgs),
+    /// Compare creates on PostgreSQL with pgbench running the same statements.
+    PgBaseline(baseline::PgArgs),
+    /// Compare creates on SQLite with a bare loop running the same statements.
+    SqliteBaseline(baseline::SqliteArgs),
+    /// Two servers on one PostgreSQL: how long a write on A takes to resolve on B.
+    Propagation(run::PropagationArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match Cli::parse().command {
+        Command::Seed(args) => dataset::seed(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::PgBaseline(args) => baseline::pg(args).await,
+        Command::SqliteBaseline(args) => baseline::sqlite(args).await,
+        Command::Propagation(args) => run::propagation(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookplane-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
