@@ -3,13 +3,14 @@
 //! change rows and refreshes what they touched: a tenant's resolve index, the
 //! catalog, a credential in the cache. Also runs the periodic sweeps.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::ResolveIndex;
+use super::index::Catalog;
 use crate::auth::CredentialCache;
 use crate::model::now_micros;
 use crate::repository::{RepoResult, Repository, Revision};
@@ -55,14 +56,8 @@ impl Follower {
         Ok(revision)
     }
 
-    async fn catalog(&self) -> RepoResult<HashSet<String>> {
-        Ok(self
-            .repo
-            .all_event_types()
-            .await?
-            .into_iter()
-            .map(|e| e.name)
-            .collect())
+    async fn catalog(&self) -> RepoResult<Catalog> {
+        Ok(self.repo.all_event_types().await?.into_iter().map(|e| (e.name, e.deprecated)).collect())
     }
 
     /// Applies every change after the applied revision.
@@ -83,25 +78,52 @@ impl Follower {
                 self.load().await?;
                 return Ok(());
             }
+            // Tenant-level changes reload the tenant; resource changes are
+            // applied one by one (each read once, in its latest state).
             let mut tenants = BTreeSet::new();
+            let mut subscriptions = BTreeSet::new();
+            let mut endpoints = BTreeSet::new();
             let mut catalog = false;
             let mut credentials = BTreeSet::new();
             for c in &changes {
+                let tenant = c.tenant_id.clone().unwrap_or_default();
                 match c.resource_type.as_str() {
                     "event_type" => catalog = true,
                     "credential" => {
                         credentials.insert(c.resource_key.clone());
                     }
+                    "subscription" => {
+                        subscriptions.insert((tenant, c.resource_key.clone()));
+                    }
+                    "endpoint" => {
+                        endpoints.insert((tenant, c.resource_key.clone()));
+                    }
                     _ => {
-                        if let Some(t) = &c.tenant_id {
-                            tenants.insert(t.clone());
-                        }
+                        tenants.insert(tenant);
                     }
                 }
             }
             for tenant in &tenants {
                 let snapshot = self.repo.snapshot(Some(tenant)).await?;
                 self.index.load_tenant(tenant, snapshot);
+            }
+            for (tenant, id) in endpoints.iter().filter(|(t, _)| !tenants.contains(t)) {
+                if !self.index.has_tenant(tenant) {
+                    let snapshot = self.repo.snapshot(Some(tenant)).await?;
+                    self.index.load_tenant(tenant, snapshot);
+                    continue;
+                }
+                let current = self.repo.get_endpoint(tenant, id).await?;
+                self.index.apply_endpoint(tenant, id, current);
+            }
+            for (tenant, id) in subscriptions.iter().filter(|(t, _)| !tenants.contains(t)) {
+                if !self.index.has_tenant(tenant) {
+                    let snapshot = self.repo.snapshot(Some(tenant)).await?;
+                    self.index.load_tenant(tenant, snapshot);
+                    continue;
+                }
+                let current = self.repo.get_subscription(tenant, id).await?;
+                self.index.apply_subscription(tenant, id, current);
             }
             if catalog {
                 self.index.set_catalog(self.catalog().await?);

@@ -1,15 +1,16 @@
 //! Per-tenant subscriber indexes: exact event names in a hash map, wildcard
-//! patterns in a segment trie. A tenant's index is rebuilt whole when one of
-//! its resources changes and swapped in atomically.
+//! patterns in a segment trie. The change-log follower applies each changed
+//! subscription or endpoint incrementally; a tenant-level change (state,
+//! bulk import) reloads that tenant whole.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
 use super::trie::PatternTrie;
 use crate::domain::EventPattern;
-use crate::model::{Micros, Subscription, SubscriptionStatus, TenantState};
+use crate::model::{Endpoint, Micros, Subscription, SubscriptionStatus, TenantState};
 use crate::repository::{Revision, Snapshot};
 
 /// One subscription to deliver an event to.
@@ -24,8 +25,7 @@ pub struct Target {
     pub signing_secrets: Vec<String>,
 }
 
-struct Endpoint {
-    endpoint_id: String,
+struct IndexedEndpoint {
     url: String,
     secret: String,
     previous: Option<(String, Micros)>,
@@ -34,95 +34,130 @@ struct Endpoint {
 struct Entry {
     subscription_id: String,
     name: String,
-    endpoint: usize,
+    endpoint_id: String,
     patterns: Vec<EventPattern>,
     expire_time: Option<Micros>,
+    /// Creation order, for a stable answer.
+    order: (Micros, String),
 }
 
 #[derive(Default)]
 struct TenantIndex {
-    entries: Vec<Entry>,
-    endpoints: Vec<Endpoint>,
+    active: bool,
+    /// Enabled, live endpoints only.
+    endpoints: HashMap<String, IndexedEndpoint>,
+    entries: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    slots: HashMap<String, u32>,
     exact: HashMap<String, Vec<u32>>,
     wildcards: PatternTrie,
 }
 
 impl TenantIndex {
-    /// Indexes the ACTIVE subscriptions on enabled endpoints; a suspended
-    /// tenant gets an empty index.
-    fn build(
-        active: bool,
-        endpoints: Vec<crate::model::Endpoint>,
-        subscriptions: Vec<Subscription>,
-    ) -> Self {
-        let mut index = TenantIndex::default();
-        if !active {
-            return index;
-        }
-        let mut by_id = HashMap::new();
-        for e in endpoints
-            .into_iter()
-            .filter(|e| e.enabled && e.delete_time.is_none())
-        {
-            by_id.insert(e.endpoint_id.clone(), index.endpoints.len());
-            index.endpoints.push(Endpoint {
-                endpoint_id: e.endpoint_id,
-                url: e.url,
-                secret: e.secret,
-                previous: e.previous_secret.map(|p| (p.secret, p.expire_time)),
-            });
+    fn build(active: bool, endpoints: Vec<Endpoint>, subscriptions: Vec<Subscription>) -> Self {
+        let mut index = TenantIndex { active, ..Default::default() };
+        for e in endpoints {
+            index.upsert_endpoint(e);
         }
         for s in subscriptions {
-            if s.status != SubscriptionStatus::Active {
-                continue;
-            }
-            let Some(&endpoint) = by_id.get(&s.endpoint_id) else {
-                continue;
-            };
-            let patterns: Vec<EventPattern> = s
-                .event_types
-                .iter()
-                .filter_map(|p| EventPattern::parse(p).ok())
-                .collect();
-            let slot = index.entries.len() as u32;
-            for p in &patterns {
-                if p.is_wildcard() {
-                    index.wildcards.insert(p.as_str(), slot);
-                } else {
-                    index
-                        .exact
-                        .entry(p.as_str().to_owned())
-                        .or_default()
-                        .push(slot);
-                }
-            }
-            index.entries.push(Entry {
-                subscription_id: s.subscription_id,
-                name: s.name.unwrap_or_default(),
-                endpoint,
-                patterns,
-                expire_time: s.expire_time,
-            });
+            index.upsert_subscription(s);
         }
         index
     }
 
+    fn upsert_endpoint(&mut self, e: Endpoint) {
+        if !e.enabled || e.delete_time.is_some() {
+            self.endpoints.remove(&e.endpoint_id);
+            return;
+        }
+        self.endpoints.insert(
+            e.endpoint_id,
+            IndexedEndpoint {
+                url: e.url,
+                secret: e.secret,
+                previous: e.previous_secret.map(|p| (p.secret, p.expire_time)),
+            },
+        );
+    }
+
+    fn remove_endpoint(&mut self, endpoint_id: &str) {
+        self.endpoints.remove(endpoint_id);
+    }
+
+    fn remove_subscription(&mut self, subscription_id: &str) {
+        let Some(slot) = self.slots.remove(subscription_id) else { return };
+        if let Some(entry) = self.entries[slot as usize].take() {
+            for p in &entry.patterns {
+                if p.is_wildcard() {
+                    self.wildcards.remove(p.as_str(), slot);
+                } else if let Some(list) = self.exact.get_mut(p.as_str()) {
+                    list.retain(|s| *s != slot);
+                    if list.is_empty() {
+                        self.exact.remove(p.as_str());
+                    }
+                }
+            }
+        }
+        self.free.push(slot);
+    }
+
+    /// Indexes an ACTIVE subscription; anything else leaves the index.
+    fn upsert_subscription(&mut self, s: Subscription) {
+        self.remove_subscription(&s.subscription_id);
+        if s.status != SubscriptionStatus::Active {
+            return;
+        }
+        let patterns: Vec<EventPattern> = s.event_types.iter().filter_map(|p| EventPattern::parse(p).ok()).collect();
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.entries.push(None);
+                (self.entries.len() - 1) as u32
+            }
+        };
+        for p in &patterns {
+            if p.is_wildcard() {
+                self.wildcards.insert(p.as_str(), slot);
+            } else {
+                self.exact.entry(p.as_str().to_owned()).or_default().push(slot);
+            }
+        }
+        self.slots.insert(s.subscription_id.clone(), slot);
+        self.entries[slot as usize] = Some(Entry {
+            order: (s.create_time, s.subscription_id.clone()),
+            subscription_id: s.subscription_id,
+            name: s.name.unwrap_or_default(),
+            endpoint_id: s.endpoint_id,
+            patterns,
+            expire_time: s.expire_time,
+        });
+    }
+
     fn resolve(&self, event_type: &str, now: Micros, with_secrets: bool) -> Vec<Target> {
+        if !self.active {
+            return Vec::new();
+        }
         let mut slots: Vec<u32> = self.exact.get(event_type).cloned().unwrap_or_default();
         let segments: Vec<&str> = event_type.split('.').collect();
         self.wildcards.collect(&segments, &mut slots);
-        // Slots are in creation order; one target per subscription.
         slots.sort_unstable();
         slots.dedup();
-        slots
+        let mut found: Vec<(&Entry, &IndexedEndpoint, &EventPattern)> = slots
             .into_iter()
             .filter_map(|slot| {
-                let entry = &self.entries[slot as usize];
+                let entry = self.entries.get(slot as usize)?.as_ref()?;
                 if entry.expire_time.is_some_and(|t| t <= now) {
                     return None;
                 }
+                let endpoint = self.endpoints.get(&entry.endpoint_id)?;
                 let matched = entry.patterns.iter().find(|p| p.matches(event_type))?;
-                let endpoint = &self.endpoints[entry.endpoint];
+                Some((entry, endpoint, matched))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.order.cmp(&b.0.order));
+        found
+            .into_iter()
+            .map(|(entry, endpoint, matched)| {
                 let signing_secrets = if with_secrets {
                     let mut secrets = vec![endpoint.secret.clone()];
                     if let Some((previous, until)) = &endpoint.previous
@@ -134,23 +169,26 @@ impl TenantIndex {
                 } else {
                     Vec::new()
                 };
-                Some(Target {
+                Target {
                     subscription_id: entry.subscription_id.clone(),
-                    endpoint_id: endpoint.endpoint_id.clone(),
+                    endpoint_id: entry.endpoint_id.clone(),
                     name: entry.name.clone(),
                     url: endpoint.url.clone(),
                     matched_pattern: matched.as_str().to_owned(),
                     signing_secrets,
-                })
+                }
             })
             .collect()
     }
 }
 
-/// Every tenant's index plus the catalog's names, and the revision applied.
+/// The catalog as pattern checks need it: name to deprecated.
+pub type Catalog = HashMap<String, bool>;
+
+/// Every tenant's index plus the catalog, and the revision applied.
 pub struct ResolveIndex {
-    tenants: RwLock<HashMap<String, Arc<TenantIndex>>>,
-    catalog: RwLock<HashSet<String>>,
+    tenants: RwLock<HashMap<String, Arc<RwLock<TenantIndex>>>>,
+    catalog: RwLock<Arc<Catalog>>,
     applied: watch::Sender<Revision>,
 }
 
@@ -165,16 +203,13 @@ impl Default for ResolveIndex {
 }
 
 fn group(snapshot: Snapshot) -> HashMap<String, TenantIndex> {
-    let mut endpoints: HashMap<String, Vec<crate::model::Endpoint>> = HashMap::new();
+    let mut endpoints: HashMap<String, Vec<Endpoint>> = HashMap::new();
     for e in snapshot.endpoints {
         endpoints.entry(e.tenant_id.clone()).or_default().push(e);
     }
     let mut subscriptions: HashMap<String, Vec<Subscription>> = HashMap::new();
     for s in snapshot.subscriptions {
-        subscriptions
-            .entry(s.tenant_id.clone())
-            .or_default()
-            .push(s);
+        subscriptions.entry(s.tenant_id.clone()).or_default().push(s);
     }
     snapshot
         .tenants
@@ -190,24 +225,29 @@ fn group(snapshot: Snapshot) -> HashMap<String, TenantIndex> {
         .collect()
 }
 
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
 impl ResolveIndex {
     /// Replaces everything (start-up, or after falling behind the log).
-    pub fn load_all(&self, snapshot: Snapshot, catalog: HashSet<String>) {
-        let tenants = group(snapshot)
-            .into_iter()
-            .map(|(k, v)| (k, Arc::new(v)))
-            .collect();
-        *self.tenants.write().unwrap_or_else(|e| e.into_inner()) = tenants;
-        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
+    pub fn load_all(&self, snapshot: Snapshot, catalog: Catalog) {
+        let tenants = group(snapshot).into_iter().map(|(k, v)| (k, Arc::new(RwLock::new(v)))).collect();
+        *write(&self.tenants) = tenants;
+        *write(&self.catalog) = Arc::new(catalog);
     }
 
     /// Replaces one tenant's index from its snapshot (gone if deleted).
     pub fn load_tenant(&self, tenant_id: &str, snapshot: Snapshot) {
-        let index = group(snapshot).remove(tenant_id).map(Arc::new);
-        let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        let index = group(snapshot).remove(tenant_id);
+        let mut tenants = write(&self.tenants);
         match index {
             Some(index) => {
-                tenants.insert(tenant_id.to_owned(), index);
+                tenants.insert(tenant_id.to_owned(), Arc::new(RwLock::new(index)));
             }
             None => {
                 tenants.remove(tenant_id);
@@ -215,8 +255,41 @@ impl ResolveIndex {
         }
     }
 
-    pub fn set_catalog(&self, catalog: HashSet<String>) {
-        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
+    fn tenant(&self, tenant_id: &str) -> Option<Arc<RwLock<TenantIndex>>> {
+        read(&self.tenants).get(tenant_id).cloned()
+    }
+
+    pub fn has_tenant(&self, tenant_id: &str) -> bool {
+        read(&self.tenants).contains_key(tenant_id)
+    }
+
+    /// Applies one subscription's current state (None: it is gone).
+    pub fn apply_subscription(&self, tenant_id: &str, subscription_id: &str, current: Option<Subscription>) {
+        let Some(index) = self.tenant(tenant_id) else { return };
+        let mut index = write(&index);
+        match current {
+            Some(s) => index.upsert_subscription(s),
+            None => index.remove_subscription(subscription_id),
+        }
+    }
+
+    /// Applies one endpoint's current state (None: it is gone).
+    pub fn apply_endpoint(&self, tenant_id: &str, endpoint_id: &str, current: Option<Endpoint>) {
+        let Some(index) = self.tenant(tenant_id) else { return };
+        let mut index = write(&index);
+        match current {
+            Some(e) => index.upsert_endpoint(e),
+            None => index.remove_endpoint(endpoint_id),
+        }
+    }
+
+    pub fn set_catalog(&self, catalog: Catalog) {
+        *write(&self.catalog) = Arc::new(catalog);
+    }
+
+    /// The catalog as this replica last saw it.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        read(&self.catalog).clone()
     }
 
     pub fn mark_applied(&self, revision: Revision) {
@@ -238,30 +311,13 @@ impl ResolveIndex {
     }
 
     /// Targets for an event, and the revision the answer reflects.
-    pub fn resolve(
-        &self,
-        tenant_id: &str,
-        event_type: &str,
-        now: Micros,
-        with_secrets: bool,
-    ) -> (Vec<Target>, Revision) {
+    pub fn resolve(&self, tenant_id: &str, event_type: &str, now: Micros, with_secrets: bool) -> (Vec<Target>, Revision) {
         let revision = self.applied();
-        if !self
-            .catalog
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(event_type)
-        {
+        if !read(&self.catalog).contains_key(event_type) {
             return (Vec::new(), revision);
         }
-        let index = self
-            .tenants
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(tenant_id)
-            .cloned();
-        match index {
-            Some(index) => (index.resolve(event_type, now, with_secrets), revision),
+        match self.tenant(tenant_id) {
+            Some(index) => (read(&index).resolve(event_type, now, with_secrets), revision),
             None => (Vec::new(), revision),
         }
     }

@@ -6,4 +6,4 @@ mod index;
 mod trie;
 
 pub use follower::Follower;
-pub use index::{ResolveIndex, Target};
+pub use index::{Catalog, ResolveIndex, Target};

@@ -60,6 +60,29 @@ impl PatternTrie {
         self.nodes[node].end.push(entry);
     }
 
+    /// Removes `entry` from under a wildcard pattern (no-op when absent).
+    pub fn remove(&mut self, pattern: &str, entry: u32) {
+        let segments: Vec<&str> = pattern.split('.').collect();
+        let mut node = 0usize;
+        for (i, segment) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            if *segment == "*" && last {
+                self.nodes[node].tail.retain(|e| *e != entry);
+                return;
+            }
+            let next = if *segment == "*" {
+                self.nodes[node].star
+            } else {
+                self.nodes[node].literal.get(*segment).copied()
+            };
+            match next {
+                Some(n) => node = n as usize,
+                None => return,
+            }
+        }
+        self.nodes[node].end.retain(|e| *e != entry);
+    }
+
     /// Appends every entry whose pattern matches the event type's segments.
     pub fn collect(&self, segments: &[&str], out: &mut Vec<u32>) {
         self.walk(0, segments, out);
@@ -107,5 +130,8 @@ mod tests {
         assert_eq!(matches(&trie, "a.x.y.c"), vec![4]);
         assert_eq!(matches(&trie, "x.y.completed"), vec![4]);
         assert_eq!(matches(&trie, "Command.completed"), vec![2, 4]);
+        trie.remove("*.completed", 2);
+        trie.remove("*", 4);
+        assert_eq!(matches(&trie, "command.completed"), vec![1]);
     }
 }

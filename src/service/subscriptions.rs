@@ -6,9 +6,10 @@ use crate::auth::{Caller, Permission};
 use crate::domain::{EndpointId, EventPattern, SubscriptionId, TenantId, resolve_ttl};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{
-    EventType, Micros, Subscription, SubscriptionStatus, Tenant, new_etag, now_micros,
+    Micros, Subscription, SubscriptionStatus, Tenant, new_etag, now_micros,
 };
 use crate::repository::{Page, SubscriptionFilter};
+use crate::resolve::Catalog;
 
 pub struct NewSubscription {
     pub tenant_id: String,
@@ -72,7 +73,7 @@ fn check_requested_status(
 
 /// Parses the patterns and checks them against the catalog: an exact name
 /// must exist and not be deprecated; a wildcard must match some entry.
-fn check_patterns(field: &str, patterns: &[String], catalog: &[EventType]) -> Result<Vec<String>> {
+fn check_patterns(field: &str, patterns: &[String], catalog: &Catalog) -> Result<Vec<String>> {
     if patterns.is_empty() || patterns.len() > MAX_PATTERNS {
         return Err(Error::invalid(
             field,
@@ -87,24 +88,24 @@ fn check_patterns(field: &str, patterns: &[String], catalog: &[EventType]) -> Re
             return Err(Error::invalid(at, format!("repeats {raw}")));
         }
         if pattern.is_wildcard() {
-            if !catalog.iter().any(|e| pattern.matches(&e.name)) {
+            if !catalog.keys().any(|name| pattern.matches(name)) {
                 return Err(Error::invalid(
                     at,
                     format!("{raw} matches no event type in the catalog"),
                 ));
             }
         } else {
-            match catalog.iter().find(|e| e.name == *raw) {
+            match catalog.get(raw.as_str()) {
                 None => {
                     return Err(Error::invalid(
                         at,
                         format!("{raw} is not in the event-type catalog"),
                     ));
                 }
-                Some(e) if e.deprecated => {
+                Some(true) => {
                     return Err(Error::invalid(at, format!("{raw} is deprecated")));
                 }
-                Some(_) => {}
+                Some(false) => {}
             }
         }
     }
@@ -139,6 +140,26 @@ pub fn presented(mut s: Subscription, now: Micros) -> Subscription {
 }
 
 impl Services {
+    /// Checks patterns against this replica's catalog and, when that refuses
+    /// them, against the database (an entry created a moment ago on another
+    /// replica may not have arrived yet).
+    async fn checked_patterns(&self, field: &str, patterns: &[String]) -> Result<Vec<String>> {
+        match check_patterns(field, patterns, &self.index.catalog()) {
+            Ok(p) => Ok(p),
+            Err(Error::InvalidArgument(_)) => {
+                let stored: Catalog = self
+                    .repo
+                    .all_event_types()
+                    .await?
+                    .into_iter()
+                    .map(|e| (e.name, e.deprecated))
+                    .collect();
+                check_patterns(field, patterns, &stored)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn create_subscription(
         &self,
         caller: &Caller,
@@ -162,8 +183,7 @@ impl Services {
         if new.ttl_seconds < 0 {
             return Err(Error::invalid("ttl_seconds", "must not be negative"));
         }
-        let catalog = self.repo.all_event_types().await?;
-        let event_types = check_patterns("subscription.event_types", &new.event_types, &catalog)?;
+        let event_types = self.checked_patterns("subscription.event_types", &new.event_types).await?;
         let tenant = self.writable_tenant(&tenant_id).await?;
         let ttl_seconds = new.ttl_seconds;
         self.idempotent(
@@ -356,10 +376,7 @@ impl Services {
             None => None,
         };
         let event_types = match &changes.event_types {
-            Some(p) => {
-                let catalog = self.repo.all_event_types().await?;
-                Some(check_patterns("subscription.event_types", p, &catalog)?)
-            }
+            Some(p) => Some(self.checked_patterns("subscription.event_types", p).await?),
             None => None,
         };
         self.writable_tenant(&tenant_id).await?;

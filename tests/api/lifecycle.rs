@@ -871,11 +871,12 @@ async fn loopback_host_name() -> Option<String> {
         if name.is_empty() || lower == "localhost" || lower.ends_with(".localhost") {
             continue;
         }
-        if let Ok(addrs) = tokio::net::lookup_host((name.as_str(), 80)).await {
-            let addrs: Vec<SocketAddr> = addrs.collect();
-            if !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()) {
-                return Some(name);
-            }
+        let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((name.as_str(), 80)).await {
+            Ok(addrs) => addrs.collect(),
+            Err(_) => continue,
+        };
+        if !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()) {
+            return Some(name);
         }
     }
     None
@@ -1117,17 +1118,29 @@ impl Watch {
 
     /// The next UPSERT or DELETE, skipping heartbeats.
     pub async fn next_change(&mut self) -> WatchSubscriptionsResponse {
-        let started = Instant::now();
+        self.next_change_within(DEADLINE)
+            .await
+            .unwrap_or_else(|| panic!("no change on the watch within {DEADLINE:?}"))
+    }
+
+    /// The next UPSERT or DELETE within `wait`, skipping heartbeats; `None`
+    /// when none came.
+    pub async fn next_change_within(&mut self, wait: Duration) -> Option<WatchSubscriptionsResponse> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let m = self.next().await;
+            let m = match tokio::time::timeout_at(deadline, self.stream.message()).await {
+                Err(_) => return None,
+                Ok(Ok(Some(m))) => m,
+                Ok(Ok(None)) => panic!("the watch stream ended"),
+                Ok(Err(status)) => panic!(
+                    "the watch stream failed: {:?} {}",
+                    status.code(),
+                    status.message()
+                ),
+            };
             match kind_of(&m) {
-                Kind::Heartbeat => {
-                    assert!(
-                        started.elapsed() < DEADLINE * 2,
-                        "no change, only heartbeats"
-                    );
-                }
-                Kind::Upsert | Kind::Delete => return m,
+                Kind::Heartbeat => {}
+                Kind::Upsert | Kind::Delete => return Some(m),
                 other => panic!("expected a change, got {other:?}: {m:?}"),
             }
         }

@@ -7,6 +7,7 @@ mod harness;
 mod auth;
 mod concurrency;
 mod credentials;
+mod data_plane;
 mod endpoints;
 mod event_types;
 mod fencing;

@@ -123,7 +123,7 @@ async fn data_survives_a_restart(backend: Backend) {
             ..Default::default()
         })
         .await);
-    assert_eq!(listed.subscriptions, [live.clone()]);
+    assert_eq!(listed.subscriptions, std::slice::from_ref(&live));
     // The name is still taken.
     expect_code(
         admin
