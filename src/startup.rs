@@ -10,7 +10,6 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -454,8 +453,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
             let _ = grpc_stop.wait_for(|stop| *stop).await;
             set_all(&reporter, ServingStatus::NotServing).await;
         };
-        let serve =
-            router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), signal);
+        // Without TCP_NODELAY, small responses wait for delayed ACKs (~40 ms).
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
+        let serve = router.serve_with_incoming_shutdown(incoming, signal);
         // Draining is bounded: after the grace period, remaining calls are cut.
         let deadline = async move {
             let _ = grace_stop.wait_for(|stop| *stop).await;

@@ -57,7 +57,13 @@ impl Follower {
     }
 
     async fn catalog(&self) -> RepoResult<Catalog> {
-        Ok(self.repo.all_event_types().await?.into_iter().map(|e| (e.name, e.deprecated)).collect())
+        Ok(self
+            .repo
+            .all_event_types()
+            .await?
+            .into_iter()
+            .map(|e| (e.name, e.deprecated))
+            .collect())
     }
 
     /// Applies every change after the applied revision.

@@ -55,7 +55,10 @@ struct TenantIndex {
 
 impl TenantIndex {
     fn build(active: bool, endpoints: Vec<Endpoint>, subscriptions: Vec<Subscription>) -> Self {
-        let mut index = TenantIndex { active, ..Default::default() };
+        let mut index = TenantIndex {
+            active,
+            ..Default::default()
+        };
         for e in endpoints {
             index.upsert_endpoint(e);
         }
@@ -85,7 +88,9 @@ impl TenantIndex {
     }
 
     fn remove_subscription(&mut self, subscription_id: &str) {
-        let Some(slot) = self.slots.remove(subscription_id) else { return };
+        let Some(slot) = self.slots.remove(subscription_id) else {
+            return;
+        };
         if let Some(entry) = self.entries[slot as usize].take() {
             for p in &entry.patterns {
                 if p.is_wildcard() {
@@ -107,7 +112,11 @@ impl TenantIndex {
         if s.status != SubscriptionStatus::Active {
             return;
         }
-        let patterns: Vec<EventPattern> = s.event_types.iter().filter_map(|p| EventPattern::parse(p).ok()).collect();
+        let patterns: Vec<EventPattern> = s
+            .event_types
+            .iter()
+            .filter_map(|p| EventPattern::parse(p).ok())
+            .collect();
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -119,7 +128,10 @@ impl TenantIndex {
             if p.is_wildcard() {
                 self.wildcards.insert(p.as_str(), slot);
             } else {
-                self.exact.entry(p.as_str().to_owned()).or_default().push(slot);
+                self.exact
+                    .entry(p.as_str().to_owned())
+                    .or_default()
+                    .push(slot);
             }
         }
         self.slots.insert(s.subscription_id.clone(), slot);
@@ -209,7 +221,10 @@ fn group(snapshot: Snapshot) -> HashMap<String, TenantIndex> {
     }
     let mut subscriptions: HashMap<String, Vec<Subscription>> = HashMap::new();
     for s in snapshot.subscriptions {
-        subscriptions.entry(s.tenant_id.clone()).or_default().push(s);
+        subscriptions
+            .entry(s.tenant_id.clone())
+            .or_default()
+            .push(s);
     }
     snapshot
         .tenants
@@ -236,7 +251,10 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 impl ResolveIndex {
     /// Replaces everything (start-up, or after falling behind the log).
     pub fn load_all(&self, snapshot: Snapshot, catalog: Catalog) {
-        let tenants = group(snapshot).into_iter().map(|(k, v)| (k, Arc::new(RwLock::new(v)))).collect();
+        let tenants = group(snapshot)
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(RwLock::new(v))))
+            .collect();
         *write(&self.tenants) = tenants;
         *write(&self.catalog) = Arc::new(catalog);
     }
@@ -264,8 +282,15 @@ impl ResolveIndex {
     }
 
     /// Applies one subscription's current state (None: it is gone).
-    pub fn apply_subscription(&self, tenant_id: &str, subscription_id: &str, current: Option<Subscription>) {
-        let Some(index) = self.tenant(tenant_id) else { return };
+    pub fn apply_subscription(
+        &self,
+        tenant_id: &str,
+        subscription_id: &str,
+        current: Option<Subscription>,
+    ) {
+        let Some(index) = self.tenant(tenant_id) else {
+            return;
+        };
         let mut index = write(&index);
         match current {
             Some(s) => index.upsert_subscription(s),
@@ -275,7 +300,9 @@ impl ResolveIndex {
 
     /// Applies one endpoint's current state (None: it is gone).
     pub fn apply_endpoint(&self, tenant_id: &str, endpoint_id: &str, current: Option<Endpoint>) {
-        let Some(index) = self.tenant(tenant_id) else { return };
+        let Some(index) = self.tenant(tenant_id) else {
+            return;
+        };
         let mut index = write(&index);
         match current {
             Some(e) => index.upsert_endpoint(e),
@@ -311,13 +338,22 @@ impl ResolveIndex {
     }
 
     /// Targets for an event, and the revision the answer reflects.
-    pub fn resolve(&self, tenant_id: &str, event_type: &str, now: Micros, with_secrets: bool) -> (Vec<Target>, Revision) {
+    pub fn resolve(
+        &self,
+        tenant_id: &str,
+        event_type: &str,
+        now: Micros,
+        with_secrets: bool,
+    ) -> (Vec<Target>, Revision) {
         let revision = self.applied();
         if !read(&self.catalog).contains_key(event_type) {
             return (Vec::new(), revision);
         }
         match self.tenant(tenant_id) {
-            Some(index) => (read(&index).resolve(event_type, now, with_secrets), revision),
+            Some(index) => (
+                read(&index).resolve(event_type, now, with_secrets),
+                revision,
+            ),
             None => (Vec::new(), revision),
         }
     }

@@ -7,6 +7,7 @@ use crate::domain::{CallbackUrl, EndpointId, SigningSecret, TenantId, UrlPolicy}
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{Endpoint, PreviousSecret, Tenant, new_etag, now_micros};
 
+#[derive(Clone)]
 pub struct NewEndpoint {
     pub tenant_id: String,
     pub endpoint_id: String,
@@ -16,7 +17,7 @@ pub struct NewEndpoint {
     pub secret: String,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct EndpointChanges {
     pub etag: String,
     pub url: Option<String>,
@@ -126,7 +127,35 @@ impl Services {
 
     /// Update; with `allow_missing` a missing endpoint is created from
     /// `upsert` (an AIP-134 upsert).
+    /// Updates; when the caller sent no etag, a concurrent change is not
+    /// its conflict, so the update is re-read and retried a few times.
     pub async fn update_endpoint(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        endpoint_id: &str,
+        changes: EndpointChanges,
+        upsert: Option<NewEndpoint>,
+    ) -> Result<Written<Endpoint>> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .update_endpoint_once(
+                    caller,
+                    tenant_id,
+                    endpoint_id,
+                    changes.clone(),
+                    upsert.clone(),
+                )
+                .await
+            {
+                Err(Error::Aborted(_)) if changes.etag.is_empty() && attempt < 5 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn update_endpoint_once(
         &self,
         caller: &Caller,
         tenant_id: &str,

@@ -15,7 +15,7 @@ pub struct NewEventType {
     pub deprecated: bool,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct EventTypeChanges {
     pub etag: String,
     pub description: Option<String>,
@@ -137,7 +137,27 @@ impl Services {
         Ok(self.listed(scope, page, |e| (e.create_time, e.name.clone())))
     }
 
+    /// Updates; when the caller sent no etag, a concurrent change is not
+    /// its conflict, so the update is re-read and retried a few times.
     pub async fn update_event_type(
+        &self,
+        caller: &Caller,
+        name: &str,
+        changes: EventTypeChanges,
+    ) -> Result<Written<EventType>> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .update_event_type_once(caller, name, changes.clone())
+                .await
+            {
+                Err(Error::Aborted(_)) if changes.etag.is_empty() && attempt < 5 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn update_event_type_once(
         &self,
         caller: &Caller,
         name: &str,

@@ -5,12 +5,11 @@ use super::{Idempotency, Listed, Paging, Services, Written, attach_response};
 use crate::auth::{Caller, Permission};
 use crate::domain::{EndpointId, EventPattern, SubscriptionId, TenantId, resolve_ttl};
 use crate::error::{Error, FieldExt, Result};
-use crate::model::{
-    Micros, Subscription, SubscriptionStatus, Tenant, new_etag, now_micros,
-};
+use crate::model::{Micros, Subscription, SubscriptionStatus, Tenant, new_etag, now_micros};
 use crate::repository::{Page, SubscriptionFilter};
 use crate::resolve::Catalog;
 
+#[derive(Clone)]
 pub struct NewSubscription {
     pub tenant_id: String,
     pub subscription_id: String,
@@ -21,7 +20,7 @@ pub struct NewSubscription {
     pub ttl_seconds: i64,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct SubscriptionChanges {
     pub etag: String,
     pub endpoint_id: Option<String>,
@@ -183,7 +182,9 @@ impl Services {
         if new.ttl_seconds < 0 {
             return Err(Error::invalid("ttl_seconds", "must not be negative"));
         }
-        let event_types = self.checked_patterns("subscription.event_types", &new.event_types).await?;
+        let event_types = self
+            .checked_patterns("subscription.event_types", &new.event_types)
+            .await?;
         let tenant = self.writable_tenant(&tenant_id).await?;
         let ttl_seconds = new.ttl_seconds;
         self.idempotent(
@@ -347,7 +348,35 @@ impl Services {
         Ok(listed)
     }
 
+    /// Updates; when the caller sent no etag, a concurrent change is not
+    /// its conflict, so the update is re-read and retried a few times.
     pub async fn update_subscription(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        subscription_id: &str,
+        changes: SubscriptionChanges,
+        upsert: Option<NewSubscription>,
+    ) -> Result<Written<Subscription>> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .update_subscription_once(
+                    caller,
+                    tenant_id,
+                    subscription_id,
+                    changes.clone(),
+                    upsert.clone(),
+                )
+                .await
+            {
+                Err(Error::Aborted(_)) if changes.etag.is_empty() && attempt < 5 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn update_subscription_once(
         &self,
         caller: &Caller,
         tenant_id: &str,

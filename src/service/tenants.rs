@@ -14,7 +14,7 @@ pub struct NewTenant {
 }
 
 /// Fields an update may change; `None` leaves a field alone.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct TenantChanges {
     pub etag: String,
     pub display_name: Option<String>,
@@ -93,7 +93,27 @@ impl Services {
         Ok(self.listed(scope, page, |t| (t.create_time, t.tenant_id.clone())))
     }
 
+    /// Updates; when the caller sent no etag, a concurrent change is not
+    /// its conflict, so the update is re-read and retried a few times.
     pub async fn update_tenant(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+        changes: TenantChanges,
+    ) -> Result<Written<Tenant>> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .update_tenant_once(caller, tenant_id, changes.clone())
+                .await
+            {
+                Err(Error::Aborted(_)) if changes.etag.is_empty() && attempt < 5 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn update_tenant_once(
         &self,
         caller: &Caller,
         tenant_id: &str,

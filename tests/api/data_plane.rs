@@ -14,7 +14,7 @@ use hookplane::proto::watch_subscriptions_response::{Kind, Resource};
 use hookplane::proto::{
     CreateEndpointRequest, DeleteEndpointRequest, DeleteSubscriptionRequest, Endpoint,
     GetEndpointRequest, ResolveSubscribersRequest, RotateEndpointSecretRequest, Subscription,
-    Tenant, UpdateSubscriptionRequest, UpdateTenantRequest, WatchSubscriptionsResponse,
+    Tenant, UpdateSubscriptionRequest, UpdateTenantRequest,
 };
 use tokio::task::JoinSet;
 use tonic::Code;
@@ -22,8 +22,8 @@ use tonic::transport::Channel;
 
 use crate::harness::*;
 use crate::lifecycle::{
-    DEADLINE, Watch, endpoint_of, eventually, kind_of, resolve, set_subscription_status,
-    subscription_of, target_ids, update_endpoint, watch_error,
+    DEADLINE, Watch, endpoint_of, kind_of, resolve, set_subscription_status, subscription_of,
+    target_ids, update_endpoint, watch_error,
 };
 
 /// `{subscription_id: matched_pattern}` of `targets`; fails on a subscription
@@ -232,7 +232,10 @@ async fn seed_002_004_changes_take_effect_at_once(backend: Backend) {
             allow_missing: false,
         })
         .await);
-    assert!(resolved("command.completed").await.is_empty(), "old patterns");
+    assert!(
+        resolved("command.completed").await.is_empty(),
+        "old patterns"
+    );
     assert_eq!(resolved("alarm-raised").await, [o.clone()], "new patterns");
 
     set_subscription_status(&admin, &p, SubStatus::Active).await;
@@ -322,14 +325,19 @@ async fn resolve_needs_permission_and_secrets_go_to_secret_readers(backend: Back
     }
 
     let dispatcher = server.clients(&create_credential(&admin, TENANT, Role::Dispatcher).await);
-    let platform_dispatcher = server.clients(&create_credential(&admin, "", Role::Dispatcher).await);
+    let platform_dispatcher =
+        server.clients(&create_credential(&admin, "", Role::Dispatcher).await);
     for (who, caller) in [
         ("tenant dispatcher", &dispatcher),
         ("platform dispatcher", &platform_dispatcher),
         ("platform admin", &admin),
     ] {
         let targets = resolve(caller, TENANT, "command.completed").await;
-        assert_eq!(target_ids(&targets), [sub.subscription_id.as_str()], "{who}");
+        assert_eq!(
+            target_ids(&targets),
+            [sub.subscription_id.as_str()],
+            "{who}"
+        );
         assert_eq!(targets[0].signing_secrets, [secret], "{who} reads secrets");
     }
     // A tenant dispatcher may leave tenant_id empty: its own tenant.
@@ -435,10 +443,7 @@ async fn watch_streams_snapshot_heartbeat_then_changes(backend: Backend) {
     .await;
     create_subscription(&admin, subscription("other", "ep", &["command.*"])).await;
     let m = watch.next_change().await;
-    assert_eq!(
-        (kind_of(&m), m.revision),
-        (Kind::Upsert, added_revision)
-    );
+    assert_eq!((kind_of(&m), m.revision), (Kind::Upsert, added_revision));
     assert_eq!(subscription_of(&m).subscription_id, added.subscription_id);
     assert_eq!(status_of(subscription_of(&m)), SubStatus::Active);
 
@@ -601,9 +606,16 @@ async fn watch_refuses_revisions_outside_the_log(backend: Backend) {
     let far = watch_error(&admin, TENANT, i64::MAX).await;
     assert_eq!(far.code(), Code::OutOfRange, "{}", far.message());
     let negative = watch_error(&admin, TENANT, -1).await;
-    assert_eq!(negative.code(), Code::InvalidArgument, "{}", negative.message());
+    assert_eq!(
+        negative.code(),
+        Code::InvalidArgument,
+        "{}",
+        negative.message()
+    );
     assert!(
-        violation_fields(&negative).iter().any(|f| f == "since_revision"),
+        violation_fields(&negative)
+            .iter()
+            .any(|f| f == "since_revision"),
         "names since_revision: {:?}",
         violation_fields(&negative)
     );
@@ -618,12 +630,16 @@ async fn watch_refuses_revisions_outside_the_log(backend: Backend) {
 // Revisions in commit order
 // ---------------------------------------------------------------------------
 
-const WRITERS: usize = 8;
+pub const WRITERS: usize = 8;
 const WRITES_PER_WRITER: usize = 24;
 
 /// Every writer writes `WRITES_PER_WRITER` times (create, disable, delete,
 /// ...) at the same time as the others; returns every write's `x-revision`.
-pub async fn concurrent_writes(writers: Vec<Clients>, tenant_id: &str, endpoint_id: &str) -> Vec<i64> {
+pub async fn concurrent_writes(
+    writers: Vec<Clients>,
+    tenant_id: &str,
+    endpoint_id: &str,
+) -> Vec<i64> {
     let mut tasks = JoinSet::new();
     for clients in writers {
         let (tenant_id, endpoint_id) = (tenant_id.to_owned(), endpoint_id.to_owned());

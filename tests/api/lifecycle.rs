@@ -1125,7 +1125,10 @@ impl Watch {
 
     /// The next UPSERT or DELETE within `wait`, skipping heartbeats; `None`
     /// when none came.
-    pub async fn next_change_within(&mut self, wait: Duration) -> Option<WatchSubscriptionsResponse> {
+    pub async fn next_change_within(
+        &mut self,
+        wait: Duration,
+    ) -> Option<WatchSubscriptionsResponse> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let m = match tokio::time::timeout_at(deadline, self.stream.message()).await {
