@@ -542,7 +542,7 @@ mod tests {
     struct Recorder;
 
     impl Service<http::Request<()>> for Recorder {
-        type Response = Option<MethodPath>;
+        type Response = http::Response<Option<MethodPath>>;
         type Error = std::convert::Infallible;
         type Future = Ready<Result<Self::Response, Self::Error>>;
 
@@ -551,7 +551,9 @@ mod tests {
         }
 
         fn call(&mut self, req: http::Request<()>) -> Self::Future {
-            std::future::ready(Ok(req.extensions().get::<MethodPath>().cloned()))
+            std::future::ready(Ok(http::Response::new(
+                req.extensions().get::<MethodPath>().cloned(),
+            )))
         }
     }
 
@@ -564,10 +566,40 @@ mod tests {
             .unwrap();
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let fut = pin!(svc.call(req));
-        let Poll::Ready(Ok(path)) = fut.poll(&mut cx) else {
+        let Poll::Ready(Ok(response)) = fut.poll(&mut cx) else {
             panic!("the inner future is ready at once");
         };
-        assert_eq!(path, Some(MethodPath(METHOD.into())));
+        assert_eq!(response.body(), &Some(MethodPath(METHOD.into())));
+        // A request without an id gets a generated one, echoed back.
+        let echoed = response
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(
+            uuid::Uuid::parse_str(echoed).is_ok(),
+            "generated id {echoed}"
+        );
+    }
+
+    #[test]
+    fn method_path_layer_echoes_the_callers_request_id() {
+        let mut svc = MethodPathLayer.layer(Recorder);
+        let req = http::Request::builder()
+            .uri("http://localhost:50051/hookplane.v1.TenantService/GetTenant")
+            .header(REQUEST_ID_HEADER, "req-001")
+            .body(())
+            .unwrap();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let fut = pin!(svc.call(req));
+        let Poll::Ready(Ok(response)) = fut.poll(&mut cx) else {
+            panic!("the inner future is ready at once");
+        };
+        assert_eq!(
+            response.headers().get(REQUEST_ID_HEADER).unwrap(),
+            "req-001"
+        );
     }
 
     /// Stands in for the generated gRPC services behind the layer.

@@ -820,12 +820,11 @@ impl Repository for SeaRepository {
     }
 
     async fn changes_since(&self, after: Revision, limit: u64) -> RepoResult<Vec<ChangeRecord>> {
-        // Through the writer on SQLite: it sees every commit at once.
         Ok(change::Entity::find()
             .filter(change::Column::Revision.gt(after))
             .order_by_asc(change::Column::Revision)
             .limit(limit)
-            .all(&self.writer)
+            .all(&self.reader)
             .await
             .map_err(classify)?
             .into_iter()
@@ -868,8 +867,9 @@ impl Repository for SeaRepository {
             endpoints = endpoints.filter(endpoint::Column::TenantId.eq(t));
             subscriptions = subscriptions.filter(subscription::Column::TenantId.eq(t));
         }
-        // One read transaction, so the three lists agree with each other.
-        let txn = self.writer.begin().await.map_err(classify)?;
+        // One read transaction, so the three lists agree with each other;
+        // on a reader, so a long snapshot never holds SQLite's writer.
+        let txn = self.reader.begin().await.map_err(classify)?;
         let tenants = tenants.all(&txn).await.map_err(classify)?;
         let endpoints = endpoints
             .order_by_asc(endpoint::Column::CreateTime)

@@ -54,18 +54,20 @@ impl Services {
         if let Some(t) = &tenant_id {
             TenantId::parse(t).field("credential.tenant_id")?;
         }
+        // Permission before validation: asking for more than one has is
+        // PERMISSION_DENIED whatever the shape of the request.
+        if !caller.can_create(role, tenant_id.as_deref()) {
+            return Err(Error::PermissionDenied(
+                "a credential cannot create one with more permissions or a wider scope than its own"
+                    .into(),
+            ));
+        }
         if !role.scope_rule().allows(tenant_id.as_deref()) {
             let why = match tenant_id {
                 Some(_) => format!("role {} cannot be scoped to a tenant", role.as_str()),
                 None => format!("role {} needs a tenant_id", role.as_str()),
             };
             return Err(Error::invalid("credential.tenant_id", why));
-        }
-        if !caller.can_create(role, tenant_id.as_deref()) {
-            return Err(Error::PermissionDenied(
-                "a credential cannot create one with more permissions or a wider scope than its own"
-                    .into(),
-            ));
         }
         check_text("credential.description", &new.description, 1024)?;
         let written = self

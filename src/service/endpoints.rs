@@ -43,7 +43,12 @@ impl Services {
         new: NewEndpoint,
         idempotency: Option<Idempotency>,
     ) -> Result<Written<Endpoint>> {
-        let tenant_id = self.tenant_scope(caller, Permission::EndpointsWrite, &new.tenant_id)?;
+        let tenant_id = self.tenant_scope_at(
+            caller,
+            Permission::EndpointsWrite,
+            &new.tenant_id,
+            "endpoint.tenant_id",
+        )?;
         TenantId::parse(&tenant_id).field("endpoint.tenant_id")?;
         let endpoint_id = if new.endpoint_id.is_empty() {
             EndpointId::generate()
@@ -163,7 +168,12 @@ impl Services {
         changes: EndpointChanges,
         upsert: Option<NewEndpoint>,
     ) -> Result<Written<Endpoint>> {
-        let tenant_id = self.tenant_scope(caller, Permission::EndpointsWrite, tenant_id)?;
+        let tenant_id = self.tenant_scope_at(
+            caller,
+            Permission::EndpointsWrite,
+            tenant_id,
+            "endpoint.tenant_id",
+        )?;
         TenantId::parse(&tenant_id).field("endpoint.tenant_id")?;
         let endpoint_id = EndpointId::parse(endpoint_id).field("endpoint.endpoint_id")?;
         if let Some(d) = &changes.description {

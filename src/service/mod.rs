@@ -155,10 +155,22 @@ impl Services {
         permission: Permission,
         requested: &str,
     ) -> Result<String> {
+        self.tenant_scope_at(caller, permission, requested, "tenant_id")
+    }
+
+    /// [`Self::tenant_scope`] for a tenant_id inside a resource (`field`
+    /// names it in a violation, e.g. `endpoint.tenant_id`).
+    fn tenant_scope_at(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        requested: &str,
+        field: &str,
+    ) -> Result<String> {
         self.require(caller, permission)?;
         match caller.effective_tenant(requested) {
             Ok(t) => Ok(t.to_owned()),
-            Err(ScopeError::TenantRequired) => Err(Error::invalid("tenant_id", "must be set")),
+            Err(ScopeError::TenantRequired) => Err(Error::invalid(field, "must be set")),
             Err(ScopeError::OtherTenant) => Err(Error::PermissionDenied(
                 "the credential is scoped to another tenant".into(),
             )),

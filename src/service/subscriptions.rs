@@ -165,8 +165,12 @@ impl Services {
         new: NewSubscription,
         idempotency: Option<Idempotency>,
     ) -> Result<Written<Subscription>> {
-        let tenant_id =
-            self.tenant_scope(caller, Permission::SubscriptionsWrite, &new.tenant_id)?;
+        let tenant_id = self.tenant_scope_at(
+            caller,
+            Permission::SubscriptionsWrite,
+            &new.tenant_id,
+            "subscription.tenant_id",
+        )?;
         TenantId::parse(&tenant_id).field("subscription.tenant_id")?;
         let subscription_id = if new.subscription_id.is_empty() {
             SubscriptionId::generate()
@@ -384,7 +388,12 @@ impl Services {
         changes: SubscriptionChanges,
         upsert: Option<NewSubscription>,
     ) -> Result<Written<Subscription>> {
-        let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsWrite, tenant_id)?;
+        let tenant_id = self.tenant_scope_at(
+            caller,
+            Permission::SubscriptionsWrite,
+            tenant_id,
+            "subscription.tenant_id",
+        )?;
         TenantId::parse(&tenant_id).field("subscription.tenant_id")?;
         let subscription_id =
             SubscriptionId::parse(subscription_id).field("subscription.subscription_id")?;

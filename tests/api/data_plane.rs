@@ -207,7 +207,7 @@ async fn seed_002_004_changes_take_effect_at_once(backend: Backend) {
     )
     .await;
     let o = orders.subscription_id.clone();
-    assert_eq!(resolved("command.completed").await, [o.clone()]);
+    assert_eq!(resolved("command.completed").await, [o.as_str()]);
     let paused = create_subscription(
         &admin,
         Subscription {
@@ -217,7 +217,11 @@ async fn seed_002_004_changes_take_effect_at_once(backend: Backend) {
     )
     .await;
     let p = paused.subscription_id.clone();
-    assert_eq!(resolved("command.completed").await, [o.clone()], "DISABLED");
+    assert_eq!(
+        resolved("command.completed").await,
+        [o.as_str()],
+        "DISABLED"
+    );
 
     ok(admin
         .subscriptions()
@@ -236,10 +240,10 @@ async fn seed_002_004_changes_take_effect_at_once(backend: Backend) {
         resolved("command.completed").await.is_empty(),
         "old patterns"
     );
-    assert_eq!(resolved("alarm-raised").await, [o.clone()], "new patterns");
+    assert_eq!(resolved("alarm-raised").await, [o.as_str()], "new patterns");
 
     set_subscription_status(&admin, &p, SubStatus::Active).await;
-    assert_eq!(resolved("command.completed").await, [p.clone()], "enabled");
+    assert_eq!(resolved("command.completed").await, [p.as_str()], "enabled");
     set_subscription_status(&admin, &p, SubStatus::Disabled).await;
     assert!(resolved("command.completed").await.is_empty(), "disabled");
     set_subscription_status(&admin, &p, SubStatus::Active).await;
@@ -254,7 +258,7 @@ async fn seed_002_004_changes_take_effect_at_once(backend: Backend) {
         "a disabled endpoint resolves nothing"
     );
     update_endpoint(&admin, disable(true), &["enabled"]).await;
-    assert_eq!(resolved("command.completed").await, [p.clone()]);
+    assert_eq!(resolved("command.completed").await, [p.as_str()]);
 
     let moved = "https://moved.example.com/hooks";
     update_endpoint(&admin, endpoint(TENANT, "ep2", moved), &["url"]).await;
@@ -266,8 +270,8 @@ async fn seed_002_004_changes_take_effect_at_once(backend: Backend) {
     assert!(resolved("command.completed").await.is_empty(), "suspended");
     assert!(resolved("alarm-raised").await.is_empty(), "suspended");
     set_tenant_state(&admin, TENANT, TenantState::Active).await;
-    assert_eq!(resolved("command.completed").await, [p.clone()]);
-    assert_eq!(resolved("alarm-raised").await, [o.clone()]);
+    assert_eq!(resolved("command.completed").await, [p.as_str()]);
+    assert_eq!(resolved("alarm-raised").await, [o.as_str()]);
 
     delete_subscription(&admin, &o).await;
     assert!(resolved("alarm-raised").await.is_empty(), "deleted");
@@ -526,7 +530,7 @@ async fn watch_resumes_after_a_reconnect_without_gap_or_duplicate(backend: Backe
             let (s, rev) =
                 create_with_revision(&admin, subscription(TENANT, ENDPOINT, &["command.*"])).await;
             let mut revisions = vec![rev];
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 let response = admin
                     .subscriptions()
                     .update_subscription(UpdateSubscriptionRequest {

@@ -362,8 +362,8 @@ async fn setup(admin: &Clients, settings: Settings, url: &str) {
     create_endpoint(admin, TENANT, ENDPOINT, url).await;
 }
 
-/// Waits until `replica` accepts `cred` (credentials reach it through the
-/// change log).
+/// Waits until `replica` knows `cred` (credentials reach it through the
+/// change log): a call is no longer UNAUTHENTICATED, whatever the role.
 async fn await_credential(replica: &Replica, cred: &Cred) {
     let clients = replica.clients(cred);
     eventually(
@@ -372,15 +372,18 @@ async fn await_credential(replica: &Replica, cred: &Cred) {
         || {
             let clients = clients.clone();
             async move {
-                clients
+                let result = clients
                     .subscriptions()
                     .list_subscriptions(ListSubscriptionsRequest {
                         tenant_id: TENANT.to_owned(),
                         page_size: 1,
                         ..Default::default()
                     })
-                    .await
-                    .ok()
+                    .await;
+                match result {
+                    Err(status) if status.code() == Code::Unauthenticated => None,
+                    _ => Some(()),
+                }
             }
         },
     )
