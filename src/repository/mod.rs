@@ -184,6 +184,11 @@ pub trait Repository: Send + Sync + 'static {
     async fn prune_changes(&self, before: Micros) -> RepoResult<u64>;
     /// Live state of one tenant (`Some`) or of every tenant (`None`).
     async fn snapshot(&self, tenant_id: Option<&str>) -> RepoResult<Snapshot>;
+    /// Live state of the given tenants.
+    async fn snapshot_tenants(&self, tenant_ids: &[String]) -> RepoResult<Snapshot>;
+    /// Live tenant ids after `after`, in id order, at most `limit` (for
+    /// loading everything in batches).
+    async fn tenant_ids(&self, after: &str, limit: u64) -> RepoResult<Vec<String>>;
     /// Marks subscriptions past their expire_time EXPIRED and forgets
     /// rotated-out secrets past their grace period, recording each change.
     async fn sweep_expired(&self, now: Micros) -> RepoResult<u64>;

@@ -18,6 +18,19 @@ use crate::service::cached;
 
 const POLL: Duration = Duration::from_millis(250);
 const BATCH: u64 = 5_000;
+/// Tenants per query when loading everything.
+const LOAD_BATCH: u64 = 500;
+
+/// Hands memory freed after a bulk load back to the system (glibc keeps it
+/// otherwise, and the load's row buffers would stay in the RSS).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it has no
+    // preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 pub struct Follower {
     repo: Arc<dyn Repository>,
@@ -46,9 +59,30 @@ impl Follower {
         // Read the revision first: changes after it are replayed later, so
         // nothing committed during the load is missed.
         let revision = self.repo.current_revision().await?;
-        let snapshot = self.repo.snapshot(None).await?;
         let catalog = self.catalog().await?;
-        self.index.load_all(snapshot, catalog);
+        // Tenants in batches, so only one batch of rows is in memory at once.
+        let repo = self.repo.clone();
+        let cursor = std::sync::Arc::new(std::sync::Mutex::new(Some(String::new())));
+        self.index
+            .load_all(
+                || {
+                    let repo = repo.clone();
+                    let cursor = cursor.clone();
+                    async move {
+                        let after = cursor.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        let Some(after) = after else { return Ok(None) };
+                        let ids = repo.tenant_ids(&after, LOAD_BATCH).await?;
+                        *cursor.lock().unwrap_or_else(|e| e.into_inner()) = ids.last().cloned();
+                        if ids.is_empty() {
+                            return Ok(None);
+                        }
+                        repo.snapshot_tenants(&ids).await.map(Some)
+                    }
+                },
+                catalog,
+            )
+            .await?;
+        release_freed_memory();
         let credentials = self.repo.all_credentials().await?;
         self.credentials
             .replace_all(credentials.iter().map(cached).collect());

@@ -26,35 +26,59 @@ pub struct Target {
 }
 
 struct IndexedEndpoint {
-    url: String,
-    secret: String,
-    previous: Option<(String, Micros)>,
+    url: Box<str>,
+    secret: Box<str>,
+    previous: Option<(Box<str>, Micros)>,
 }
 
+/// Kept small: a million of these live in memory.
 struct Entry {
-    subscription_id: String,
-    name: String,
-    endpoint_id: String,
-    patterns: Vec<EventPattern>,
+    subscription_id: Box<str>,
+    name: Box<str>,
+    endpoint_id: Box<str>,
+    /// Shared across subscriptions through the index's pattern interner.
+    patterns: Box<[Arc<EventPattern>]>,
     expire_time: Option<Micros>,
-    /// Creation order, for a stable answer.
-    order: (Micros, String),
+    /// Creation time; with the id, the stable order of answers.
+    create_time: Micros,
+}
+
+/// One parsed pattern per distinct pattern text, shared by every
+/// subscription that uses it.
+#[derive(Default)]
+pub(crate) struct Patterns(std::sync::Mutex<HashMap<Box<str>, Arc<EventPattern>>>);
+
+impl Patterns {
+    fn get(&self, raw: &str) -> Option<Arc<EventPattern>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.get(raw) {
+            return Some(p.clone());
+        }
+        let parsed = Arc::new(EventPattern::parse(raw).ok()?);
+        map.insert(raw.into(), parsed.clone());
+        Some(parsed)
+    }
 }
 
 #[derive(Default)]
 struct TenantIndex {
     active: bool,
     /// Enabled, live endpoints only.
-    endpoints: HashMap<String, IndexedEndpoint>,
+    endpoints: HashMap<Box<str>, IndexedEndpoint>,
     entries: Vec<Option<Entry>>,
     free: Vec<u32>,
-    slots: HashMap<String, u32>,
-    exact: HashMap<String, Vec<u32>>,
+    slots: HashMap<Box<str>, u32>,
+    exact: HashMap<Box<str>, Vec<u32>>,
     wildcards: PatternTrie,
 }
 
 impl TenantIndex {
-    fn build(active: bool, endpoints: Vec<Endpoint>, subscriptions: Vec<Subscription>) -> Self {
+    fn build(
+        active: bool,
+        endpoints: Vec<Endpoint>,
+        subscriptions: Vec<Subscription>,
+        patterns: &Patterns,
+    ) -> Self {
         let mut index = TenantIndex {
             active,
             ..Default::default()
@@ -63,22 +87,24 @@ impl TenantIndex {
             index.upsert_endpoint(e);
         }
         for s in subscriptions {
-            index.upsert_subscription(s);
+            index.upsert_subscription(s, patterns);
         }
+        index.entries.shrink_to_fit();
+        index.slots.shrink_to_fit();
         index
     }
 
     fn upsert_endpoint(&mut self, e: Endpoint) {
         if !e.enabled || e.delete_time.is_some() {
-            self.endpoints.remove(&e.endpoint_id);
+            self.endpoints.remove(e.endpoint_id.as_str());
             return;
         }
         self.endpoints.insert(
-            e.endpoint_id,
+            e.endpoint_id.into(),
             IndexedEndpoint {
-                url: e.url,
-                secret: e.secret,
-                previous: e.previous_secret.map(|p| (p.secret, p.expire_time)),
+                url: e.url.into(),
+                secret: e.secret.into(),
+                previous: e.previous_secret.map(|p| (p.secret.into(), p.expire_time)),
             },
         );
     }
@@ -107,16 +133,13 @@ impl TenantIndex {
     }
 
     /// Indexes an ACTIVE subscription; anything else leaves the index.
-    fn upsert_subscription(&mut self, s: Subscription) {
+    fn upsert_subscription(&mut self, s: Subscription, interner: &Patterns) {
         self.remove_subscription(&s.subscription_id);
         if s.status != SubscriptionStatus::Active {
             return;
         }
-        let patterns: Vec<EventPattern> = s
-            .event_types
-            .iter()
-            .filter_map(|p| EventPattern::parse(p).ok())
-            .collect();
+        let patterns: Box<[Arc<EventPattern>]> =
+            s.event_types.iter().filter_map(|p| interner.get(p)).collect();
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -128,18 +151,15 @@ impl TenantIndex {
             if p.is_wildcard() {
                 self.wildcards.insert(p.as_str(), slot);
             } else {
-                self.exact
-                    .entry(p.as_str().to_owned())
-                    .or_default()
-                    .push(slot);
+                self.exact.entry(p.as_str().into()).or_default().push(slot);
             }
         }
-        self.slots.insert(s.subscription_id.clone(), slot);
+        self.slots.insert(s.subscription_id.as_str().into(), slot);
         self.entries[slot as usize] = Some(Entry {
-            order: (s.create_time, s.subscription_id.clone()),
-            subscription_id: s.subscription_id,
-            name: s.name.unwrap_or_default(),
-            endpoint_id: s.endpoint_id,
+            create_time: s.create_time,
+            subscription_id: s.subscription_id.into(),
+            name: s.name.unwrap_or_default().into(),
+            endpoint_id: s.endpoint_id.into(),
             patterns,
             expire_time: s.expire_time,
         });
@@ -154,7 +174,7 @@ impl TenantIndex {
         self.wildcards.collect(&segments, &mut slots);
         slots.sort_unstable();
         slots.dedup();
-        let mut found: Vec<(&Entry, &IndexedEndpoint, &EventPattern)> = slots
+        let mut found: Vec<(&Entry, &IndexedEndpoint, &Arc<EventPattern>)> = slots
             .into_iter()
             .filter_map(|slot| {
                 let entry = self.entries.get(slot as usize)?.as_ref()?;
@@ -166,26 +186,28 @@ impl TenantIndex {
                 Some((entry, endpoint, matched))
             })
             .collect();
-        found.sort_by(|a, b| a.0.order.cmp(&b.0.order));
+        found.sort_by(|a, b| {
+            (a.0.create_time, &a.0.subscription_id).cmp(&(b.0.create_time, &b.0.subscription_id))
+        });
         found
             .into_iter()
             .map(|(entry, endpoint, matched)| {
                 let signing_secrets = if with_secrets {
-                    let mut secrets = vec![endpoint.secret.clone()];
+                    let mut secrets = vec![endpoint.secret.to_string()];
                     if let Some((previous, until)) = &endpoint.previous
                         && *until > now
                     {
-                        secrets.push(previous.clone());
+                        secrets.push(previous.to_string());
                     }
                     secrets
                 } else {
                     Vec::new()
                 };
                 Target {
-                    subscription_id: entry.subscription_id.clone(),
-                    endpoint_id: entry.endpoint_id.clone(),
-                    name: entry.name.clone(),
-                    url: endpoint.url.clone(),
+                    subscription_id: entry.subscription_id.to_string(),
+                    endpoint_id: entry.endpoint_id.to_string(),
+                    name: entry.name.to_string(),
+                    url: endpoint.url.to_string(),
                     matched_pattern: matched.as_str().to_owned(),
                     signing_secrets,
                 }
@@ -201,6 +223,7 @@ pub type Catalog = HashMap<String, bool>;
 pub struct ResolveIndex {
     tenants: RwLock<HashMap<String, Arc<RwLock<TenantIndex>>>>,
     catalog: RwLock<Arc<Catalog>>,
+    patterns: Patterns,
     applied: watch::Sender<Revision>,
 }
 
@@ -209,12 +232,13 @@ impl Default for ResolveIndex {
         ResolveIndex {
             tenants: RwLock::default(),
             catalog: RwLock::default(),
+            patterns: Patterns::default(),
             applied: watch::channel(0).0,
         }
     }
 }
 
-fn group(snapshot: Snapshot) -> HashMap<String, TenantIndex> {
+fn group(snapshot: Snapshot, patterns: &Patterns) -> HashMap<String, TenantIndex> {
     let mut endpoints: HashMap<String, Vec<Endpoint>> = HashMap::new();
     for e in snapshot.endpoints {
         endpoints.entry(e.tenant_id.clone()).or_default().push(e);
@@ -234,6 +258,7 @@ fn group(snapshot: Snapshot) -> HashMap<String, TenantIndex> {
                 t.state == TenantState::Active,
                 endpoints.remove(&t.tenant_id).unwrap_or_default(),
                 subscriptions.remove(&t.tenant_id).unwrap_or_default(),
+                patterns,
             );
             (t.tenant_id, index)
         })
@@ -249,19 +274,32 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl ResolveIndex {
-    /// Replaces everything (start-up, or after falling behind the log).
-    pub fn load_all(&self, snapshot: Snapshot, catalog: Catalog) {
-        let tenants = group(snapshot)
-            .into_iter()
-            .map(|(k, v)| (k, Arc::new(RwLock::new(v))))
-            .collect();
+    /// Replaces everything (start-up, or after falling behind the log)
+    /// with the tenants `batches` yields, built one batch at a time so the
+    /// rows of only one batch are in memory at once.
+    pub async fn load_all<F, Fut>(
+        &self,
+        mut batches: F,
+        catalog: Catalog,
+    ) -> crate::repository::RepoResult<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = crate::repository::RepoResult<Option<Snapshot>>>,
+    {
+        let mut tenants = HashMap::new();
+        while let Some(snapshot) = batches().await? {
+            for (k, v) in group(snapshot, &self.patterns) {
+                tenants.insert(k, Arc::new(RwLock::new(v)));
+            }
+        }
         *write(&self.tenants) = tenants;
         *write(&self.catalog) = Arc::new(catalog);
+        Ok(())
     }
 
     /// Replaces one tenant's index from its snapshot (gone if deleted).
     pub fn load_tenant(&self, tenant_id: &str, snapshot: Snapshot) {
-        let index = group(snapshot).remove(tenant_id);
+        let index = group(snapshot, &self.patterns).remove(tenant_id);
         let mut tenants = write(&self.tenants);
         match index {
             Some(index) => {
@@ -293,7 +331,7 @@ impl ResolveIndex {
         };
         let mut index = write(&index);
         match current {
-            Some(s) => index.upsert_subscription(s),
+            Some(s) => index.upsert_subscription(s, &self.patterns),
             None => index.remove_subscription(subscription_id),
         }
     }
