@@ -138,8 +138,11 @@ impl TenantIndex {
         if s.status != SubscriptionStatus::Active {
             return;
         }
-        let patterns: Box<[Arc<EventPattern>]> =
-            s.event_types.iter().filter_map(|p| interner.get(p)).collect();
+        let patterns: Box<[Arc<EventPattern>]> = s
+            .event_types
+            .iter()
+            .filter_map(|p| interner.get(p))
+            .collect();
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
