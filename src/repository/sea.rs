@@ -482,19 +482,30 @@ async fn listen_for_changes(
     }
 }
 
+/// Page cache per SQLite connection, in KiB (SQLite's default is 2 MiB,
+/// too small for random access into a large subscriptions table).
+const SQLITE_WRITER_CACHE_KIB: u32 = 65_536;
+const SQLITE_READER_CACHE_KIB: u32 = 16_384;
+
 fn sqlite_options(settings: &DatabaseSettings, pool: u32) -> ConnectOptions {
+    let cache_kib = if pool == 1 {
+        SQLITE_WRITER_CACHE_KIB
+    } else {
+        SQLITE_READER_CACHE_KIB
+    };
     let mut opts = ConnectOptions::new(settings.url.clone());
     opts.max_connections(pool)
         .min_connections(1)
         .acquire_timeout(settings.acquire_timeout)
         .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|o| {
+        .map_sqlx_sqlite_opts(move |o| {
             o.create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 // FULL: an acknowledged write survives power loss.
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
+                .pragma("cache_size", format!("-{cache_kib}"))
         });
     opts
 }
