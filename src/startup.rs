@@ -422,8 +422,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         reporter.clone(),
         stop_rx.clone(),
     ));
-    tokio::spawn(follower.run(repo.subscribe_revisions(), stop_rx.clone()));
-    tokio::spawn(
+    let follower_task = tokio::spawn(follower.run(repo.subscribe_revisions(), stop_rx.clone()));
+    let worker_task = tokio::spawn(
         Worker::new(repo.clone() as Arc<dyn Repository>, sender)
             .run(repo.subscribe_revisions(), stop_rx.clone()),
     );
@@ -472,6 +472,14 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         };
         if let Ok(Err(e)) = http_task.await {
             tracing::warn!(error = %e, "HTTP listener failed");
+        }
+        // Let deliveries in flight record their outcome before the pools close.
+        let background = async {
+            let _ = worker_task.await;
+            let _ = follower_task.await;
+        };
+        if tokio::time::timeout(grace, background).await.is_err() {
+            tracing::warn!("background tasks still running after the grace period");
         }
         repo.close().await;
         tracing::info!("hookplane stopped");

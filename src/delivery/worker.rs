@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::Sender;
 use crate::model::{Micros, now_micros};
@@ -14,6 +15,8 @@ use crate::repository::{DeliveryOutcome, OutboxItem, Repository, Revision};
 /// Attempts before a delivery is given up (the last waits about an hour).
 const MAX_ATTEMPTS: i32 = 16;
 const LEASE: Duration = Duration::from_secs(60);
+/// Deliveries in flight at once, so one slow receiver does not hold up others.
+const PARALLEL: usize = 8;
 
 pub struct Worker {
     repo: Arc<dyn Repository>,
@@ -25,78 +28,103 @@ pub fn backoff(attempts: i32) -> Duration {
     Duration::from_secs(1u64 << attempts.clamp(0, 12)).min(Duration::from_secs(3600))
 }
 
+async fn deliver(
+    repo: &Arc<dyn Repository>,
+    sender: &Sender,
+    item: &OutboxItem,
+    now: Micros,
+) -> DeliveryOutcome {
+    let endpoint = match repo.get_endpoint(&item.tenant_id, &item.endpoint_id).await {
+        Ok(Some(e)) if e.delete_time.is_none() => e,
+        Ok(_) => {
+            return DeliveryOutcome::GiveUp {
+                error: "endpoint deleted".into(),
+            };
+        }
+        Err(e) => {
+            return DeliveryOutcome::Retry {
+                next_attempt_time: now + 5_000_000,
+                error: format!("storage: {e}"),
+            };
+        }
+    };
+    let mut body: serde_json::Value = match serde_json::from_slice(&item.payload) {
+        Ok(v) => v,
+        Err(e) => {
+            return DeliveryOutcome::GiveUp {
+                error: format!("unreadable payload: {e}"),
+            };
+        }
+    };
+    let msg_id = body
+        .get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or(&item.id)
+        .to_owned();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert(
+            "sent_ts".into(),
+            serde_json::json!((now as f64 / 1000.0).round() / 1000.0),
+        );
+    }
+    let bytes = body.to_string().into_bytes();
+    let mut secrets = vec![endpoint.secret.clone()];
+    if let Some(p) = &endpoint.previous_secret
+        && p.expire_time > now
+    {
+        secrets.push(p.secret.clone());
+    }
+    let result = sender.post(&endpoint.url, &secrets, &msg_id, &bytes).await;
+    if result.is_success() {
+        return DeliveryOutcome::Delivered;
+    }
+    let error = if result.error.is_empty() {
+        format!("HTTP {}", result.status_code)
+    } else {
+        result.error
+    };
+    if item.attempts + 1 >= MAX_ATTEMPTS {
+        return DeliveryOutcome::GiveUp { error };
+    }
+    let delay = i64::try_from(backoff(item.attempts).as_micros()).unwrap_or(i64::MAX);
+    DeliveryOutcome::Retry {
+        next_attempt_time: now + delay,
+        error,
+    }
+}
+
+/// Sends one claimed item and records the outcome.
+async fn send_and_record(repo: Arc<dyn Repository>, sender: Arc<Sender>, item: OutboxItem) {
+    let outcome = deliver(&repo, &sender, &item, now_micros()).await;
+    match &outcome {
+        DeliveryOutcome::Delivered => {
+            tracing::info!(subscription_id = %item.subscription_id, kind = %item.kind, "delivered")
+        }
+        DeliveryOutcome::Retry { error, .. } => tracing::warn!(
+            subscription_id = %item.subscription_id,
+            attempt = item.attempts + 1,
+            error = %error,
+            "delivery failed; will retry"
+        ),
+        DeliveryOutcome::GiveUp { error } => tracing::error!(
+            subscription_id = %item.subscription_id,
+            error = %error,
+            "delivery failed; giving up"
+        ),
+    }
+    if let Err(e) = repo.finish_delivery(&item, &outcome, now_micros()).await {
+        // The lease expires and the row is sent again: at least once.
+        tracing::warn!(error = %e, "cannot record a delivery outcome");
+    }
+}
+
 impl Worker {
     pub fn new(repo: Arc<dyn Repository>, sender: Arc<Sender>) -> Self {
         Worker { repo, sender }
     }
 
-    async fn deliver(&self, item: &OutboxItem, now: Micros) -> DeliveryOutcome {
-        let endpoint = match self
-            .repo
-            .get_endpoint(&item.tenant_id, &item.endpoint_id)
-            .await
-        {
-            Ok(Some(e)) if e.delete_time.is_none() => e,
-            Ok(_) => {
-                return DeliveryOutcome::GiveUp {
-                    error: "endpoint deleted".into(),
-                };
-            }
-            Err(e) => {
-                return DeliveryOutcome::Retry {
-                    next_attempt_time: now + 5_000_000,
-                    error: format!("storage: {e}"),
-                };
-            }
-        };
-        let mut body: serde_json::Value = match serde_json::from_slice(&item.payload) {
-            Ok(v) => v,
-            Err(e) => {
-                return DeliveryOutcome::GiveUp {
-                    error: format!("unreadable payload: {e}"),
-                };
-            }
-        };
-        let msg_id = body
-            .get("message")
-            .and_then(|m| m.as_str())
-            .unwrap_or(&item.id)
-            .to_owned();
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert(
-                "sent_ts".into(),
-                serde_json::json!((now as f64 / 1000.0).round() / 1000.0),
-            );
-        }
-        let bytes = body.to_string().into_bytes();
-        let mut secrets = vec![endpoint.secret.clone()];
-        if let Some(p) = &endpoint.previous_secret
-            && p.expire_time > now
-        {
-            secrets.push(p.secret.clone());
-        }
-        let result = self
-            .sender
-            .post(&endpoint.url, &secrets, &msg_id, &bytes)
-            .await;
-        if result.is_success() {
-            return DeliveryOutcome::Delivered;
-        }
-        let error = if result.error.is_empty() {
-            format!("HTTP {}", result.status_code)
-        } else {
-            result.error
-        };
-        if item.attempts + 1 >= MAX_ATTEMPTS {
-            return DeliveryOutcome::GiveUp { error };
-        }
-        let delay = i64::try_from(backoff(item.attempts).as_micros()).unwrap_or(i64::MAX);
-        DeliveryOutcome::Retry {
-            next_attempt_time: now + delay,
-            error,
-        }
-    }
-
+    /// Sends every due item, at most [`PARALLEL`] at a time, and returns
+    /// when all of them have been recorded.
     async fn drain(&self) {
         let now = now_micros();
         let items = match self.repo.due_deliveries(now, 100).await {
@@ -106,8 +134,9 @@ impl Worker {
                 return;
             }
         };
+        let lease = now + i64::try_from(LEASE.as_micros()).unwrap_or(i64::MAX);
+        let mut running = JoinSet::new();
         for item in items {
-            let lease = now + i64::try_from(LEASE.as_micros()).unwrap_or(i64::MAX);
             match self.repo.claim_delivery(&item, lease).await {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -116,44 +145,30 @@ impl Worker {
                     continue;
                 }
             }
-            let outcome = self.deliver(&item, now_micros()).await;
-            match &outcome {
-                DeliveryOutcome::Delivered => {
-                    tracing::info!(subscription_id = %item.subscription_id, kind = %item.kind, "delivered")
-                }
-                DeliveryOutcome::Retry { error, .. } => tracing::warn!(
-                    subscription_id = %item.subscription_id,
-                    attempt = item.attempts + 1,
-                    error = %error,
-                    "delivery failed; will retry"
-                ),
-                DeliveryOutcome::GiveUp { error } => tracing::error!(
-                    subscription_id = %item.subscription_id,
-                    error = %error,
-                    "delivery failed; giving up"
-                ),
+            if running.len() >= PARALLEL {
+                let _ = running.join_next().await;
             }
-            if let Err(e) = self
-                .repo
-                .finish_delivery(&item, &outcome, now_micros())
-                .await
-            {
-                // The lease expires and the row is sent again: at least once.
-                tracing::warn!(error = %e, "cannot record a delivery outcome");
-            }
+            running.spawn(send_and_record(
+                self.repo.clone(),
+                self.sender.clone(),
+                item,
+            ));
         }
+        while running.join_next().await.is_some() {}
     }
 
+    /// Runs until `stop` turns true; a drain in progress finishes first, so
+    /// no claimed delivery is left holding its lease at shutdown.
     pub async fn run(self, mut local: watch::Receiver<Revision>, mut stop: watch::Receiver<bool>) {
         loop {
             self.drain().await;
+            if *stop.borrow() {
+                return;
+            }
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = local.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-            if *stop.borrow() {
-                return;
             }
         }
     }
