@@ -4,6 +4,11 @@ use clap::Parser;
 
 use hookplane::config::{Cli, Command, LogFormat};
 
+// The index holds millions of small allocations and every call makes a few
+// dozen more; glibc malloc dominated start-up profiles (consolidation).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
