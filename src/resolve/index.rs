@@ -287,10 +287,18 @@ impl ResolveIndex {
     ) -> crate::repository::RepoResult<()>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = crate::repository::RepoResult<Option<Snapshot>>>,
+        Fut: std::future::Future<Output = crate::repository::RepoResult<Option<Snapshot>>>
+            + Send
+            + 'static,
     {
+        let joined = |r: Result<_, tokio::task::JoinError>| {
+            r.map_err(|e| crate::repository::RepoError::Internal(Box::new(e)))
+        };
         let mut tenants = HashMap::new();
-        while let Some(snapshot) = batches().await? {
+        // Pipelined: the next batch is read while this one is indexed.
+        let mut next = tokio::spawn(batches());
+        while let Some(snapshot) = joined(next.await)?? {
+            next = tokio::spawn(batches());
             for (k, v) in group(snapshot, &self.patterns) {
                 tenants.insert(k, Arc::new(RwLock::new(v)));
             }
