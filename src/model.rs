@@ -119,6 +119,20 @@ pub struct Endpoint {
     pub etag: String,
 }
 
+impl Endpoint {
+    /// The secrets receivers must accept at `now`, newest first: the current
+    /// one, and the rotated-out one while its grace period lasts.
+    pub fn live_secrets(&self, now: Micros) -> Vec<String> {
+        let mut secrets = vec![self.secret.clone()];
+        if let Some(p) = &self.previous_secret
+            && p.expire_time > now
+        {
+            secrets.push(p.secret.clone());
+        }
+        secrets
+    }
+}
+
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")

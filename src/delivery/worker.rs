@@ -68,12 +68,7 @@ async fn deliver(
         );
     }
     let bytes = body.to_string().into_bytes();
-    let mut secrets = vec![endpoint.secret.clone()];
-    if let Some(p) = &endpoint.previous_secret
-        && p.expire_time > now
-    {
-        secrets.push(p.secret.clone());
-    }
+    let secrets = endpoint.live_secrets(now);
     let result = sender.post(&endpoint.url, &secrets, &msg_id, &bytes).await;
     if result.is_success() {
         return DeliveryOutcome::Delivered;

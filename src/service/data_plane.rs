@@ -130,15 +130,8 @@ struct Gone;
 
 impl Watcher {
     fn endpoint(&self, e: Endpoint) -> WatchResource {
-        let now = now_micros();
         let secrets = if self.with_secrets {
-            let mut s = vec![e.secret.clone()];
-            if let Some(p) = &e.previous_secret
-                && p.expire_time > now
-            {
-                s.push(p.secret.clone());
-            }
-            s
+            e.live_secrets(now_micros())
         } else {
             Vec::new()
         };

@@ -158,12 +158,7 @@ impl Services {
             "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "data": {"tenant_id": tenant_id, "endpoint_id": endpoint.endpoint_id},
         });
-        let mut secrets = vec![endpoint.secret.clone()];
-        if let Some(p) = &endpoint.previous_secret
-            && p.expire_time > now
-        {
-            secrets.push(p.secret.clone());
-        }
+        let secrets = endpoint.live_secrets(now);
         Ok(self
             .sender
             .post(
