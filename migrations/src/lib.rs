@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261122_000002_verification;
 mod m20261122_000003_expiry_index;
+mod m20261122_000004_pruned_through;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_verification::Migration),
             Box::new(m20261122_000003_expiry_index::Migration),
+            Box::new(m20261122_000004_pruned_through::Migration),
         ]
     }
 }

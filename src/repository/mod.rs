@@ -8,6 +8,7 @@
 //! stores the idempotent response, then commits.
 
 mod entities;
+mod group_commit;
 mod sea;
 
 use crate::model::{
@@ -160,7 +161,9 @@ pub enum DeliveryOutcome {
     },
 }
 
-/// The outcome of a write: the revision its last change-log row got.
+/// A position in the change log: the revision a write's last change-log row
+/// got. Monotonic in the order readers see changes; contiguous on SQLite,
+/// sparse on PostgreSQL (derived from transaction ids).
 pub type Revision = i64;
 
 #[async_trait::async_trait]
@@ -178,9 +181,10 @@ pub trait Repository: Send + Sync + 'static {
 
     /// Change-log rows after `after`, oldest first, at most `limit`.
     async fn changes_since(&self, after: Revision, limit: u64) -> RepoResult<Vec<ChangeRecord>>;
-    /// The oldest revision still in the change log (None when it is empty).
-    async fn oldest_change(&self) -> RepoResult<Option<Revision>>;
-    /// Deletes change-log rows older than `before`, keeping the newest row.
+    /// The newest revision pruned from the change log (0 when none was): a
+    /// reader positioned below it has missed changes.
+    async fn pruned_through(&self) -> RepoResult<Revision>;
+    /// Deletes change-log rows older than `before` and records how far.
     async fn prune_changes(&self, before: Micros) -> RepoResult<u64>;
     /// Live state of one tenant (`Some`) or of every tenant (`None`).
     async fn snapshot(&self, tenant_id: Option<&str>) -> RepoResult<Snapshot>;

@@ -9,8 +9,11 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, Select, SqlErr, SqliteTransactionMode, Statement,
     TransactionOptions, TransactionTrait,
 };
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
+use super::group_commit::{Finished, FinishError, GroupCommit, WriteTxn};
 use super::entities::{
     change, confirmation_token, credential, endpoint, event_type, idempotency, nonce, outbox,
     subscription, tenant,
@@ -48,6 +51,8 @@ pub struct SeaRepository {
     key: MasterKey,
     revisions: watch::Sender<Revision>,
     closed: watch::Sender<bool>,
+    /// SQLite only: concurrent writes share one commit.
+    group: Option<Arc<GroupCommit>>,
 }
 
 /// The PostgreSQL channel on which every commit announces its revision.
@@ -58,6 +63,16 @@ fn classify(err: DbErr) -> RepoError {
         return RepoError::AlreadyExists("resource");
     }
     match &err {
+        // PostgreSQL broke a deadlock or a serialization conflict by
+        // rolling this transaction back: nothing was written, retry is safe.
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
+            if e.as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "40001" || c == "40P01") =>
+        {
+            RepoError::Unavailable(Box::new(err))
+        }
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => RepoError::Unavailable(Box::new(err)),
         DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
         | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
@@ -128,7 +143,15 @@ impl SeaRepository {
             key,
             revisions: watch::channel(0).0,
             closed: watch::channel(false).0,
+            group: (backend == DatabaseBackend::Sqlite).then(GroupCommit::new),
         };
+        if let Some(group) = &repo.group {
+            let revisions = repo.revisions.clone();
+            tokio::spawn(group.clone().run(
+                move |revision| announce(&revisions, revision),
+                repo.closed.subscribe(),
+            ));
+        }
         if backend == DatabaseBackend::Postgres {
             // Other replicas' commits arrive as notifications; the follower
             // also polls, so a lost notification only delays a change.
@@ -172,32 +195,59 @@ impl SeaRepository {
             .map_err(classify)
     }
 
-    /// Starts a write: takes the first revision (serialising writers) and
-    /// records the request nonce.
-    async fn begin_write(&self, meta: &WriteMeta) -> RepoResult<(DatabaseTransaction, Revision)> {
-        let txn = self.begin().await?;
-        let revision = next_revision(&txn).await?;
-        if let Some(n) = &meta.nonce {
-            let row = nonce::ActiveModel {
-                api_id: sea_orm::Set(meta.api_id.clone()),
-                nonce: sea_orm::Set(n.clone()),
-                expire_time: sea_orm::Set(meta.nonce_expire_time),
-            };
-            nonce::Entity::insert(row)
-                .exec_without_returning(&txn)
-                .await
-                .map_err(|e| match classify(e) {
-                    RepoError::AlreadyExists(_) => RepoError::Replay,
-                    other => other,
-                })?;
-        }
+    /// Starts a write: takes the transaction's first revision and records
+    /// the request nonce (one statement on PostgreSQL).
+    async fn begin_write(&self, meta: &WriteMeta) -> RepoResult<(WriteTxn, Revision)> {
+        let txn = match &self.group {
+            Some(group) => group.join(&self.writer).await.map_err(classify)?,
+            None => WriteTxn::single(self.begin().await?),
+        };
+        let replay = |e: DbErr| match classify(e) {
+            RepoError::AlreadyExists(_) => RepoError::Replay,
+            other => other,
+        };
+        let revision = match (&meta.nonce, self.backend) {
+            (Some(n), DatabaseBackend::Postgres) => {
+                // The insert gives the transaction its id, from which the
+                // revision derives; RETURNING saves a round trip.
+                let row = txn
+                    .query_one_raw(Statement::from_sql_and_values(
+                        self.backend,
+                        "INSERT INTO request_nonces (api_id, nonce, expire_time) VALUES ($1, $2, $3) \
+                         RETURNING pg_current_xact_id()::text::bigint AS value",
+                        [
+                            meta.api_id.clone().into(),
+                            n.clone().into(),
+                            meta.nonce_expire_time.into(),
+                        ],
+                    ))
+                    .await
+                    .map_err(replay)?
+                    .ok_or_else(|| internal("nonce insert returned no row"))?;
+                pg_revision_base(row.try_get::<i64>("", "value").map_err(classify)?)?
+            }
+            (Some(n), _) => {
+                let revision = first_revision(&*txn).await?;
+                let row = nonce::ActiveModel {
+                    api_id: sea_orm::Set(meta.api_id.clone()),
+                    nonce: sea_orm::Set(n.clone()),
+                    expire_time: sea_orm::Set(meta.nonce_expire_time),
+                };
+                nonce::Entity::insert(row)
+                    .exec_without_returning(&*txn)
+                    .await
+                    .map_err(replay)?;
+                revision
+            }
+            (None, _) => first_revision(&*txn).await?,
+        };
         Ok((txn, revision))
     }
 
     /// Stores the idempotent response and commits.
     async fn commit(
         &self,
-        txn: DatabaseTransaction,
+        txn: WriteTxn,
         meta: &WriteMeta,
         revision: Revision,
     ) -> RepoResult<Revision> {
@@ -212,7 +262,7 @@ impl SeaRepository {
                 create_time: sea_orm::Set(meta.now),
             };
             idempotency::Entity::insert(row)
-                .exec_without_returning(&txn)
+                .exec_without_returning(&*txn)
                 .await
                 .map_err(|e| match classify(e) {
                     RepoError::AlreadyExists(_) => RepoError::IdempotencyRace,
@@ -220,8 +270,12 @@ impl SeaRepository {
                 })?;
         }
         self.notify(&txn, revision).await?;
-        txn.commit().await.map_err(classify)?;
-        self.publish(revision);
+        match txn.finish(revision).await {
+            Ok(Finished::Committed) => self.publish(revision),
+            Ok(Finished::Batched) => {}
+            Err(FinishError::Db(e)) => return Err(classify(e)),
+            Err(FinishError::Batch(e)) => return Err(RepoError::Unavailable(e.into())),
+        }
         Ok(revision)
     }
 
@@ -309,9 +363,22 @@ impl SeaRepository {
             endpoints = endpoints.filter(endpoint::Column::TenantId.is_in(ids.clone()));
             subscriptions = subscriptions.filter(subscription::Column::TenantId.is_in(ids));
         }
-        // One read transaction, so the three lists agree with each other;
-        // on a reader, so a long snapshot never holds SQLite's writer.
-        let txn = self.reader.begin().await.map_err(classify)?;
+        // One read transaction, so the three lists agree with each other
+        // (REPEATABLE READ on PostgreSQL: one snapshot for all three); on a
+        // reader, so a long snapshot never holds SQLite's writer.
+        let options = match self.backend {
+            DatabaseBackend::Postgres => TransactionOptions {
+                isolation_level: Some(sea_orm::IsolationLevel::RepeatableRead),
+                access_mode: Some(sea_orm::AccessMode::ReadOnly),
+                ..Default::default()
+            },
+            _ => TransactionOptions::default(),
+        };
+        let txn = self
+            .reader
+            .begin_with_options(options)
+            .await
+            .map_err(classify)?;
         let tenants = tenants.all(&txn).await.map_err(classify)?;
         let endpoints = endpoints
             .order_by_asc(endpoint::Column::CreateTime)
@@ -343,13 +410,7 @@ impl SeaRepository {
 
     /// Tells this process's followers that `revision` committed.
     fn publish(&self, revision: Revision) {
-        self.revisions.send_if_modified(|current| {
-            let newer = revision > *current;
-            if newer {
-                *current = revision;
-            }
-            newer
-        });
+        announce(&self.revisions, revision);
     }
 
     fn seal(&self, secret: &str, aad: &str) -> Vec<u8> {
@@ -531,20 +592,65 @@ pub(crate) async fn migrate(
     }
 }
 
-async fn next_revision(txn: &DatabaseTransaction) -> RepoResult<Revision> {
-    let row = txn
-        .query_one_raw(Statement::from_string(
-            txn.get_database_backend(),
-            "UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value",
-        ))
-        .await
-        .map_err(classify)?
-        .ok_or_else(|| internal("revision counter row is missing"))?;
-    row.try_get::<i64>("", "value").map_err(classify)
+/// Tells this process's followers that `revision` committed (never moves
+/// the announced revision backwards).
+fn announce(revisions: &watch::Sender<Revision>, revision: Revision) {
+    revisions.send_if_modified(|current| {
+        let newer = revision > *current;
+        if newer {
+            *current = revision;
+        }
+        newer
+    });
 }
 
-/// Appends one change-log row. The first row of a transaction uses the
-/// revision taken at its start; further rows take new ones.
+/// How revisions are made.
+///
+/// SQLite has one writer at a time, so revisions come from a counter row
+/// updated inside each write transaction: counter order is commit order.
+///
+/// PostgreSQL writers run concurrently. A transaction's revisions are its
+/// transaction id shifted left by [`PG_REVISION_SHIFT`], plus the row's
+/// index within the transaction. Readers only see change rows below the
+/// oldest transaction still running (`pg_snapshot_xmin`, see
+/// [`SeaRepository::changes_since`]): every transaction with a smaller id
+/// has finished by then, so a reader that has seen revision N never later
+/// finds a committed change below N. Revisions are therefore monotonic in
+/// the order readers see them, but sparse.
+const PG_REVISION_SHIFT: u32 = 20;
+
+/// Readers' horizon on PostgreSQL: change rows below it are final. Evaluated
+/// inside the reading statement, so it uses that statement's snapshot.
+const PG_HORIZON_SQL: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)";
+
+fn pg_revision_base(xid: i64) -> RepoResult<Revision> {
+    xid.checked_shl(PG_REVISION_SHIFT)
+        .filter(|r| r >> PG_REVISION_SHIFT == xid)
+        .ok_or_else(|| internal(format!("transaction id {xid} is beyond the revision range")))
+}
+
+/// The first revision of a write transaction.
+async fn first_revision(txn: &DatabaseTransaction) -> RepoResult<Revision> {
+    let backend = txn.get_database_backend();
+    let sql = match backend {
+        DatabaseBackend::Postgres => "SELECT pg_current_xact_id()::text::bigint AS value",
+        _ => "UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value",
+    };
+    let value = txn
+        .query_one_raw(Statement::from_string(backend, sql))
+        .await
+        .map_err(classify)?
+        .ok_or_else(|| internal("revision counter row is missing"))?
+        .try_get::<i64>("", "value")
+        .map_err(classify)?;
+    match backend {
+        DatabaseBackend::Postgres => pg_revision_base(value),
+        _ => Ok(value),
+    }
+}
+
+/// Appends change-log rows. The first row of a transaction uses the
+/// revision taken at its start; further rows take the next ones.
 struct ChangeLog {
     next: Option<Revision>,
     last: Revision,
@@ -558,6 +664,25 @@ impl ChangeLog {
         }
     }
 
+    async fn next_revision(&mut self, txn: &DatabaseTransaction) -> RepoResult<Revision> {
+        if let Some(r) = self.next.take() {
+            return Ok(r);
+        }
+        match txn.get_database_backend() {
+            DatabaseBackend::Postgres => {
+                let next = self.last + 1;
+                if next >> PG_REVISION_SHIFT != self.last >> PG_REVISION_SHIFT {
+                    return Err(internal(format!(
+                        "one transaction may record at most {} changes",
+                        1u64 << PG_REVISION_SHIFT
+                    )));
+                }
+                Ok(next)
+            }
+            _ => first_revision(txn).await,
+        }
+    }
+
     async fn record(
         &mut self,
         txn: &DatabaseTransaction,
@@ -567,10 +692,7 @@ impl ChangeLog {
         kind: &str,
         now: Micros,
     ) -> RepoResult<()> {
-        let revision = match self.next.take() {
-            Some(r) => r,
-            None => next_revision(txn).await?,
-        };
+        let revision = self.next_revision(txn).await?;
         self.last = revision;
         let row = change::ActiveModel {
             revision: sea_orm::Set(revision),
@@ -749,6 +871,7 @@ async fn load_tenant_for_write(
     tenant_id: &str,
 ) -> RepoResult<tenant::Model> {
     let row = tenant::Entity::find_by_id(tenant_id.to_owned())
+        .lock_shared()
         .one(txn)
         .await
         .map_err(classify)?
@@ -768,6 +891,7 @@ async fn ensure_live_endpoint(
     endpoint_id: &str,
 ) -> RepoResult<()> {
     endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
+        .lock_shared()
         .one(txn)
         .await
         .map_err(classify)?
@@ -814,12 +938,14 @@ impl Repository for SeaRepository {
     }
 
     async fn current_revision(&self) -> RepoResult<Revision> {
+        let sql = match self.backend {
+            // Every revision below the horizon is final; see PG_REVISION_SHIFT.
+            DatabaseBackend::Postgres => format!("SELECT {PG_HORIZON_SQL} - 1 AS value"),
+            _ => "SELECT value FROM revision_counter WHERE id = 1".to_owned(),
+        };
         let row = self
             .reader
-            .query_one_raw(Statement::from_string(
-                self.backend,
-                "SELECT value FROM revision_counter WHERE id = 1",
-            ))
+            .query_one_raw(Statement::from_string(self.backend, sql))
             .await
             .map_err(classify)?
             .ok_or_else(|| internal("revision counter row is missing"))?;
@@ -874,8 +1000,16 @@ impl Repository for SeaRepository {
     }
 
     async fn changes_since(&self, after: Revision, limit: u64) -> RepoResult<Vec<ChangeRecord>> {
-        Ok(change::Entity::find()
-            .filter(change::Column::Revision.gt(after))
+        let mut query = change::Entity::find().filter(change::Column::Revision.gt(after));
+        if self.backend == DatabaseBackend::Postgres {
+            use sea_orm::sea_query::ExprTrait;
+            // Hold readers below the oldest running writer (see PG_REVISION_SHIFT).
+            query = query.filter(
+                sea_orm::sea_query::Expr::col(change::Column::Revision)
+                    .lt(sea_orm::sea_query::Expr::cust(PG_HORIZON_SQL)),
+            );
+        }
+        Ok(query
             .order_by_asc(change::Column::Revision)
             .limit(limit)
             .all(&self.reader)
@@ -892,23 +1026,51 @@ impl Repository for SeaRepository {
             .collect())
     }
 
-    async fn oldest_change(&self) -> RepoResult<Option<Revision>> {
-        Ok(change::Entity::find()
-            .order_by_asc(change::Column::Revision)
-            .one(&self.reader)
+    async fn pruned_through(&self) -> RepoResult<Revision> {
+        let row = self
+            .reader
+            .query_one_raw(Statement::from_string(
+                self.backend,
+                "SELECT pruned_through AS value FROM revision_counter WHERE id = 1",
+            ))
             .await
             .map_err(classify)?
-            .map(|c| c.revision))
+            .ok_or_else(|| internal("revision counter row is missing"))?;
+        row.try_get::<i64>("", "value").map_err(classify)
     }
 
     async fn prune_changes(&self, before: Micros) -> RepoResult<u64> {
-        let newest = self.current_revision().await?;
-        let result = change::Entity::delete_many()
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+        let horizon = self.current_revision().await?;
+        let txn = self.begin().await?;
+        let through: Option<Revision> = change::Entity::find()
+            .select_only()
+            .column_as(change::Column::Revision.max(), "value")
             .filter(change::Column::ChangeTime.lt(before))
-            .filter(change::Column::Revision.lt(newest))
-            .exec(&self.writer)
+            .filter(change::Column::Revision.lte(horizon))
+            .into_tuple()
+            .one(&txn)
+            .await
+            .map_err(classify)?
+            .flatten();
+        let Some(through) = through else {
+            return Ok(0);
+        };
+        let result = change::Entity::delete_many()
+            .filter(change::Column::Revision.lte(through))
+            .exec(&txn)
             .await
             .map_err(classify)?;
+        let mark = Query::update()
+            .table(Alias::new("revision_counter"))
+            .value(Alias::new("pruned_through"), through)
+            .and_where(Expr::col(Alias::new("id")).eq(1))
+            .and_where(Expr::col(Alias::new("pruned_through")).lt(through))
+            .to_owned();
+        txn.execute_raw(self.backend.build(&mark))
+            .await
+            .map_err(classify)?;
+        txn.commit().await.map_err(classify)?;
         Ok(result.rows_affected)
     }
 
@@ -959,33 +1121,15 @@ impl Repository for SeaRepository {
             return Ok(0);
         }
         let txn = self.begin().await?;
-        let revision = next_revision(&txn).await?;
+        let revision = first_revision(&txn).await?;
         let mut log = ChangeLog::new(revision);
-        let subs = subscription::Entity::find()
-            .filter(due_subscriptions)
-            .all(&txn)
-            .await
-            .map_err(classify)?;
+        // Endpoints before subscriptions: the lock order of every write.
         let mut count = 0;
-        for row in subs {
-            let mut am = row.clone().into_active_model();
-            am.status = sea_orm::Set(SubscriptionStatus::Expired.as_str().to_owned());
-            am.update_time = sea_orm::Set(now);
-            am.etag = sea_orm::Set(new_etag());
-            am.update(&txn).await.map_err(classify)?;
-            log.record(
-                &txn,
-                Some(&row.tenant_id),
-                "subscription",
-                &row.subscription_id,
-                "UPSERT",
-                now,
-            )
-            .await?;
-            count += 1;
-        }
         let endpoints = endpoint::Entity::find()
             .filter(due_secrets)
+            .order_by_asc(endpoint::Column::TenantId)
+            .order_by_asc(endpoint::Column::EndpointId)
+            .lock_exclusive()
             .all(&txn)
             .await
             .map_err(classify)?;
@@ -1002,6 +1146,31 @@ impl Repository for SeaRepository {
                 Some(&row.tenant_id),
                 "endpoint",
                 &row.endpoint_id,
+                "UPSERT",
+                now,
+            )
+            .await?;
+            count += 1;
+        }
+        let subs = subscription::Entity::find()
+            .filter(due_subscriptions)
+            .order_by_asc(subscription::Column::TenantId)
+            .order_by_asc(subscription::Column::SubscriptionId)
+            .lock_exclusive()
+            .all(&txn)
+            .await
+            .map_err(classify)?;
+        for row in subs {
+            let mut am = row.clone().into_active_model();
+            am.status = sea_orm::Set(SubscriptionStatus::Expired.as_str().to_owned());
+            am.update_time = sea_orm::Set(now);
+            am.etag = sea_orm::Set(new_etag());
+            am.update(&txn).await.map_err(classify)?;
+            log.record(
+                &txn,
+                Some(&row.tenant_id),
+                "subscription",
+                &row.subscription_id,
                 "UPSERT",
                 now,
             )
@@ -1027,7 +1196,7 @@ impl Repository for SeaRepository {
             return self.current_revision().await;
         }
         let txn = self.begin().await?;
-        let revision = next_revision(&txn).await?;
+        let revision = first_revision(&txn).await?;
         let mut log = ChangeLog::new(revision);
         for chunk in batch.tenants.chunks(CHUNK) {
             tenant::Entity::insert_many(chunk.iter().map(|t| tenant_to_row(t).into_active_model()))
@@ -1078,7 +1247,7 @@ impl Repository for SeaRepository {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
         tenant::Entity::insert(tenant_to_row(t).into_active_model())
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*txn)
             .await
             .map_err(unique_as("tenant"))?;
         log.record(
@@ -1135,7 +1304,7 @@ impl Repository for SeaRepository {
             .filter(tenant::Column::TenantId.eq(t.tenant_id.clone()))
             .filter(tenant::Column::Etag.eq(prev_etag))
             .filter(tenant::Column::DeleteTime.is_null())
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(classify)?;
         if result.rows_affected == 0 {
@@ -1163,7 +1332,8 @@ impl Repository for SeaRepository {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
         let row = tenant::Entity::find_by_id(tenant_id.to_owned())
-            .one(&txn)
+            .lock_exclusive()
+            .one(&*txn)
             .await
             .map_err(classify)?
             .filter(|t| t.delete_time.is_none())
@@ -1171,10 +1341,21 @@ impl Repository for SeaRepository {
         if !prev_etag.is_empty() && row.etag != prev_etag {
             return Err(RepoError::Stale);
         }
+        // Lock order everywhere: tenant, endpoints, subscriptions (each by key).
+        let endpoints = endpoint::Entity::find()
+            .filter(endpoint::Column::TenantId.eq(tenant_id))
+            .filter(endpoint::Column::DeleteTime.is_null())
+            .order_by_asc(endpoint::Column::EndpointId)
+            .lock_exclusive()
+            .all(&*txn)
+            .await
+            .map_err(classify)?;
         let subs = subscription::Entity::find()
             .filter(subscription::Column::TenantId.eq(tenant_id))
             .filter(live_subscriptions())
-            .all(&txn)
+            .order_by_asc(subscription::Column::SubscriptionId)
+            .lock_exclusive()
+            .all(&*txn)
             .await
             .map_err(classify)?;
         if !subs.is_empty() && !force {
@@ -1183,19 +1364,13 @@ impl Repository for SeaRepository {
                 subs.len()
             )));
         }
-        soft_delete_subscriptions(&txn, subs, &mut log, meta.now).await?;
-        let endpoints = endpoint::Entity::find()
-            .filter(endpoint::Column::TenantId.eq(tenant_id))
-            .filter(endpoint::Column::DeleteTime.is_null())
-            .all(&txn)
-            .await
-            .map_err(classify)?;
+        soft_delete_subscriptions(&*txn, subs, &mut log, meta.now).await?;
         for ep in endpoints {
             let mut am = ep.clone().into_active_model();
             am.delete_time = sea_orm::Set(Some(meta.now));
             am.update_time = sea_orm::Set(meta.now);
             am.etag = sea_orm::Set(new_etag());
-            am.update(&txn).await.map_err(classify)?;
+            am.update(&*txn).await.map_err(classify)?;
             log.record(
                 &txn,
                 Some(tenant_id),
@@ -1210,7 +1385,7 @@ impl Repository for SeaRepository {
         am.delete_time = sea_orm::Set(Some(meta.now));
         am.update_time = sea_orm::Set(meta.now);
         am.etag = sea_orm::Set(new_etag());
-        let updated = am.update(&txn).await.map_err(classify)?;
+        let updated = am.update(&*txn).await.map_err(classify)?;
         log.record(
             &txn,
             Some(tenant_id),
@@ -1229,13 +1404,14 @@ impl Repository for SeaRepository {
         let mut log = ChangeLog::new(revision);
         if let Some(tenant_id) = &c.tenant_id {
             tenant::Entity::find_by_id(tenant_id.clone())
-                .one(&txn)
+                .lock_shared()
+                .one(&*txn)
                 .await
                 .map_err(classify)?
                 .filter(|t| t.delete_time.is_none())
                 .ok_or(RepoError::NotFound("tenant"))?;
         }
-        insert_credential(&txn, self, c).await?;
+        insert_credential(&*txn, self, c).await?;
         log.record(
             &txn,
             c.tenant_id.as_deref(),
@@ -1296,7 +1472,8 @@ impl Repository for SeaRepository {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
         let row = credential::Entity::find_by_id(api_id.to_owned())
-            .one(&txn)
+            .lock_exclusive()
+            .one(&*txn)
             .await
             .map_err(classify)?
             .ok_or(RepoError::NotFound("credential"))?;
@@ -1307,7 +1484,7 @@ impl Repository for SeaRepository {
             am.revoke_time = sea_orm::Set(Some(meta.now));
             am.update_time = sea_orm::Set(meta.now);
             am.etag = sea_orm::Set(new_etag());
-            am.update(&txn).await.map_err(classify)?
+            am.update(&*txn).await.map_err(classify)?
         };
         log.record(
             &txn,
@@ -1365,7 +1542,7 @@ impl Repository for SeaRepository {
         if exists {
             return Ok(false);
         }
-        let revision = next_revision(&txn).await?;
+        let revision = first_revision(&txn).await?;
         insert_credential(&txn, self, c).await?;
         let mut log = ChangeLog::new(revision);
         log.record(&txn, None, "credential", &c.api_id, "UPSERT", c.create_time)
@@ -1382,7 +1559,7 @@ impl Repository for SeaRepository {
         if let Some(code) = e.legacy_code {
             let taken = event_type::Entity::find()
                 .filter(event_type::Column::LegacyCode.eq(code))
-                .count(&txn)
+                .count(&*txn)
                 .await
                 .map_err(classify)?;
             if taken > 0 {
@@ -1390,10 +1567,10 @@ impl Repository for SeaRepository {
             }
         }
         event_type::Entity::insert(event_type_to_row(e).into_active_model())
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*txn)
             .await
             .map_err(unique_as("event type"))?;
-        log.record(&txn, None, "event_type", &e.name, "UPSERT", meta.now)
+        log.record(&*txn, None, "event_type", &e.name, "UPSERT", meta.now)
             .await?;
         self.commit(txn, meta, log.last).await
     }
@@ -1454,7 +1631,7 @@ impl Repository for SeaRepository {
             let taken = event_type::Entity::find()
                 .filter(event_type::Column::LegacyCode.eq(code))
                 .filter(event_type::Column::Name.ne(e.name.clone()))
-                .count(&txn)
+                .count(&*txn)
                 .await
                 .map_err(classify)?;
             if taken > 0 {
@@ -1465,13 +1642,13 @@ impl Repository for SeaRepository {
             .set(all_set(event_type_to_row(e)))
             .filter(event_type::Column::Name.eq(e.name.clone()))
             .filter(event_type::Column::Etag.eq(prev_etag))
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(unique_as("event type legacy_code"))?;
         if result.rows_affected == 0 {
             return Err(RepoError::Stale);
         }
-        log.record(&txn, None, "event_type", &e.name, "UPSERT", meta.now)
+        log.record(&*txn, None, "event_type", &e.name, "UPSERT", meta.now)
             .await?;
         self.commit(txn, meta, log.last).await
     }
@@ -1479,9 +1656,9 @@ impl Repository for SeaRepository {
     async fn create_endpoint(&self, e: &Endpoint, meta: &WriteMeta) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
-        load_tenant_for_write(&txn, &e.tenant_id).await?;
+        load_tenant_for_write(&*txn, &e.tenant_id).await?;
         endpoint::Entity::insert(self.endpoint_to_row(e).into_active_model())
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*txn)
             .await
             .map_err(unique_as("endpoint"))?;
         log.record(
@@ -1544,14 +1721,14 @@ impl Repository for SeaRepository {
     ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
-        load_tenant_for_write(&txn, &e.tenant_id).await?;
+        load_tenant_for_write(&*txn, &e.tenant_id).await?;
         let result = endpoint::Entity::update_many()
             .set(all_set(self.endpoint_to_row(e)))
             .filter(endpoint::Column::TenantId.eq(e.tenant_id.clone()))
             .filter(endpoint::Column::EndpointId.eq(e.endpoint_id.clone()))
             .filter(endpoint::Column::Etag.eq(prev_etag))
             .filter(endpoint::Column::DeleteTime.is_null())
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(classify)?;
         if result.rows_affected == 0 {
@@ -1589,7 +1766,7 @@ impl Repository for SeaRepository {
                     SubscriptionStatus::Disabled.as_str(),
                     SubscriptionStatus::PendingVerification.as_str(),
                 ]))
-                .exec(&txn)
+                .exec(&*txn)
                 .await
                 .map_err(classify)?;
             if pending.rows_affected == 0 {
@@ -1604,7 +1781,7 @@ impl Repository for SeaRepository {
                 meta.now,
             )
             .await?;
-            self.queue_verification(&txn, &e.tenant_id, v, meta.now)
+            self.queue_verification(&*txn, &e.tenant_id, v, meta.now)
                 .await?;
         }
         self.commit(txn, meta, log.last).await
@@ -1620,9 +1797,10 @@ impl Repository for SeaRepository {
     ) -> RepoResult<(Endpoint, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
-        load_tenant_for_write(&txn, tenant_id).await?;
+        load_tenant_for_write(&*txn, tenant_id).await?;
         let row = endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
-            .one(&txn)
+            .lock_exclusive()
+            .one(&*txn)
             .await
             .map_err(classify)?
             .filter(|e| e.delete_time.is_none())
@@ -1634,7 +1812,9 @@ impl Repository for SeaRepository {
             .filter(subscription::Column::TenantId.eq(tenant_id))
             .filter(subscription::Column::EndpointId.eq(endpoint_id))
             .filter(live_subscriptions())
-            .all(&txn)
+            .order_by_asc(subscription::Column::SubscriptionId)
+            .lock_exclusive()
+            .all(&*txn)
             .await
             .map_err(classify)?;
         if !subs.is_empty() && !force {
@@ -1643,12 +1823,12 @@ impl Repository for SeaRepository {
                 subs.len()
             )));
         }
-        soft_delete_subscriptions(&txn, subs, &mut log, meta.now).await?;
+        soft_delete_subscriptions(&*txn, subs, &mut log, meta.now).await?;
         let mut am = row.into_active_model();
         am.delete_time = sea_orm::Set(Some(meta.now));
         am.update_time = sea_orm::Set(meta.now);
         am.etag = sea_orm::Set(new_etag());
-        let updated = am.update(&txn).await.map_err(classify)?;
+        let updated = am.update(&*txn).await.map_err(classify)?;
         log.record(
             &txn,
             Some(tenant_id),
@@ -1670,18 +1850,18 @@ impl Repository for SeaRepository {
     ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
-        load_tenant_for_write(&txn, &s.tenant_id).await?;
-        ensure_live_endpoint(&txn, &s.tenant_id, &s.endpoint_id).await?;
+        load_tenant_for_write(&*txn, &s.tenant_id).await?;
+        ensure_live_endpoint(&*txn, &s.tenant_id, &s.endpoint_id).await?;
         let exists =
             subscription::Entity::find_by_id((s.tenant_id.clone(), s.subscription_id.clone()))
-                .one(&txn)
+                .one(&*txn)
                 .await
                 .map_err(classify)?;
         if exists.is_some() {
             return Err(RepoError::AlreadyExists("subscription"));
         }
         subscription::Entity::insert(subscription_to_row(s)?.into_active_model())
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*txn)
             .await
             .map_err(unique_as("subscription name"))?;
         log.record(
@@ -1694,7 +1874,7 @@ impl Repository for SeaRepository {
         )
         .await?;
         if let Some(v) = verification {
-            self.queue_verification(&txn, &s.tenant_id, v, meta.now)
+            self.queue_verification(&*txn, &s.tenant_id, v, meta.now)
                 .await?;
         }
         self.commit(txn, meta, log.last).await
@@ -1759,15 +1939,15 @@ impl Repository for SeaRepository {
     ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
-        load_tenant_for_write(&txn, &s.tenant_id).await?;
-        ensure_live_endpoint(&txn, &s.tenant_id, &s.endpoint_id).await?;
+        load_tenant_for_write(&*txn, &s.tenant_id).await?;
+        ensure_live_endpoint(&*txn, &s.tenant_id, &s.endpoint_id).await?;
         let result = subscription::Entity::update_many()
             .set(all_set(subscription_to_row(s)?))
             .filter(subscription::Column::TenantId.eq(s.tenant_id.clone()))
             .filter(subscription::Column::SubscriptionId.eq(s.subscription_id.clone()))
             .filter(subscription::Column::Etag.eq(prev_etag))
             .filter(live_subscriptions())
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(unique_as("subscription name"))?;
         if result.rows_affected == 0 {
@@ -1794,10 +1974,11 @@ impl Repository for SeaRepository {
     ) -> RepoResult<(Subscription, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
-        load_tenant_for_write(&txn, tenant_id).await?;
+        load_tenant_for_write(&*txn, tenant_id).await?;
         let row =
             subscription::Entity::find_by_id((tenant_id.to_owned(), subscription_id.to_owned()))
-                .one(&txn)
+                .lock_exclusive()
+                .one(&*txn)
                 .await
                 .map_err(classify)?
                 .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
@@ -1809,7 +1990,7 @@ impl Repository for SeaRepository {
         am.status = sea_orm::Set(SubscriptionStatus::Deleted.as_str().to_owned());
         am.update_time = sea_orm::Set(meta.now);
         am.etag = sea_orm::Set(new_etag());
-        let updated = am.update(&txn).await.map_err(classify)?;
+        let updated = am.update(&*txn).await.map_err(classify)?;
         log.record(
             &txn,
             Some(tenant_id),
@@ -1831,7 +2012,8 @@ impl Repository for SeaRepository {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
         let token = confirmation_token::Entity::find_by_id(token_hash.to_owned())
-            .one(&txn)
+            .lock_exclusive()
+            .one(&*txn)
             .await
             .map_err(classify)?
             .ok_or(RepoError::NotFound("confirmation token"))?;
@@ -1850,7 +2032,8 @@ impl Repository for SeaRepository {
             token.tenant_id.clone(),
             token.subscription_id.clone(),
         ))
-        .one(&txn)
+        .lock_exclusive()
+        .one(&*txn)
         .await
         .map_err(classify)?
         .ok_or(RepoError::NotFound("subscription"))?;
@@ -1860,15 +2043,15 @@ impl Repository for SeaRepository {
                 row.subscription_id, row.status
             )));
         }
-        load_tenant_for_write(&txn, &row.tenant_id).await?;
+        load_tenant_for_write(&*txn, &row.tenant_id).await?;
         let mut used = token.into_active_model();
         used.used_time = sea_orm::Set(Some(meta.now));
-        used.update(&txn).await.map_err(classify)?;
+        used.update(&*txn).await.map_err(classify)?;
         let mut am = row.clone().into_active_model();
         am.status = sea_orm::Set(SubscriptionStatus::Active.as_str().to_owned());
         am.update_time = sea_orm::Set(meta.now);
         am.etag = sea_orm::Set(new_etag());
-        let updated = am.update(&txn).await.map_err(classify)?;
+        let updated = am.update(&*txn).await.map_err(classify)?;
         log.record(
             &txn,
             Some(&row.tenant_id),
@@ -1890,10 +2073,11 @@ impl Repository for SeaRepository {
     ) -> RepoResult<(Subscription, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::new(revision);
-        load_tenant_for_write(&txn, tenant_id).await?;
+        load_tenant_for_write(&*txn, tenant_id).await?;
         let row =
             subscription::Entity::find_by_id((tenant_id.to_owned(), v.subscription_id.clone()))
-                .one(&txn)
+                .lock_exclusive()
+                .one(&*txn)
                 .await
                 .map_err(classify)?
                 .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
@@ -1904,8 +2088,8 @@ impl Repository for SeaRepository {
                 row.subscription_id, row.status
             )));
         }
-        ensure_live_endpoint(&txn, tenant_id, &row.endpoint_id).await?;
-        self.queue_verification(&txn, tenant_id, v, meta.now)
+        ensure_live_endpoint(&*txn, tenant_id, &row.endpoint_id).await?;
+        self.queue_verification(&*txn, tenant_id, v, meta.now)
             .await?;
         log.record(
             &txn,

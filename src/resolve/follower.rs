@@ -1,5 +1,5 @@
 //! Follows the change log: after every commit on this replica (notified in
-//! process) and every 250 ms (commits on other replicas), reads the new
+//! process), on every PostgreSQL notification and every 250 ms, reads the new
 //! change rows and refreshes what they touched: a tenant's resolve index, the
 //! catalog, a credential in the cache. Also runs the periodic sweeps.
 
@@ -17,6 +17,9 @@ use crate::repository::{RepoResult, Repository, Revision};
 use crate::service::cached;
 
 const POLL: Duration = Duration::from_millis(250);
+/// Re-reads while an announced commit is not yet readable: 1, 2, 4 ... 64 ms.
+const RETRY_FIRST: Duration = Duration::from_millis(1);
+const RETRY_MAX: Duration = Duration::from_millis(64);
 const BATCH: u64 = 5_000;
 /// Tenants per query when loading everything.
 const LOAD_BATCH: u64 = 500;
@@ -108,8 +111,11 @@ impl Follower {
             let Some(last) = changes.last().map(|c| c.revision) else {
                 return Ok(());
             };
-            if changes[0].revision != applied + 1 && applied > 0 {
-                // Rows before these were pruned: we fell too far behind.
+            if changes[0].revision > applied + 1
+                && applied > 0
+                && applied < self.repo.pruned_through().await?
+            {
+                // Rows after our position were pruned: we fell too far behind.
                 tracing::warn!(
                     applied,
                     first = changes[0].revision,
@@ -185,19 +191,28 @@ impl Follower {
     pub async fn run(self, mut local: watch::Receiver<Revision>, mut stop: watch::Receiver<bool>) {
         let mut last_sweep = Instant::now();
         let mut last_purge = Instant::now();
+        let mut retry: Option<Duration> = None;
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = local.changed() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(retry.unwrap_or(POLL)) => {}
             }
             if *stop.borrow() {
                 return;
             }
             if let Err(e) = self.catch_up().await {
                 tracing::warn!(error = %e, "cannot follow the change log; retrying");
+                retry = None;
                 continue;
             }
+            // On PostgreSQL a commit is announced before it is readable when
+            // an older transaction is still running (readers stay below the
+            // oldest one); that usually ends within milliseconds, so look
+            // again soon instead of at the next poll.
+            let announced = *local.borrow_and_update();
+            retry = (self.index.applied() < announced)
+                .then(|| retry.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX)));
             if last_sweep.elapsed() >= Duration::from_secs(1) {
                 last_sweep = Instant::now();
                 match self.repo.sweep_expired(now_micros()).await {

@@ -88,8 +88,7 @@ impl Services {
             )));
         }
         if since_revision > 0 {
-            let oldest = self.repo.oldest_change().await?.unwrap_or(current + 1);
-            if since_revision < oldest - 1 {
+            if since_revision < self.repo.pruned_through().await? {
                 return Err(Error::OutOfRange(format!(
                     "since_revision {since_revision} is older than the retained change log; resync from 0"
                 )));

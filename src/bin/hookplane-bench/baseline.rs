@@ -13,18 +13,18 @@ use crate::run::{RunArgs, run_collect};
 /// The statements one CreateSubscription issues on PostgreSQL, in order,
 /// as pgbench script (the catalog check is served from memory). Read before
 /// the transaction: the tenant (TTL, verification and URL policy). The
-/// transaction: take the next revision (serialises writers in commit
-/// order), record the request nonce (replay protection across replicas),
-/// re-check tenant and endpoint under the lock, check the id is free,
-/// insert, append the change log, notify other replicas. After commit, the
-/// change-log follower reads the new change row and the subscription before
-/// the response is sent, so the writer's replica resolves it at once.
+/// transaction: record the request nonce (replay protection across
+/// replicas), returning the transaction id the revision derives from;
+/// re-check tenant and endpoint, check the id is free, insert, append the
+/// change log, notify other replicas. After commit, the change-log follower
+/// reads the new change row (below the oldest running transaction) and the
+/// subscription before the response is sent, so the writer's replica
+/// resolves it at once.
 const PG_CREATE_SCRIPT: &str = r#"\set t random(0, :tenants - 1)
 \set n random(1, 2000000000)
 SELECT * FROM tenants WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0');
 BEGIN;
-UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value AS rev \gset
-INSERT INTO request_nonces (api_id, nonce, expire_time) VALUES ('pgbench', md5(:n::text || clock_timestamp()::text), 0);
+INSERT INTO request_nonces (api_id, nonce, expire_time) VALUES ('pgbench', md5(:n::text || clock_timestamp()::text), 0) RETURNING (pg_current_xact_id()::text::bigint << 20) AS rev \gset
 SELECT * FROM tenants WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0');
 SELECT * FROM endpoints WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') AND endpoint_id = 'e0';
 SELECT * FROM subscriptions WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') AND subscription_id = 'pgb' || :rev;
@@ -32,7 +32,7 @@ INSERT INTO subscriptions (tenant_id, subscription_id, endpoint_id, name, event_
 INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) VALUES (:rev, 'bt' || lpad(:t::text, 5, '0'), 'subscription', 'pgb' || :rev, 'UPSERT', 0);
 SELECT pg_notify('hookplane_changes', :rev::text);
 COMMIT;
-SELECT * FROM changes WHERE revision > :rev - 1 ORDER BY revision LIMIT 5000;
+SELECT * FROM changes WHERE revision > :rev - 1 AND revision < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20) ORDER BY revision LIMIT 5000;
 SELECT * FROM subscriptions WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') AND subscription_id = 'pgb' || :rev;
 "#;
 

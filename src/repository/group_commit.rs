@@ -1,0 +1,179 @@
+//! Group commit for SQLite's single writer connection.
+//!
+//! With `synchronous = FULL` every COMMIT waits for the disk, so one
+//! transaction per write caps writes at one flush each. Instead, writes that
+//! queue up while one runs share a transaction: each runs inside a savepoint
+//! of its own (so a failed write rolls back alone), and a committer task
+//! commits the batch once the writes queued so far have run. A write returns
+//! only after the batch committed, so nothing is acknowledged before it is
+//! durable; if the commit fails, every write in the batch gets the error.
+//!
+//! The writers' lock is FIFO: the committer queues behind the writes that
+//! were already waiting, so the batch holds exactly the writes that arrived
+//! while the previous one was busy, and a lone write commits at once.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use sea_orm::{
+    DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
+};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard, oneshot, watch};
+
+use super::Revision;
+
+/// Why a write in a batch was not committed.
+pub(super) type BatchError = String;
+
+pub(super) struct GroupCommit {
+    batch: Arc<Mutex<Batch>>,
+    /// Rung by every write as it leaves the batch.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Batch {
+    /// The shared transaction, open while writes are pending.
+    outer: Option<DatabaseTransaction>,
+    /// One per write whose savepoint was released into the batch.
+    waiters: Vec<oneshot::Sender<Result<(), BatchError>>>,
+    newest: Revision,
+}
+
+/// The transaction a write runs in: its own (PostgreSQL), or a savepoint in
+/// the current batch (SQLite).
+pub(super) struct WriteTxn {
+    txn: DatabaseTransaction,
+    slot: Option<Slot>,
+}
+
+/// A write's place in the batch; holds the writers' lock.
+struct Slot {
+    group: Arc<GroupCommit>,
+    batch: OwnedMutexGuard<Batch>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Runs before the lock is released, so the committer cannot miss
+        // this write (Notify keeps the wake-up if nobody is waiting yet).
+        self.group.wake.notify_one();
+    }
+}
+
+impl Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+}
+
+/// How a write ended.
+pub(super) enum Finished {
+    /// Committed on its own; the caller announces the revision.
+    Committed,
+    /// Committed with its batch; the committer announced the revision.
+    Batched,
+}
+
+impl WriteTxn {
+    /// A write in a transaction of its own.
+    pub(super) fn single(txn: DatabaseTransaction) -> Self {
+        WriteTxn { txn, slot: None }
+    }
+
+    /// Commits the write: its own transaction, or its savepoint into the
+    /// batch, then waits until the batch is durable.
+    pub(super) async fn finish(self, revision: Revision) -> Result<Finished, FinishError> {
+        let WriteTxn { txn, slot } = self;
+        txn.commit().await.map_err(FinishError::Db)?;
+        let Some(mut slot) = slot else {
+            return Ok(Finished::Committed);
+        };
+        let (done, outcome) = oneshot::channel();
+        slot.batch.waiters.push(done);
+        slot.batch.newest = slot.batch.newest.max(revision);
+        drop(slot);
+        match outcome.await {
+            Ok(Ok(())) => Ok(Finished::Batched),
+            Ok(Err(e)) => Err(FinishError::Batch(e)),
+            Err(_) => Err(FinishError::Batch(
+                "the server stopped before the write committed".into(),
+            )),
+        }
+    }
+}
+
+pub(super) enum FinishError {
+    Db(DbErr),
+    Batch(BatchError),
+}
+
+impl GroupCommit {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(GroupCommit {
+            batch: Arc::new(Mutex::new(Batch::default())),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Joins the open batch (opening one if there is none) in a savepoint
+    /// of its own.
+    pub(super) async fn join(self: &Arc<Self>, writer: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
+        let mut batch = self.batch.clone().lock_owned().await;
+        let outer = match batch.outer.take() {
+            Some(outer) => outer,
+            None => {
+                writer
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                        ..Default::default()
+                    })
+                    .await?
+            }
+        };
+        let txn = outer.begin().await;
+        batch.outer = Some(outer);
+        let txn = txn?;
+        Ok(WriteTxn {
+            txn,
+            slot: Some(Slot {
+                group: self.clone(),
+                batch,
+            }),
+        })
+    }
+
+    /// Commits batches until `closed` turns true; `announce` is told the
+    /// newest revision of each batch that commits.
+    pub(super) async fn run(
+        self: Arc<Self>,
+        announce: impl Fn(Revision) + Send + 'static,
+        mut closed: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = closed.changed() => return,
+                _ = self.wake.notified() => {}
+            }
+            let mut batch = self.batch.lock().await;
+            let Some(outer) = batch.outer.take() else {
+                continue;
+            };
+            let waiters = std::mem::take(&mut batch.waiters);
+            let newest = std::mem::take(&mut batch.newest);
+            // The lock is held through the commit: the next batch needs the
+            // connection this one is using.
+            let result = outer.commit().await.map_err(|e| e.to_string());
+            drop(batch);
+            if result.is_ok() && !waiters.is_empty() {
+                announce(newest);
+            }
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+        }
+    }
+}
