@@ -121,7 +121,10 @@ impl GroupCommit {
 
     /// Joins the open batch (opening one if there is none) in a savepoint
     /// of its own.
-    pub(super) async fn join(self: &Arc<Self>, writer: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
+    pub(super) async fn join(
+        self: &Arc<Self>,
+        writer: &DatabaseConnection,
+    ) -> Result<WriteTxn, DbErr> {
         let mut batch = self.batch.clone().lock_owned().await;
         let outer = match batch.outer.take() {
             Some(outer) => outer,

@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::group_commit::{Finished, FinishError, GroupCommit, WriteTxn};
 use super::entities::{
     change, confirmation_token, credential, endpoint, event_type, idempotency, nonce, outbox,
     subscription, tenant,
 };
+use super::group_commit::{FinishError, Finished, GroupCommit, WriteTxn};
 use super::{
     ChangeRecord, CredentialFilter, DeliveryOutcome, IdempotencyRecord, OutboxItem, Page,
     PageRequest, RepoError, RepoResult, Repository, Revision, Snapshot, SubscriptionFilter,

@@ -1,7 +1,9 @@
 //! Parallel creates with one key: the database decides, exactly one wins.
+//! Writes racing a parent's delete never leave a live child behind.
 
 use hookplane::proto::{
-    CreateTenantRequest, ListSubscriptionsRequest, ListTenantsRequest, Subscription, Tenant,
+    CreateTenantRequest, DeleteEndpointRequest, ListSubscriptionsRequest, ListTenantsRequest,
+    Subscription, Tenant,
 };
 use tokio::task::JoinSet;
 use tonic::Code;
@@ -120,7 +122,73 @@ async fn parallel_distinct_creates_all_succeed(backend: Backend) {
     server.stop().await;
 }
 
+/// Creates on an endpoint race a forced delete of it. Each create either
+/// lands before the delete (and the delete takes it along) or fails with
+/// NOT_FOUND; none may survive live on the deleted endpoint. On PostgreSQL,
+/// where writers run concurrently, this is what the row locks guarantee.
+async fn creates_racing_an_endpoint_delete_leave_no_live_orphan(backend: Backend) {
+    let (server, admin) = fixture(&backend).await;
+    let mut calls = JoinSet::new();
+    for i in 0..PARALLEL {
+        let admin = admin.clone();
+        calls.spawn(async move {
+            if i == PARALLEL / 2 {
+                return admin
+                    .endpoints()
+                    .delete_endpoint(DeleteEndpointRequest {
+                        tenant_id: TENANT.to_owned(),
+                        endpoint_id: ENDPOINT.to_owned(),
+                        etag: String::new(),
+                        force: true,
+                    })
+                    .await
+                    .map(|_| "deleted");
+            }
+            admin
+                .subscriptions()
+                .create_subscription(create_subscription_request(Subscription {
+                    name: format!("racer-{i}"),
+                    ..subscription(TENANT, ENDPOINT, &["*"])
+                }))
+                .await
+                .map(|_| "created")
+        });
+    }
+    let (mut created, mut refused) = (0, 0);
+    while let Some(joined) = calls.join_next().await {
+        match joined.expect("call task") {
+            Ok("created") => created += 1,
+            Ok(_) => {}
+            Err(status) if status.code() == Code::NotFound => refused += 1,
+            Err(status) => panic!("unexpected {:?}: {}", status.code(), status.message()),
+        }
+    }
+    assert_eq!(created + refused, PARALLEL - 1, "every create answered");
+    let listed = ok(admin
+        .subscriptions()
+        .list_subscriptions(ListSubscriptionsRequest {
+            tenant_id: TENANT.to_owned(),
+            show_deleted: true,
+            ..Default::default()
+        })
+        .await);
+    assert_eq!(
+        listed.subscriptions.len(),
+        created,
+        "every acknowledged create is stored"
+    );
+    let live: Vec<_> = listed
+        .subscriptions
+        .iter()
+        .filter(|s| status_of(s) != hookplane::proto::subscription::Status::Deleted)
+        .map(|s| s.name.clone())
+        .collect();
+    assert!(live.is_empty(), "live on a deleted endpoint: {live:?}");
+    server.stop().await;
+}
+
 backend_tests!(
+    creates_racing_an_endpoint_delete_leave_no_live_orphan,
     parallel_subscriptions_with_one_name,
     parallel_tenants_with_one_id,
     parallel_distinct_creates_all_succeed,

@@ -393,10 +393,19 @@ async fn watch_streams_snapshot_heartbeat_then_changes(backend: Backend) {
 
     let mut watch = Watch::open(&dispatcher, TENANT, 0).await;
     let (snapshot, snapshot_revision) = watch.snapshot().await;
-    assert_eq!(
-        snapshot_revision, current,
-        "the heartbeat carries the snapshot's revision"
-    );
+    if backend.is_postgres() {
+        // Revisions are sparse there: the snapshot's revision is the
+        // readers' horizon, at or after the last write.
+        assert!(
+            snapshot_revision >= current,
+            "the snapshot covers the last write: {snapshot_revision} < {current}"
+        );
+    } else {
+        assert_eq!(
+            snapshot_revision, current,
+            "the heartbeat carries the snapshot's revision"
+        );
+    }
     assert!(snapshot.iter().all(|m| m.revision == snapshot_revision));
     let first_subscription = snapshot
         .iter()

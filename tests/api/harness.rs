@@ -113,6 +113,10 @@ impl Backend {
         })
     }
 
+    pub fn is_postgres(&self) -> bool {
+        self.store.postgres.is_some()
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         self.store.data_dir.path()
     }
