@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// Health/workload pairs per workload (at least 3 for a median).
     #[arg(long, default_value_t = 3)]
     pub pairs: usize,
+    /// Seconds per health measurement, when it should differ from
+    /// --duration (a long soak of one workload with a short baseline).
+    #[arg(long)]
+    pub health_seconds: Option<u64>,
     /// Must match the seeded data set.
     #[arg(long, default_value_t = 10_000)]
     pub tenants: usize,
@@ -365,6 +369,9 @@ async fn drive(
         })
         .collect();
     let duration = Duration::from_secs(args.duration.max(1));
+    let health_duration = args
+        .health_seconds
+        .map_or(duration, |s| Duration::from_secs(s.max(1)));
     // Warm up connections and caches.
     measure(
         Workload::Health,
@@ -378,7 +385,8 @@ async fn drive(
     for &w in workloads {
         let mut pairs = Vec::new();
         for i in 0..args.pairs.max(1) {
-            let health = measure(Workload::Health, &mut callers, &shape, duration, server).await?;
+            let health =
+                measure(Workload::Health, &mut callers, &shape, health_duration, server).await?;
             let work = measure(w, &mut callers, &shape, duration, server).await?;
             eprintln!(
                 "{} pair {}: health {:.0}/s p99 {} us, {} {:.0}/s p99 {} us, errors {:?}",
