@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot paths: request signature verification with
-//! the nonce check, pattern matching, and the page-token codec.
+//! the nonce check, pattern matching, the page-token codec, and one
+//! tenant's resolve from the in-memory index.
 
 use std::hint::black_box;
 
@@ -8,6 +9,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use hookplane::auth::NonceStore;
 use hookplane::auth::signature::{sign, verify};
 use hookplane::domain::EventPattern;
+use hookplane::model::{
+    Endpoint, Subscription, SubscriptionStatus, Tenant, TenantSettings, TenantState,
+};
+use hookplane::repository::Snapshot;
+use hookplane::resolve::ResolveIndex;
 use hookplane::service::PageTokens;
 
 fn hmac_verify_and_nonce(c: &mut Criterion) {
@@ -67,10 +73,93 @@ fn page_tokens(c: &mut Criterion) {
     });
 }
 
+/// A tenant shaped like the benchmark data set: 100 subscriptions over two
+/// endpoints, patterns 70 % exact, 20 % `dN.*`, 5 % `dN.*.aM`, 5 % `*`, over
+/// a catalog of 300 names `d{0..9}.e{0..5}.a{0..4}`.
+fn resolve_one_tenant(c: &mut Criterion) {
+    let names: Vec<String> = (0..300)
+        .map(|i| format!("d{}.e{}.a{}", i / 30, (i / 5) % 6, i % 5))
+        .collect();
+    let mut seed: u64 = 42;
+    let mut below = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let tenant = "bt00001";
+    let endpoints = (0..2)
+        .map(|e| Endpoint {
+            tenant_id: tenant.into(),
+            endpoint_id: format!("e{e}"),
+            url: format!("https://hooks.example.com/{tenant}/{e}"),
+            description: String::new(),
+            enabled: true,
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            previous_secret: None,
+            create_time: 0,
+            update_time: 0,
+            delete_time: None,
+            etag: String::new(),
+        })
+        .collect();
+    let subscriptions = (0..100)
+        .map(|s| {
+            let name = &names[below(300) as usize];
+            let d = &name[..2];
+            let pattern = match below(100) {
+                0..70 => name.clone(),
+                70..90 => format!("{d}.*"),
+                90..95 => format!("{d}.*.a{}", below(5)),
+                _ => "*".to_owned(),
+            };
+            Subscription {
+                tenant_id: tenant.into(),
+                subscription_id: format!("sub_{s:032x}"),
+                endpoint_id: format!("e{}", s % 2),
+                name: Some(format!("sub-{s}")),
+                event_types: vec![pattern],
+                status: SubscriptionStatus::Active,
+                expire_time: None,
+                create_time: s,
+                update_time: 0,
+                etag: String::new(),
+            }
+        })
+        .collect();
+    let index = ResolveIndex::default();
+    index.set_catalog(names.iter().map(|n| (n.clone(), false)).collect());
+    index.load_tenant(
+        tenant,
+        Snapshot {
+            tenants: vec![Tenant {
+                tenant_id: tenant.into(),
+                display_name: String::new(),
+                state: TenantState::Active,
+                settings: TenantSettings::default(),
+                create_time: 0,
+                update_time: 0,
+                delete_time: None,
+                etag: String::new(),
+            }],
+            endpoints,
+            subscriptions,
+        },
+    );
+    let mut i = 0;
+    c.bench_function("resolve (100 subscriptions, with secrets)", |b| {
+        b.iter(|| {
+            i = (i + 7) % names.len();
+            black_box(index.resolve(tenant, black_box(&names[i]), 1, true))
+        })
+    });
+}
+
 criterion_group!(
     benches,
     hmac_verify_and_nonce,
     pattern_matching,
-    page_tokens
+    page_tokens,
+    resolve_one_tenant
 );
 criterion_main!(benches);

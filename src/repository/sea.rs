@@ -10,6 +10,7 @@ use sea_orm::{
     TransactionOptions, TransactionTrait,
 };
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use tokio::sync::watch;
 
@@ -227,7 +228,10 @@ impl SeaRepository {
                 pg_revision_base(row.try_get::<i64>("", "value").map_err(classify)?)?
             }
             (Some(n), _) => {
-                let revision = first_revision(&*txn).await?;
+                let revision = match txn.batch_revisions() {
+                    Some(next) => next.fetch_add(1, Ordering::SeqCst),
+                    None => first_revision(&txn).await?,
+                };
                 let row = nonce::ActiveModel {
                     api_id: sea_orm::Set(meta.api_id.clone()),
                     nonce: sea_orm::Set(n.clone()),
@@ -239,7 +243,10 @@ impl SeaRepository {
                     .map_err(replay)?;
                 revision
             }
-            (None, _) => first_revision(&*txn).await?,
+            (None, _) => match txn.batch_revisions() {
+                Some(next) => next.fetch_add(1, Ordering::SeqCst),
+                None => first_revision(&txn).await?,
+            },
         };
         Ok((txn, revision))
     }
@@ -654,6 +661,8 @@ async fn first_revision(txn: &DatabaseTransaction) -> RepoResult<Revision> {
 struct ChangeLog {
     next: Option<Revision>,
     last: Revision,
+    /// A batched SQLite write's source of further revisions.
+    batch: Option<Arc<AtomicI64>>,
 }
 
 impl ChangeLog {
@@ -661,12 +670,24 @@ impl ChangeLog {
         ChangeLog {
             next: Some(first),
             last: first,
+            batch: None,
+        }
+    }
+
+    /// The change log of a write that began with `first`.
+    fn of(txn: &WriteTxn, first: Revision) -> Self {
+        ChangeLog {
+            batch: txn.batch_revisions(),
+            ..ChangeLog::new(first)
         }
     }
 
     async fn next_revision(&mut self, txn: &DatabaseTransaction) -> RepoResult<Revision> {
         if let Some(r) = self.next.take() {
             return Ok(r);
+        }
+        if let Some(next) = &self.batch {
+            return Ok(next.fetch_add(1, Ordering::SeqCst));
         }
         match txn.get_database_backend() {
             DatabaseBackend::Postgres => {
@@ -1245,7 +1266,7 @@ impl Repository for SeaRepository {
 
     async fn create_tenant(&self, t: &Tenant, meta: &WriteMeta) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         tenant::Entity::insert(tenant_to_row(t).into_active_model())
             .exec_without_returning(&*txn)
             .await
@@ -1298,7 +1319,7 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         let result = tenant::Entity::update_many()
             .set(all_set(tenant_to_row(t)))
             .filter(tenant::Column::TenantId.eq(t.tenant_id.clone()))
@@ -1330,7 +1351,7 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<(Tenant, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         let row = tenant::Entity::find_by_id(tenant_id.to_owned())
             .lock_exclusive()
             .one(&*txn)
@@ -1401,7 +1422,7 @@ impl Repository for SeaRepository {
 
     async fn create_credential(&self, c: &Credential, meta: &WriteMeta) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         if let Some(tenant_id) = &c.tenant_id {
             tenant::Entity::find_by_id(tenant_id.clone())
                 .lock_shared()
@@ -1470,7 +1491,7 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<(Credential, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         let row = credential::Entity::find_by_id(api_id.to_owned())
             .lock_exclusive()
             .one(&*txn)
@@ -1555,7 +1576,7 @@ impl Repository for SeaRepository {
 
     async fn create_event_type(&self, e: &EventType, meta: &WriteMeta) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         if let Some(code) = e.legacy_code {
             let taken = event_type::Entity::find()
                 .filter(event_type::Column::LegacyCode.eq(code))
@@ -1626,7 +1647,7 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         if let Some(code) = e.legacy_code {
             let taken = event_type::Entity::find()
                 .filter(event_type::Column::LegacyCode.eq(code))
@@ -1655,7 +1676,7 @@ impl Repository for SeaRepository {
 
     async fn create_endpoint(&self, e: &Endpoint, meta: &WriteMeta) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         load_tenant_for_write(&*txn, &e.tenant_id).await?;
         endpoint::Entity::insert(self.endpoint_to_row(e).into_active_model())
             .exec_without_returning(&*txn)
@@ -1720,7 +1741,7 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         load_tenant_for_write(&*txn, &e.tenant_id).await?;
         let result = endpoint::Entity::update_many()
             .set(all_set(self.endpoint_to_row(e)))
@@ -1796,7 +1817,7 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<(Endpoint, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         load_tenant_for_write(&*txn, tenant_id).await?;
         let row = endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
             .lock_exclusive()
@@ -1849,21 +1870,23 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         load_tenant_for_write(&*txn, &s.tenant_id).await?;
         ensure_live_endpoint(&*txn, &s.tenant_id, &s.endpoint_id).await?;
-        let exists =
-            subscription::Entity::find_by_id((s.tenant_id.clone(), s.subscription_id.clone()))
-                .one(&*txn)
-                .await
-                .map_err(classify)?;
-        if exists.is_some() {
-            return Err(RepoError::AlreadyExists("subscription"));
-        }
+        // The key (its row stays after a delete) and the live name are both
+        // unique in the database; the violated one names the clash.
         subscription::Entity::insert(subscription_to_row(s)?.into_active_model())
             .exec_without_returning(&*txn)
             .await
-            .map_err(unique_as("subscription name"))?;
+            .map_err(|e| {
+                let what = match e.sql_err() {
+                    Some(SqlErr::UniqueConstraintViolation(m)) if !m.contains("name") => {
+                        "subscription"
+                    }
+                    _ => "subscription name",
+                };
+                unique_as(what)(e)
+            })?;
         log.record(
             &txn,
             Some(&s.tenant_id),
@@ -1938,7 +1961,7 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         load_tenant_for_write(&*txn, &s.tenant_id).await?;
         ensure_live_endpoint(&*txn, &s.tenant_id, &s.endpoint_id).await?;
         let result = subscription::Entity::update_many()
@@ -1973,7 +1996,7 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<(Subscription, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         load_tenant_for_write(&*txn, tenant_id).await?;
         let row =
             subscription::Entity::find_by_id((tenant_id.to_owned(), subscription_id.to_owned()))
@@ -2010,7 +2033,7 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<(Subscription, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         let token = confirmation_token::Entity::find_by_id(token_hash.to_owned())
             .lock_exclusive()
             .one(&*txn)
@@ -2072,7 +2095,7 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<(Subscription, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::new(revision);
+        let mut log = ChangeLog::of(&txn, revision);
         load_tenant_for_write(&*txn, tenant_id).await?;
         let row =
             subscription::Entity::find_by_id((tenant_id.to_owned(), v.subscription_id.clone()))

@@ -1,11 +1,11 @@
 //! Wildcard patterns in a segment trie, so matching an event type walks its
 //! segments instead of testing every pattern.
 
-use std::collections::HashMap;
+use super::index::FastMap;
 
 #[derive(Default, Debug)]
 struct Node {
-    literal: HashMap<Box<str>, u32>,
+    literal: FastMap<Box<str>, u32>,
     /// Child reached through a `*` that is not the last segment.
     star: Option<u32>,
     /// Entries whose pattern ends here with a final `*` (one or more segments).

@@ -18,6 +18,11 @@ mod server;
 
 use clap::{Parser, Subcommand};
 
+/// The same allocator as the server: the load generator shares the machine
+/// with it, so its own allocation costs come out of the server's share.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "hookplane-bench", about = "Benchmark harness for hookplane")]
 struct Cli {

@@ -385,8 +385,14 @@ async fn drive(
     for &w in workloads {
         let mut pairs = Vec::new();
         for i in 0..args.pairs.max(1) {
-            let health =
-                measure(Workload::Health, &mut callers, &shape, health_duration, server).await?;
+            let health = measure(
+                Workload::Health,
+                &mut callers,
+                &shape,
+                health_duration,
+                server,
+            )
+            .await?;
             let work = measure(w, &mut callers, &shape, duration, server).await?;
             eprintln!(
                 "{} pair {}: health {:.0}/s p99 {} us, {} {:.0}/s p99 {} us, errors {:?}",
