@@ -306,6 +306,13 @@ pub trait Repository: Send + Sync + 'static {
         filter: &SubscriptionFilter,
         page: &PageRequest,
     ) -> RepoResult<Page<Subscription>>;
+    /// The subscriptions with these (tenant_id, subscription_id) keys that
+    /// exist, in any status and any order (the follower reads a batch of
+    /// changed subscriptions at once).
+    async fn subscriptions_by_key(
+        &self,
+        keys: &[(String, String)],
+    ) -> RepoResult<Vec<Subscription>>;
     /// Every subscription matching the filter, in creation order (for filters
     /// SQL cannot express, such as pattern matching).
     async fn all_subscriptions(&self, filter: &SubscriptionFilter)

@@ -152,6 +152,7 @@ impl SeaRepository {
                 move |revision| announce(&revisions, revision),
                 repo.closed.subscribe(),
             ));
+            tokio::spawn(checkpoint_wal(repo.reader.clone(), repo.closed.subscribe()));
         }
         if backend == DatabaseBackend::Postgres {
             // Other replicas' commits arrive as notifications; the follower
@@ -495,6 +496,29 @@ impl SeaRepository {
     }
 }
 
+/// How often the SQLite write-ahead log is copied back into the database.
+const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints SQLite's write-ahead log from a reader connection until the
+/// repository closes. The writer's automatic checkpoint is off: it ran inside
+/// a commit, so every few batches one commit also wrote back a thousand
+/// pages while every other write waited. A PASSIVE checkpoint never blocks
+/// the writer or readers; a commit only appends to the log.
+async fn checkpoint_wal(reader: DatabaseConnection, mut closed: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = closed.changed() => return,
+            _ = tokio::time::sleep(WAL_CHECKPOINT_EVERY) => {}
+        }
+        if let Err(e) = reader
+            .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+            .await
+        {
+            tracing::warn!(error = %e, "write-ahead log checkpoint failed; retrying");
+        }
+    }
+}
+
 /// Publishes revisions announced by other replicas until the repository closes.
 async fn listen_for_changes(
     url: String,
@@ -574,6 +598,8 @@ fn sqlite_options(settings: &DatabaseSettings, pool: u32) -> ConnectOptions {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
                 .pragma("cache_size", format!("-{cache_kib}"))
+                // Checkpoints run in the background (see checkpoint_wal).
+                .pragma("wal_autocheckpoint", if pool == 1 { "0" } else { "1000" })
         });
     opts
 }
@@ -1937,6 +1963,38 @@ impl Repository for SeaRepository {
             has_more,
             total,
         })
+    }
+
+    async fn subscriptions_by_key(
+        &self,
+        keys: &[(String, String)],
+    ) -> RepoResult<Vec<Subscription>> {
+        // Bind parameters per statement stay well under both backends' limits.
+        const CHUNK: usize = 400;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(CHUNK) {
+            let mut by_tenant: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+            for (tenant, id) in chunk {
+                by_tenant.entry(tenant).or_default().push(id);
+            }
+            let mut any = sea_orm::Condition::any();
+            for (tenant, ids) in by_tenant {
+                any = any.add(
+                    sea_orm::Condition::all()
+                        .add(subscription::Column::TenantId.eq(tenant))
+                        .add(subscription::Column::SubscriptionId.is_in(ids)),
+                );
+            }
+            let rows = subscription::Entity::find()
+                .filter(any)
+                .all(&self.reader)
+                .await
+                .map_err(classify)?;
+            for row in rows {
+                out.push(subscription_from_row(row)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn all_subscriptions(

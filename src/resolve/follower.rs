@@ -3,7 +3,7 @@
 //! change rows and refreshes what they touched: a tenant's resolve index, the
 //! catalog, a credential in the cache. Also runs the periodic sweeps.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::ResolveIndex;
 use super::index::Catalog;
 use crate::auth::CredentialCache;
-use crate::model::now_micros;
+use crate::model::{Subscription, now_micros};
 use crate::repository::{RepoResult, Repository, Revision};
 use crate::service::cached;
 
@@ -162,14 +162,31 @@ impl Follower {
                 let current = self.repo.get_endpoint(tenant, id).await?;
                 self.index.apply_endpoint(tenant, id, current);
             }
-            for (tenant, id) in subscriptions.iter().filter(|(t, _)| !tenants.contains(t)) {
-                if !self.index.has_tenant(tenant) {
-                    let snapshot = self.repo.snapshot(Some(tenant)).await?;
-                    self.index.load_tenant(tenant, snapshot);
+            // Changed subscriptions of indexed tenants are read in one query.
+            let mut changed = Vec::new();
+            let mut reloaded = BTreeSet::new();
+            for (tenant, id) in subscriptions {
+                if tenants.contains(&tenant) || reloaded.contains(&tenant) {
                     continue;
                 }
-                let current = self.repo.get_subscription(tenant, id).await?;
-                self.index.apply_subscription(tenant, id, current);
+                if self.index.has_tenant(&tenant) {
+                    changed.push((tenant, id));
+                } else {
+                    let snapshot = self.repo.snapshot(Some(&tenant)).await?;
+                    self.index.load_tenant(&tenant, snapshot);
+                    reloaded.insert(tenant);
+                }
+            }
+            let mut current: HashMap<(String, String), Subscription> = self
+                .repo
+                .subscriptions_by_key(&changed)
+                .await?
+                .into_iter()
+                .map(|s| ((s.tenant_id.clone(), s.subscription_id.clone()), s))
+                .collect();
+            for key in changed {
+                let found = current.remove(&key);
+                self.index.apply_subscription(&key.0, &key.1, found);
             }
             if catalog {
                 self.index.set_catalog(self.catalog().await?);
