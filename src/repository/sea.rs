@@ -1411,7 +1411,7 @@ impl Repository for SeaRepository {
                 subs.len()
             )));
         }
-        soft_delete_subscriptions(&*txn, subs, &mut log, meta.now).await?;
+        soft_delete_subscriptions(&txn, subs, &mut log, meta.now).await?;
         for ep in endpoints {
             let mut am = ep.clone().into_active_model();
             am.delete_time = sea_orm::Set(Some(meta.now));
@@ -1458,7 +1458,7 @@ impl Repository for SeaRepository {
                 .filter(|t| t.delete_time.is_none())
                 .ok_or(RepoError::NotFound("tenant"))?;
         }
-        insert_credential(&*txn, self, c).await?;
+        insert_credential(&txn, self, c).await?;
         log.record(
             &txn,
             c.tenant_id.as_deref(),
@@ -1617,7 +1617,7 @@ impl Repository for SeaRepository {
             .exec_without_returning(&*txn)
             .await
             .map_err(unique_as("event type"))?;
-        log.record(&*txn, None, "event_type", &e.name, "UPSERT", meta.now)
+        log.record(&txn, None, "event_type", &e.name, "UPSERT", meta.now)
             .await?;
         self.commit(txn, meta, log.last).await
     }
@@ -1695,7 +1695,7 @@ impl Repository for SeaRepository {
         if result.rows_affected == 0 {
             return Err(RepoError::Stale);
         }
-        log.record(&*txn, None, "event_type", &e.name, "UPSERT", meta.now)
+        log.record(&txn, None, "event_type", &e.name, "UPSERT", meta.now)
             .await?;
         self.commit(txn, meta, log.last).await
     }
@@ -1703,7 +1703,7 @@ impl Repository for SeaRepository {
     async fn create_endpoint(&self, e: &Endpoint, meta: &WriteMeta) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::of(&txn, revision);
-        load_tenant_for_write(&*txn, &e.tenant_id).await?;
+        load_tenant_for_write(&txn, &e.tenant_id).await?;
         endpoint::Entity::insert(self.endpoint_to_row(e).into_active_model())
             .exec_without_returning(&*txn)
             .await
@@ -1768,7 +1768,7 @@ impl Repository for SeaRepository {
     ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::of(&txn, revision);
-        load_tenant_for_write(&*txn, &e.tenant_id).await?;
+        load_tenant_for_write(&txn, &e.tenant_id).await?;
         let result = endpoint::Entity::update_many()
             .set(all_set(self.endpoint_to_row(e)))
             .filter(endpoint::Column::TenantId.eq(e.tenant_id.clone()))
@@ -1828,7 +1828,7 @@ impl Repository for SeaRepository {
                 meta.now,
             )
             .await?;
-            self.queue_verification(&*txn, &e.tenant_id, v, meta.now)
+            self.queue_verification(&txn, &e.tenant_id, v, meta.now)
                 .await?;
         }
         self.commit(txn, meta, log.last).await
@@ -1844,7 +1844,7 @@ impl Repository for SeaRepository {
     ) -> RepoResult<(Endpoint, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::of(&txn, revision);
-        load_tenant_for_write(&*txn, tenant_id).await?;
+        load_tenant_for_write(&txn, tenant_id).await?;
         let row = endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
             .lock_exclusive()
             .one(&*txn)
@@ -1870,7 +1870,7 @@ impl Repository for SeaRepository {
                 subs.len()
             )));
         }
-        soft_delete_subscriptions(&*txn, subs, &mut log, meta.now).await?;
+        soft_delete_subscriptions(&txn, subs, &mut log, meta.now).await?;
         let mut am = row.into_active_model();
         am.delete_time = sea_orm::Set(Some(meta.now));
         am.update_time = sea_orm::Set(meta.now);
@@ -1897,8 +1897,8 @@ impl Repository for SeaRepository {
     ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::of(&txn, revision);
-        load_tenant_for_write(&*txn, &s.tenant_id).await?;
-        ensure_live_endpoint(&*txn, &s.tenant_id, &s.endpoint_id).await?;
+        load_tenant_for_write(&txn, &s.tenant_id).await?;
+        ensure_live_endpoint(&txn, &s.tenant_id, &s.endpoint_id).await?;
         // The key (its row stays after a delete) and the live name are both
         // unique in the database; the violated one names the clash.
         subscription::Entity::insert(subscription_to_row(s)?.into_active_model())
@@ -1923,7 +1923,7 @@ impl Repository for SeaRepository {
         )
         .await?;
         if let Some(v) = verification {
-            self.queue_verification(&*txn, &s.tenant_id, v, meta.now)
+            self.queue_verification(&txn, &s.tenant_id, v, meta.now)
                 .await?;
         }
         self.commit(txn, meta, log.last).await
@@ -2020,8 +2020,8 @@ impl Repository for SeaRepository {
     ) -> RepoResult<Revision> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::of(&txn, revision);
-        load_tenant_for_write(&*txn, &s.tenant_id).await?;
-        ensure_live_endpoint(&*txn, &s.tenant_id, &s.endpoint_id).await?;
+        load_tenant_for_write(&txn, &s.tenant_id).await?;
+        ensure_live_endpoint(&txn, &s.tenant_id, &s.endpoint_id).await?;
         let result = subscription::Entity::update_many()
             .set(all_set(subscription_to_row(s)?))
             .filter(subscription::Column::TenantId.eq(s.tenant_id.clone()))
@@ -2055,7 +2055,7 @@ impl Repository for SeaRepository {
     ) -> RepoResult<(Subscription, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::of(&txn, revision);
-        load_tenant_for_write(&*txn, tenant_id).await?;
+        load_tenant_for_write(&txn, tenant_id).await?;
         let row =
             subscription::Entity::find_by_id((tenant_id.to_owned(), subscription_id.to_owned()))
                 .lock_exclusive()
@@ -2124,7 +2124,7 @@ impl Repository for SeaRepository {
                 row.subscription_id, row.status
             )));
         }
-        load_tenant_for_write(&*txn, &row.tenant_id).await?;
+        load_tenant_for_write(&txn, &row.tenant_id).await?;
         let mut used = token.into_active_model();
         used.used_time = sea_orm::Set(Some(meta.now));
         used.update(&*txn).await.map_err(classify)?;
@@ -2154,7 +2154,7 @@ impl Repository for SeaRepository {
     ) -> RepoResult<(Subscription, Revision)> {
         let (txn, revision) = self.begin_write(meta).await?;
         let mut log = ChangeLog::of(&txn, revision);
-        load_tenant_for_write(&*txn, tenant_id).await?;
+        load_tenant_for_write(&txn, tenant_id).await?;
         let row =
             subscription::Entity::find_by_id((tenant_id.to_owned(), v.subscription_id.clone()))
                 .lock_exclusive()
@@ -2169,8 +2169,8 @@ impl Repository for SeaRepository {
                 row.subscription_id, row.status
             )));
         }
-        ensure_live_endpoint(&*txn, tenant_id, &row.endpoint_id).await?;
-        self.queue_verification(&*txn, tenant_id, v, meta.now)
+        ensure_live_endpoint(&txn, tenant_id, &row.endpoint_id).await?;
+        self.queue_verification(&txn, tenant_id, v, meta.now)
             .await?;
         log.record(
             &txn,

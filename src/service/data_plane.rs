@@ -87,12 +87,10 @@ impl Services {
                 "since_revision {since_revision} is newer than the current revision {current}; resync from 0"
             )));
         }
-        if since_revision > 0 {
-            if since_revision < self.repo.pruned_through().await? {
-                return Err(Error::OutOfRange(format!(
-                    "since_revision {since_revision} is older than the retained change log; resync from 0"
-                )));
-            }
+        if since_revision > 0 && since_revision < self.repo.pruned_through().await? {
+            return Err(Error::OutOfRange(format!(
+                "since_revision {since_revision} is older than the retained change log; resync from 0"
+            )));
         }
         let (tx, rx) = mpsc::channel(256);
         let watcher = Watcher {
