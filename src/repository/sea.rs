@@ -199,7 +199,7 @@ impl SeaRepository {
 
     /// Starts a write: takes the transaction's first revision and records
     /// the request nonce (one statement on PostgreSQL).
-    async fn begin_write(&self, meta: &WriteMeta) -> RepoResult<(WriteTxn, Revision)> {
+    async fn begin_write(&self, meta: &WriteMeta) -> RepoResult<(WriteTxn, ChangeLog)> {
         let txn = match &self.group {
             Some(group) => group.join(&self.writer).await.map_err(classify)?,
             None => WriteTxn::single(self.begin().await?),
@@ -228,28 +228,28 @@ impl SeaRepository {
                     .ok_or_else(|| internal("nonce insert returned no row"))?;
                 pg_revision_base(row.try_get::<i64>("", "value").map_err(classify)?)?
             }
-            (Some(n), _) => {
+            (nonce, _) => {
+                // A batched SQLite write counts in memory (see GroupCommit).
                 let revision = match txn.batch_revisions() {
                     Some(next) => next.fetch_add(1, Ordering::SeqCst),
                     None => first_revision(&txn).await?,
                 };
-                let row = nonce::ActiveModel {
-                    api_id: sea_orm::Set(meta.api_id.clone()),
-                    nonce: sea_orm::Set(n.clone()),
-                    expire_time: sea_orm::Set(meta.nonce_expire_time),
-                };
-                nonce::Entity::insert(row)
-                    .exec_without_returning(&*txn)
-                    .await
-                    .map_err(replay)?;
+                if let Some(n) = nonce {
+                    let row = nonce::ActiveModel {
+                        api_id: sea_orm::Set(meta.api_id.clone()),
+                        nonce: sea_orm::Set(n.clone()),
+                        expire_time: sea_orm::Set(meta.nonce_expire_time),
+                    };
+                    nonce::Entity::insert(row)
+                        .exec_without_returning(&*txn)
+                        .await
+                        .map_err(replay)?;
+                }
                 revision
             }
-            (None, _) => match txn.batch_revisions() {
-                Some(next) => next.fetch_add(1, Ordering::SeqCst),
-                None => first_revision(&txn).await?,
-            },
         };
-        Ok((txn, revision))
+        let log = ChangeLog::of(&txn, revision);
+        Ok((txn, log))
     }
 
     /// Stores the idempotent response and commits.
@@ -1291,8 +1291,7 @@ impl Repository for SeaRepository {
     }
 
     async fn create_tenant(&self, t: &Tenant, meta: &WriteMeta) -> RepoResult<Revision> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         tenant::Entity::insert(tenant_to_row(t).into_active_model())
             .exec_without_returning(&*txn)
             .await
@@ -1344,8 +1343,7 @@ impl Repository for SeaRepository {
         prev_etag: &str,
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         let result = tenant::Entity::update_many()
             .set(all_set(tenant_to_row(t)))
             .filter(tenant::Column::TenantId.eq(t.tenant_id.clone()))
@@ -1376,8 +1374,7 @@ impl Repository for SeaRepository {
         force: bool,
         meta: &WriteMeta,
     ) -> RepoResult<(Tenant, Revision)> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         let row = tenant::Entity::find_by_id(tenant_id.to_owned())
             .lock_exclusive()
             .one(&*txn)
@@ -1447,8 +1444,7 @@ impl Repository for SeaRepository {
     }
 
     async fn create_credential(&self, c: &Credential, meta: &WriteMeta) -> RepoResult<Revision> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         if let Some(tenant_id) = &c.tenant_id {
             tenant::Entity::find_by_id(tenant_id.clone())
                 .lock_shared()
@@ -1516,8 +1512,7 @@ impl Repository for SeaRepository {
         api_id: &str,
         meta: &WriteMeta,
     ) -> RepoResult<(Credential, Revision)> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         let row = credential::Entity::find_by_id(api_id.to_owned())
             .lock_exclusive()
             .one(&*txn)
@@ -1601,8 +1596,7 @@ impl Repository for SeaRepository {
     }
 
     async fn create_event_type(&self, e: &EventType, meta: &WriteMeta) -> RepoResult<Revision> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         if let Some(code) = e.legacy_code {
             let taken = event_type::Entity::find()
                 .filter(event_type::Column::LegacyCode.eq(code))
@@ -1672,8 +1666,7 @@ impl Repository for SeaRepository {
         prev_etag: &str,
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         if let Some(code) = e.legacy_code {
             let taken = event_type::Entity::find()
                 .filter(event_type::Column::LegacyCode.eq(code))
@@ -1701,8 +1694,7 @@ impl Repository for SeaRepository {
     }
 
     async fn create_endpoint(&self, e: &Endpoint, meta: &WriteMeta) -> RepoResult<Revision> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, &e.tenant_id).await?;
         endpoint::Entity::insert(self.endpoint_to_row(e).into_active_model())
             .exec_without_returning(&*txn)
@@ -1766,8 +1758,7 @@ impl Repository for SeaRepository {
         verifications: &[Verification],
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, &e.tenant_id).await?;
         let result = endpoint::Entity::update_many()
             .set(all_set(self.endpoint_to_row(e)))
@@ -1842,8 +1833,7 @@ impl Repository for SeaRepository {
         force: bool,
         meta: &WriteMeta,
     ) -> RepoResult<(Endpoint, Revision)> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, tenant_id).await?;
         let row = endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
             .lock_exclusive()
@@ -1895,8 +1885,7 @@ impl Repository for SeaRepository {
         verification: Option<&Verification>,
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, &s.tenant_id).await?;
         ensure_live_endpoint(&txn, &s.tenant_id, &s.endpoint_id).await?;
         // The key (its row stays after a delete) and the live name are both
@@ -2018,8 +2007,7 @@ impl Repository for SeaRepository {
         prev_etag: &str,
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, &s.tenant_id).await?;
         ensure_live_endpoint(&txn, &s.tenant_id, &s.endpoint_id).await?;
         let result = subscription::Entity::update_many()
@@ -2053,8 +2041,7 @@ impl Repository for SeaRepository {
         prev_etag: &str,
         meta: &WriteMeta,
     ) -> RepoResult<(Subscription, Revision)> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, tenant_id).await?;
         let row =
             subscription::Entity::find_by_id((tenant_id.to_owned(), subscription_id.to_owned()))
@@ -2090,8 +2077,7 @@ impl Repository for SeaRepository {
         token_hash: &str,
         meta: &WriteMeta,
     ) -> RepoResult<(Subscription, Revision)> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         let token = confirmation_token::Entity::find_by_id(token_hash.to_owned())
             .lock_exclusive()
             .one(&*txn)
@@ -2152,8 +2138,7 @@ impl Repository for SeaRepository {
         v: &Verification,
         meta: &WriteMeta,
     ) -> RepoResult<(Subscription, Revision)> {
-        let (txn, revision) = self.begin_write(meta).await?;
-        let mut log = ChangeLog::of(&txn, revision);
+        let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, tenant_id).await?;
         let row =
             subscription::Entity::find_by_id((tenant_id.to_owned(), v.subscription_id.clone()))

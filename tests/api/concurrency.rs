@@ -2,8 +2,8 @@
 //! Writes racing a parent's delete never leave a live child behind.
 
 use hookplane::proto::{
-    CreateTenantRequest, DeleteEndpointRequest, ListSubscriptionsRequest, ListTenantsRequest,
-    Subscription, Tenant,
+    CreateTenantRequest, DeleteEndpointRequest, ListSubscriptionsRequest,
+    ListSubscriptionsResponse, ListTenantsRequest, Subscription, Tenant,
 };
 use tokio::task::JoinSet;
 use tonic::Code;
@@ -29,6 +29,18 @@ async fn tally(mut calls: JoinSet<Result<(), tonic::Status>>) -> (usize, usize) 
     (created, exists)
 }
 
+/// The tenant's subscriptions, deleted ones included.
+async fn every_subscription(admin: &Clients) -> ListSubscriptionsResponse {
+    ok(admin
+        .subscriptions()
+        .list_subscriptions(ListSubscriptionsRequest {
+            tenant_id: TENANT.to_owned(),
+            show_deleted: true,
+            ..Default::default()
+        })
+        .await)
+}
+
 async fn parallel_subscriptions_with_one_name(backend: Backend) {
     let (server, admin) = fixture(&backend).await;
     let mut calls = JoinSet::new();
@@ -47,14 +59,7 @@ async fn parallel_subscriptions_with_one_name(backend: Backend) {
         });
     }
     assert_eq!(tally(calls).await, (1, PARALLEL - 1));
-    let listed = ok(admin
-        .subscriptions()
-        .list_subscriptions(ListSubscriptionsRequest {
-            tenant_id: TENANT.to_owned(),
-            show_deleted: true,
-            ..Default::default()
-        })
-        .await);
+    let listed = every_subscription(&admin).await;
     assert_eq!(listed.subscriptions.len(), 1, "no half-written losers");
     assert_eq!(listed.subscriptions[0].name, "the-one");
     server.stop().await;
@@ -164,14 +169,7 @@ async fn creates_racing_an_endpoint_delete_leave_no_live_orphan(backend: Backend
         }
     }
     assert_eq!(created + refused, PARALLEL - 1, "every create answered");
-    let listed = ok(admin
-        .subscriptions()
-        .list_subscriptions(ListSubscriptionsRequest {
-            tenant_id: TENANT.to_owned(),
-            show_deleted: true,
-            ..Default::default()
-        })
-        .await);
+    let listed = every_subscription(&admin).await;
     assert_eq!(
         listed.subscriptions.len(),
         created,

@@ -15,25 +15,24 @@ use crate::run::{RunArgs, run_collect};
 /// the transaction: the tenant (TTL, verification and URL policy). The
 /// transaction: record the request nonce (replay protection across
 /// replicas), returning the transaction id the revision derives from;
-/// re-check tenant and endpoint, check the id is free, insert, append the
-/// change log, notify other replicas. After commit, the change-log follower
-/// reads the new change row (below the oldest running transaction) and the
-/// subscription before the response is sent, so the writer's replica
-/// resolves it at once.
+/// re-check tenant and endpoint under share locks, insert (the primary key
+/// refuses a taken id), append the change log, notify other replicas. After
+/// commit, the change-log follower reads the new change row (below the
+/// oldest running transaction) and the subscription before the response is
+/// sent, so the writer's replica resolves it at once.
 const PG_CREATE_SCRIPT: &str = r#"\set t random(0, :tenants - 1)
 \set n random(1, 2000000000)
 SELECT * FROM tenants WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0');
 BEGIN;
 INSERT INTO request_nonces (api_id, nonce, expire_time) VALUES ('pgbench', md5(:n::text || clock_timestamp()::text), 0) RETURNING (pg_current_xact_id()::text::bigint << 20) AS rev \gset
-SELECT * FROM tenants WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0');
-SELECT * FROM endpoints WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') AND endpoint_id = 'e0';
-SELECT * FROM subscriptions WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') AND subscription_id = 'pgb' || :rev;
+SELECT * FROM tenants WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') FOR SHARE;
+SELECT * FROM endpoints WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') AND endpoint_id = 'e0' FOR SHARE;
 INSERT INTO subscriptions (tenant_id, subscription_id, endpoint_id, name, event_types, status, expire_time, create_time, update_time, etag) VALUES ('bt' || lpad(:t::text, 5, '0'), 'pgb' || :rev, 'e0', 'pgb-' || :rev, '["d0.e0.a0"]', 'ACTIVE', NULL, 0, 0, 'x');
 INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) VALUES (:rev, 'bt' || lpad(:t::text, 5, '0'), 'subscription', 'pgb' || :rev, 'UPSERT', 0);
 SELECT pg_notify('hookplane_changes', :rev::text);
 COMMIT;
 SELECT * FROM changes WHERE revision > :rev - 1 AND revision < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20) ORDER BY revision LIMIT 5000;
-SELECT * FROM subscriptions WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') AND subscription_id = 'pgb' || :rev;
+SELECT * FROM subscriptions WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') AND subscription_id IN ('pgb' || :rev);
 "#;
 
 const PG_INSERT_SCRIPT: &str = r#"\set n random(1, 2000000000)
@@ -212,12 +211,15 @@ async fn sqlite_loop(
             .bind(&t)
             .fetch_optional(&mut conn)
             .await?;
+        // A batch of one: the counter is read when the batch opens and
+        // stored when it commits; the write runs in its own savepoint.
         conn.execute("BEGIN IMMEDIATE").await?;
-        let rev: i64 = sea_orm::sqlx::query_scalar(
-            "UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value",
-        )
-        .fetch_one(&mut conn)
-        .await?;
+        let rev: i64 =
+            sea_orm::sqlx::query_scalar("SELECT value FROM revision_counter WHERE id = 1")
+                .fetch_one(&mut conn)
+                .await?;
+        let rev = rev + 1;
+        conn.execute("SAVEPOINT w").await?;
         sea_orm::sqlx::query("INSERT INTO request_nonces VALUES ('sqlite-bench', ?, 0)")
             .bind(&id)
             .execute(&mut conn)
@@ -230,13 +232,6 @@ async fn sqlite_loop(
             .bind(&t)
             .fetch_optional(&mut conn)
             .await?;
-        sea_orm::sqlx::query(
-            "SELECT * FROM subscriptions WHERE tenant_id = ? AND subscription_id = ?",
-        )
-        .bind(&t)
-        .bind(&id)
-        .fetch_optional(&mut conn)
-        .await?;
         sea_orm::sqlx::query("INSERT INTO subscriptions VALUES (?, ?, 'e0', ?, '[\"d0.e0.a0\"]', 'ACTIVE', NULL, 0, 0, 'x')")
             .bind(&t)
             .bind(&id)
@@ -249,6 +244,12 @@ async fn sqlite_loop(
             .bind(&id)
             .execute(&mut conn)
             .await?;
+        conn.execute("RELEASE w").await?;
+        sea_orm::sqlx::query("UPDATE revision_counter SET value = ? WHERE id = 1 AND value < ?")
+            .bind(rev)
+            .bind(rev)
+            .execute(&mut conn)
+            .await?;
         conn.execute("COMMIT").await?;
         sea_orm::sqlx::query(
             "SELECT * FROM changes WHERE revision > ? ORDER BY revision LIMIT 5000",
@@ -257,11 +258,11 @@ async fn sqlite_loop(
         .fetch_all(&mut conn)
         .await?;
         sea_orm::sqlx::query(
-            "SELECT * FROM subscriptions WHERE tenant_id = ? AND subscription_id = ?",
+            "SELECT * FROM subscriptions WHERE tenant_id = ? AND subscription_id IN (?)",
         )
         .bind(&t)
         .bind(&id)
-        .fetch_optional(&mut conn)
+        .fetch_all(&mut conn)
         .await?;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
