@@ -9,6 +9,7 @@
 
 mod entities;
 mod group_commit;
+mod inline_read;
 mod sea;
 
 use crate::model::{

@@ -19,6 +19,7 @@ use super::entities::{
     subscription, tenant,
 };
 use super::group_commit::{FinishError, Finished, GroupCommit, WriteTxn};
+use super::inline_read::InlineReader;
 use super::{
     ChangeRecord, CredentialFilter, DeliveryOutcome, IdempotencyRecord, OutboxItem, Page,
     PageRequest, RepoError, RepoResult, Repository, Revision, Snapshot, SubscriptionFilter,
@@ -54,6 +55,8 @@ pub struct SeaRepository {
     closed: watch::Sender<bool>,
     /// SQLite only: concurrent writes share one commit.
     group: Option<Arc<GroupCommit>>,
+    /// SQLite file databases only: single-row reads on the caller's thread.
+    inline: Option<InlineReader>,
 }
 
 /// The PostgreSQL channel on which every commit announces its revision.
@@ -117,14 +120,15 @@ impl SeaRepository {
                 "database url must start with sqlite: or postgres://".into(),
             ));
         };
-        let (writer, reader) = match backend {
+        let (writer, reader, inline) = match backend {
             DatabaseBackend::Sqlite => {
                 let writer = Database::connect(sqlite_options(settings, 1)).await?;
                 // Migrate before readers open, so they see the final schema.
                 migrate(&writer, backend).await?;
                 let reader =
                     Database::connect(sqlite_options(settings, settings.max_connections)).await?;
-                (writer, reader)
+                let inline = open_inline_reader(&reader)?;
+                (writer, reader, inline)
             }
             _ => {
                 let mut opts = ConnectOptions::new(settings.url.clone());
@@ -134,7 +138,7 @@ impl SeaRepository {
                     .sqlx_logging(false);
                 let pool = Database::connect(opts).await?;
                 migrate(&pool, backend).await?;
-                (pool.clone(), pool)
+                (pool.clone(), pool, None)
             }
         };
         let repo = SeaRepository {
@@ -145,6 +149,7 @@ impl SeaRepository {
             revisions: watch::channel(0).0,
             closed: watch::channel(false).0,
             group: (backend == DatabaseBackend::Sqlite).then(GroupCommit::new),
+            inline,
         };
         if let Some(group) = &repo.group {
             let revisions = repo.revisions.clone();
@@ -180,6 +185,22 @@ impl SeaRepository {
 
     pub fn backend(&self) -> DatabaseBackend {
         self.backend
+    }
+
+    /// The first row `select` finds: on SQLite inline (see `inline_read`),
+    /// elsewhere through the reader pool.
+    async fn read_one<E>(&self, select: Select<E>) -> RepoResult<Option<E::Model>>
+    where
+        E: EntityTrait,
+        E::ActiveModel: sea_orm::TryIntoModel<E::Model>,
+    {
+        match &self.inline {
+            Some(_) if *self.closed.borrow() => {
+                Err(RepoError::Unavailable("the repository is closed".into()))
+            }
+            Some(inline) => inline.one(select),
+            None => select.one(&self.reader).await.map_err(classify),
+        }
     }
 
     /// Revisions committed by this process, as they commit.
@@ -602,6 +623,22 @@ fn sqlite_options(settings: &DatabaseSettings, pool: u32) -> ConnectOptions {
                 .pragma("wal_autocheckpoint", if pool == 1 { "0" } else { "1000" })
         });
     opts
+}
+
+/// Inline readers for a SQLite file (an in-memory database is private to
+/// the pool's connections, so it has none).
+fn open_inline_reader(reader: &DatabaseConnection) -> Result<Option<InlineReader>, DbErr> {
+    let options = reader.get_sqlite_connection_pool().connect_options();
+    let path = options.get_filename();
+    if path.as_os_str().is_empty() || path.to_str().is_some_and(|p| p.contains(":memory:")) {
+        return Ok(None);
+    }
+    // One per runtime thread covers every reader that can run at once
+    // (a read never awaits while it holds its connection).
+    let connections = std::thread::available_parallelism().map_or(2, |n| n.get());
+    InlineReader::open(path, connections, SQLITE_READER_CACHE_KIB)
+        .map(Some)
+        .map_err(|e| DbErr::Custom(format!("opening the SQLite inline readers: {e}")))
 }
 
 /// Applies migrations; on PostgreSQL under an advisory lock so replicas
@@ -1309,10 +1346,8 @@ impl Repository for SeaRepository {
     }
 
     async fn get_tenant(&self, tenant_id: &str) -> RepoResult<Option<Tenant>> {
-        tenant::Entity::find_by_id(tenant_id.to_owned())
-            .one(&self.reader)
-            .await
-            .map_err(classify)?
+        self.read_one(tenant::Entity::find_by_id(tenant_id.to_owned()))
+            .await?
             .map(tenant_from_row)
             .transpose()
     }
@@ -1468,10 +1503,8 @@ impl Repository for SeaRepository {
     }
 
     async fn get_credential(&self, api_id: &str) -> RepoResult<Option<Credential>> {
-        credential::Entity::find_by_id(api_id.to_owned())
-            .one(&self.reader)
-            .await
-            .map_err(classify)?
+        self.read_one(credential::Entity::find_by_id(api_id.to_owned()))
+            .await?
             .map(|row| self.credential_from_row(row))
             .transpose()
     }
@@ -1617,10 +1650,9 @@ impl Repository for SeaRepository {
     }
 
     async fn get_event_type(&self, name: &str) -> RepoResult<Option<EventType>> {
-        Ok(event_type::Entity::find_by_id(name.to_owned())
-            .one(&self.reader)
-            .await
-            .map_err(classify)?
+        Ok(self
+            .read_one(event_type::Entity::find_by_id(name.to_owned()))
+            .await?
             .map(event_type_from_row))
     }
 
@@ -1717,12 +1749,13 @@ impl Repository for SeaRepository {
         tenant_id: &str,
         endpoint_id: &str,
     ) -> RepoResult<Option<Endpoint>> {
-        endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
-            .one(&self.reader)
-            .await
-            .map_err(classify)?
-            .map(|row| self.endpoint_from_row(row))
-            .transpose()
+        self.read_one(endpoint::Entity::find_by_id((
+            tenant_id.to_owned(),
+            endpoint_id.to_owned(),
+        )))
+        .await?
+        .map(|row| self.endpoint_from_row(row))
+        .transpose()
     }
 
     async fn list_endpoints(
@@ -1923,12 +1956,13 @@ impl Repository for SeaRepository {
         tenant_id: &str,
         subscription_id: &str,
     ) -> RepoResult<Option<Subscription>> {
-        subscription::Entity::find_by_id((tenant_id.to_owned(), subscription_id.to_owned()))
-            .one(&self.reader)
-            .await
-            .map_err(classify)?
-            .map(subscription_from_row)
-            .transpose()
+        self.read_one(subscription::Entity::find_by_id((
+            tenant_id.to_owned(),
+            subscription_id.to_owned(),
+        )))
+        .await?
+        .map(subscription_from_row)
+        .transpose()
     }
 
     async fn list_subscriptions(
@@ -2171,13 +2205,12 @@ impl Repository for SeaRepository {
     }
 
     async fn token_tenant(&self, token_hash: &str) -> RepoResult<Option<String>> {
-        Ok(
-            confirmation_token::Entity::find_by_id(token_hash.to_owned())
-                .one(&self.reader)
-                .await
-                .map_err(classify)?
-                .map(|t| t.tenant_id),
-        )
+        Ok(self
+            .read_one(confirmation_token::Entity::find_by_id(
+                token_hash.to_owned(),
+            ))
+            .await?
+            .map(|t| t.tenant_id))
     }
 
     async fn due_deliveries(&self, now: Micros, limit: u64) -> RepoResult<Vec<OutboxItem>> {

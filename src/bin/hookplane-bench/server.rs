@@ -87,8 +87,15 @@ impl Server {
                 let grpc = v["grpc_addr"].as_str().context("no grpc_addr")?.parse()?;
                 let http = v["http_addr"].as_str().context("no http_addr")?.parse()?;
                 let startup = started.elapsed();
-                // Keep draining the log so the server never blocks on it.
-                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                // Keep draining the log so the server never blocks on it,
+                // and show its errors: they explain failed calls.
+                tokio::spawn(async move {
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if is_error(&line) {
+                            eprintln!("server: {line}");
+                        }
+                    }
+                });
                 return Ok(Server {
                     child,
                     grpc,
@@ -96,7 +103,7 @@ impl Server {
                     startup,
                 });
             }
-            if v.get("level").and_then(|l| l.as_str()) == Some("ERROR") {
+            if is_error(&line) {
                 eprintln!("server: {line}");
             }
         }
@@ -144,4 +151,10 @@ impl Server {
             let _ = self.child.kill().await;
         }
     }
+}
+
+/// Whether a JSON log line is at ERROR level.
+fn is_error(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line)
+        .is_ok_and(|v| v.get("level").and_then(|l| l.as_str()) == Some("ERROR"))
 }
