@@ -24,7 +24,7 @@ use rusqlite::{Connection, OpenFlags};
 use sea_orm::sea_query::Value;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ColumnType, DbBackend, EntityTrait, IdenStatic, Iterable,
-    QuerySelect, QueryTrait, Select, TryIntoModel,
+    QueryTrait, Select, TryIntoModel,
 };
 
 use super::{RepoError, RepoResult};
@@ -64,7 +64,9 @@ impl InlineReader {
         E: EntityTrait,
         E::ActiveModel: TryIntoModel<E::Model>,
     {
-        let statement = select.limit(1).build(DbBackend::Sqlite);
+        // No LIMIT: rows are produced one step at a time, and only the
+        // first is read.
+        let statement = select.build(DbBackend::Sqlite);
         let params = statement
             .values
             .map(|v| v.0)

@@ -5,9 +5,9 @@ use std::time::Duration;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend,
-    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select, SqlErr, SqliteTransactionMode, Statement,
-    TransactionOptions, TransactionTrait,
+    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, IntoActiveModel,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, SqlErr, SqliteTransactionMode,
+    Statement, TransactionOptions, TransactionTrait,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -954,19 +954,70 @@ async fn load_tenant_for_write(
     txn: &DatabaseTransaction,
     tenant_id: &str,
 ) -> RepoResult<tenant::Model> {
-    let row = tenant::Entity::find_by_id(tenant_id.to_owned())
-        .lock_shared()
-        .one(txn)
-        .await
-        .map_err(classify)?
-        .filter(|t| t.delete_time.is_none())
-        .ok_or(RepoError::NotFound("tenant"))?;
-    if row.state != TenantState::Active.as_str() {
+    let row = by_key(
+        txn,
+        tenant::Entity::find_by_id(tenant_id.to_owned()).lock_shared(),
+    )
+    .await
+    .map_err(classify)?
+    .filter(|t| t.delete_time.is_none())
+    .ok_or(RepoError::NotFound("tenant"))?;
+    ensure_tenant_active(tenant_id, &row.state)?;
+    Ok(row)
+}
+
+fn ensure_tenant_active(tenant_id: &str, state: &str) -> RepoResult<()> {
+    if state != TenantState::Active.as_str() {
         return Err(RepoError::Precondition(format!(
             "tenant {tenant_id} is suspended; its resources cannot be changed"
         )));
     }
-    Ok(row)
+    Ok(())
+}
+
+/// What a subscription write checks of its parents: the tenant is live and
+/// active, the endpoint live; on PostgreSQL both rows stay share-locked (in
+/// the usual order, tenant first) until commit. One statement when both
+/// rows exist, the common case; otherwise the separate reads name what is
+/// missing.
+async fn ensure_parents(
+    txn: &DatabaseTransaction,
+    tenant_id: &str,
+    endpoint_id: &str,
+) -> RepoResult<()> {
+    let backend = txn.get_database_backend();
+    let (params, lock) = match backend {
+        DatabaseBackend::Postgres => (("$1", "$2"), " FOR SHARE"),
+        _ => (("?", "?"), ""),
+    };
+    let sql = format!(
+        "SELECT t.state, t.delete_time AS tenant_delete_time, \
+         e.delete_time AS endpoint_delete_time \
+         FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id \
+         WHERE t.tenant_id = {} AND e.endpoint_id = {}{lock}",
+        params.0, params.1
+    );
+    let statement = Statement::from_sql_and_values(
+        backend,
+        sql,
+        [tenant_id.to_owned().into(), endpoint_id.to_owned().into()],
+    );
+    let Some(row) = txn.query_one_raw(statement).await.map_err(classify)? else {
+        load_tenant_for_write(txn, tenant_id).await?;
+        return ensure_live_endpoint(txn, tenant_id, endpoint_id).await;
+    };
+    let field = |e: DbErr| RepoError::Internal(e.into());
+    let tenant_deleted: Option<i64> = row.try_get("", "tenant_delete_time").map_err(field)?;
+    if tenant_deleted.is_some() {
+        return Err(RepoError::NotFound("tenant"));
+    }
+    let state: String = row.try_get("", "state").map_err(field)?;
+    ensure_tenant_active(tenant_id, &state)?;
+    let endpoint_deleted: Option<i64> = row.try_get("", "endpoint_delete_time").map_err(field)?;
+    if endpoint_deleted.is_some() {
+        return Err(RepoError::NotFound("endpoint"));
+    }
+    Ok(())
 }
 
 async fn ensure_live_endpoint(
@@ -974,14 +1025,31 @@ async fn ensure_live_endpoint(
     tenant_id: &str,
     endpoint_id: &str,
 ) -> RepoResult<()> {
-    endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
-        .lock_shared()
-        .one(txn)
-        .await
-        .map_err(classify)?
-        .filter(|e| e.delete_time.is_none())
-        .map(|_| ())
-        .ok_or(RepoError::NotFound("endpoint"))
+    by_key(
+        txn,
+        endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned())).lock_shared(),
+    )
+    .await
+    .map_err(classify)?
+    .filter(|e| e.delete_time.is_none())
+    .map(|_| ())
+    .ok_or(RepoError::NotFound("endpoint"))
+}
+
+/// The row a primary-key select finds. `Select::one` would add `LIMIT ?`,
+/// and SQLite (3.45 and later, which looks at a bound LIMIT when it plans)
+/// then prepares the statement again every time it runs: a key selects at
+/// most one row anyway.
+async fn by_key<E, C>(db: &C, select: Select<E>) -> Result<Option<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+{
+    let statement = sea_orm::QueryTrait::build(&select, db.get_database_backend());
+    match db.query_one_raw(statement).await? {
+        Some(row) => E::Model::from_query_result(&row, "").map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Soft-deletes the given live subscriptions, recording each change.
@@ -1410,13 +1478,14 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<(Tenant, Revision)> {
         let (txn, mut log) = self.begin_write(meta).await?;
-        let row = tenant::Entity::find_by_id(tenant_id.to_owned())
-            .lock_exclusive()
-            .one(&*txn)
-            .await
-            .map_err(classify)?
-            .filter(|t| t.delete_time.is_none())
-            .ok_or(RepoError::NotFound("tenant"))?;
+        let row = by_key(
+            &*txn,
+            tenant::Entity::find_by_id(tenant_id.to_owned()).lock_exclusive(),
+        )
+        .await
+        .map_err(classify)?
+        .filter(|t| t.delete_time.is_none())
+        .ok_or(RepoError::NotFound("tenant"))?;
         if !prev_etag.is_empty() && row.etag != prev_etag {
             return Err(RepoError::Stale);
         }
@@ -1481,13 +1550,14 @@ impl Repository for SeaRepository {
     async fn create_credential(&self, c: &Credential, meta: &WriteMeta) -> RepoResult<Revision> {
         let (txn, mut log) = self.begin_write(meta).await?;
         if let Some(tenant_id) = &c.tenant_id {
-            tenant::Entity::find_by_id(tenant_id.clone())
-                .lock_shared()
-                .one(&*txn)
-                .await
-                .map_err(classify)?
-                .filter(|t| t.delete_time.is_none())
-                .ok_or(RepoError::NotFound("tenant"))?;
+            by_key(
+                &*txn,
+                tenant::Entity::find_by_id(tenant_id.clone()).lock_shared(),
+            )
+            .await
+            .map_err(classify)?
+            .filter(|t| t.delete_time.is_none())
+            .ok_or(RepoError::NotFound("tenant"))?;
         }
         insert_credential(&txn, self, c).await?;
         log.record(
@@ -1546,12 +1616,13 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<(Credential, Revision)> {
         let (txn, mut log) = self.begin_write(meta).await?;
-        let row = credential::Entity::find_by_id(api_id.to_owned())
-            .lock_exclusive()
-            .one(&*txn)
-            .await
-            .map_err(classify)?
-            .ok_or(RepoError::NotFound("credential"))?;
+        let row = by_key(
+            &*txn,
+            credential::Entity::find_by_id(api_id.to_owned()).lock_exclusive(),
+        )
+        .await
+        .map_err(classify)?
+        .ok_or(RepoError::NotFound("credential"))?;
         let updated = if row.revoke_time.is_some() {
             row
         } else {
@@ -1868,13 +1939,15 @@ impl Repository for SeaRepository {
     ) -> RepoResult<(Endpoint, Revision)> {
         let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, tenant_id).await?;
-        let row = endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
-            .lock_exclusive()
-            .one(&*txn)
-            .await
-            .map_err(classify)?
-            .filter(|e| e.delete_time.is_none())
-            .ok_or(RepoError::NotFound("endpoint"))?;
+        let row = by_key(
+            &*txn,
+            endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
+                .lock_exclusive(),
+        )
+        .await
+        .map_err(classify)?
+        .filter(|e| e.delete_time.is_none())
+        .ok_or(RepoError::NotFound("endpoint"))?;
         if !prev_etag.is_empty() && row.etag != prev_etag {
             return Err(RepoError::Stale);
         }
@@ -1919,8 +1992,7 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
         let (txn, mut log) = self.begin_write(meta).await?;
-        load_tenant_for_write(&txn, &s.tenant_id).await?;
-        ensure_live_endpoint(&txn, &s.tenant_id, &s.endpoint_id).await?;
+        ensure_parents(&txn, &s.tenant_id, &s.endpoint_id).await?;
         // The key (its row stays after a delete) and the live name are both
         // unique in the database; the violated one names the clash.
         subscription::Entity::insert(subscription_to_row(s)?.into_active_model())
@@ -2042,8 +2114,7 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
         let (txn, mut log) = self.begin_write(meta).await?;
-        load_tenant_for_write(&txn, &s.tenant_id).await?;
-        ensure_live_endpoint(&txn, &s.tenant_id, &s.endpoint_id).await?;
+        ensure_parents(&txn, &s.tenant_id, &s.endpoint_id).await?;
         let result = subscription::Entity::update_many()
             .set(all_set(subscription_to_row(s)?))
             .filter(subscription::Column::TenantId.eq(s.tenant_id.clone()))
@@ -2077,14 +2148,15 @@ impl Repository for SeaRepository {
     ) -> RepoResult<(Subscription, Revision)> {
         let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, tenant_id).await?;
-        let row =
+        let row = by_key(
+            &*txn,
             subscription::Entity::find_by_id((tenant_id.to_owned(), subscription_id.to_owned()))
-                .lock_exclusive()
-                .one(&*txn)
-                .await
-                .map_err(classify)?
-                .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
-                .ok_or(RepoError::NotFound("subscription"))?;
+                .lock_exclusive(),
+        )
+        .await
+        .map_err(classify)?
+        .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
+        .ok_or(RepoError::NotFound("subscription"))?;
         if !prev_etag.is_empty() && row.etag != prev_etag {
             return Err(RepoError::Stale);
         }
@@ -2112,12 +2184,13 @@ impl Repository for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<(Subscription, Revision)> {
         let (txn, mut log) = self.begin_write(meta).await?;
-        let token = confirmation_token::Entity::find_by_id(token_hash.to_owned())
-            .lock_exclusive()
-            .one(&*txn)
-            .await
-            .map_err(classify)?
-            .ok_or(RepoError::NotFound("confirmation token"))?;
+        let token = by_key(
+            &*txn,
+            confirmation_token::Entity::find_by_id(token_hash.to_owned()).lock_exclusive(),
+        )
+        .await
+        .map_err(classify)?
+        .ok_or(RepoError::NotFound("confirmation token"))?;
         if token.used_time.is_some() {
             return Err(RepoError::Precondition(
                 "the confirmation token was already used or replaced by a newer one".into(),
@@ -2129,12 +2202,14 @@ impl Repository for SeaRepository {
                     .into(),
             ));
         }
-        let row = subscription::Entity::find_by_id((
-            token.tenant_id.clone(),
-            token.subscription_id.clone(),
-        ))
-        .lock_exclusive()
-        .one(&*txn)
+        let row = by_key(
+            &*txn,
+            subscription::Entity::find_by_id((
+                token.tenant_id.clone(),
+                token.subscription_id.clone(),
+            ))
+            .lock_exclusive(),
+        )
         .await
         .map_err(classify)?
         .ok_or(RepoError::NotFound("subscription"))?;
@@ -2174,14 +2249,15 @@ impl Repository for SeaRepository {
     ) -> RepoResult<(Subscription, Revision)> {
         let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, tenant_id).await?;
-        let row =
+        let row = by_key(
+            &*txn,
             subscription::Entity::find_by_id((tenant_id.to_owned(), v.subscription_id.clone()))
-                .lock_exclusive()
-                .one(&*txn)
-                .await
-                .map_err(classify)?
-                .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
-                .ok_or(RepoError::NotFound("subscription"))?;
+                .lock_exclusive(),
+        )
+        .await
+        .map_err(classify)?
+        .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
+        .ok_or(RepoError::NotFound("subscription"))?;
         if row.status != SubscriptionStatus::PendingVerification.as_str() {
             return Err(RepoError::Precondition(format!(
                 "subscription {} is {}, not PENDING_VERIFICATION",

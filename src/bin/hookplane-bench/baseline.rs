@@ -25,8 +25,7 @@ const PG_CREATE_SCRIPT: &str = r#"\set t random(0, :tenants - 1)
 SELECT * FROM tenants WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0');
 BEGIN;
 INSERT INTO request_nonces (api_id, nonce, expire_time) VALUES ('pgbench', md5(:n::text || clock_timestamp()::text), 0) RETURNING (pg_current_xact_id()::text::bigint << 20) AS rev \gset
-SELECT * FROM tenants WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') FOR SHARE;
-SELECT * FROM endpoints WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') AND endpoint_id = 'e0' FOR SHARE;
+SELECT t.state, t.delete_time AS tenant_delete_time, e.delete_time AS endpoint_delete_time FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id WHERE t.tenant_id = 'bt' || lpad(:t::text, 5, '0') AND e.endpoint_id = 'e0' FOR SHARE;
 INSERT INTO subscriptions (tenant_id, subscription_id, endpoint_id, name, event_types, status, expire_time, create_time, update_time, etag) VALUES ('bt' || lpad(:t::text, 5, '0'), 'pgb' || :rev, 'e0', 'pgb-' || :rev, '["d0.e0.a0"]', 'ACTIVE', NULL, 0, 0, 'x');
 INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) VALUES (:rev, 'bt' || lpad(:t::text, 5, '0'), 'subscription', 'pgb' || :rev, 'UPSERT', 0);
 SELECT pg_notify('hookplane_changes', :rev::text);
@@ -224,14 +223,15 @@ async fn sqlite_loop(
             .bind(&id)
             .execute(&mut conn)
             .await?;
-        sea_orm::sqlx::query("SELECT * FROM tenants WHERE tenant_id = ?")
-            .bind(&t)
-            .fetch_optional(&mut conn)
-            .await?;
-        sea_orm::sqlx::query("SELECT * FROM endpoints WHERE tenant_id = ? AND endpoint_id = 'e0'")
-            .bind(&t)
-            .fetch_optional(&mut conn)
-            .await?;
+        sea_orm::sqlx::query(
+            "SELECT t.state, t.delete_time AS tenant_delete_time, \
+             e.delete_time AS endpoint_delete_time \
+             FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id \
+             WHERE t.tenant_id = ? AND e.endpoint_id = 'e0'",
+        )
+        .bind(&t)
+        .fetch_optional(&mut conn)
+        .await?;
         sea_orm::sqlx::query("INSERT INTO subscriptions VALUES (?, ?, 'e0', ?, '[\"d0.e0.a0\"]', 'ACTIVE', NULL, 0, 0, 'x')")
             .bind(&t)
             .bind(&id)
