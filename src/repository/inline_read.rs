@@ -44,7 +44,7 @@ impl InlineReader {
                 let c = Connection::open_with_flags(path, flags)?;
                 c.busy_timeout(Duration::from_secs(10))?;
                 c.pragma_update(None, "cache_size", format!("-{cache_kib}"))?;
-                c.pragma_update(None, "mmap_size", 1i64 << 31)?;
+                c.pragma_update(None, "mmap_size", super::sea::SQLITE_MMAP_BYTES)?;
                 // Plans that do not depend on the bound values: otherwise
                 // the bundled SQLite (built with STAT4) prepares each
                 // statement again whenever its parameters change.
