@@ -599,7 +599,9 @@ async fn listen_for_changes(
 /// too small for random access into a large subscriptions table).
 const SQLITE_WRITER_CACHE_KIB: u32 = 65_536;
 const SQLITE_READER_CACHE_KIB: u32 = 16_384;
-/// How much of the database file each connection memory-maps.
+/// How much of the database file each inline reader memory-maps. Only those
+/// map it: mapped pages count in RSS once per connection that touched them,
+/// and the pool's readers (start-up load, listings) touch the whole file.
 pub(crate) const SQLITE_MMAP_BYTES: i64 = 1 << 31;
 
 fn sqlite_options(settings: &DatabaseSettings, pool: u32) -> ConnectOptions {
@@ -623,8 +625,6 @@ fn sqlite_options(settings: &DatabaseSettings, pool: u32) -> ConnectOptions {
                 .pragma("cache_size", format!("-{cache_kib}"))
                 // Checkpoints run in the background (see checkpoint_wal).
                 .pragma("wal_autocheckpoint", if pool == 1 { "0" } else { "1000" })
-                // Pages read through the OS page cache without a copy.
-                .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string())
         });
     opts
 }

@@ -181,9 +181,8 @@ async fn sqlite_loop(
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
-        // As the server's writer connection has them.
+        // As the server's writer connection has it.
         .pragma("cache_size", "-65536")
-        .pragma("mmap_size", (1i64 << 31).to_string())
         .connect()
         .await?;
     if single_insert {
