@@ -45,9 +45,9 @@ impl InlineReader {
                 c.busy_timeout(Duration::from_secs(10))?;
                 c.pragma_update(None, "cache_size", format!("-{cache_kib}"))?;
                 c.pragma_update(None, "mmap_size", super::sea::SQLITE_MMAP_BYTES)?;
-                // Plans that do not depend on the bound values: otherwise
-                // the bundled SQLite (built with STAT4) prepares each
-                // statement again whenever its parameters change.
+                // Plans that do not depend on bound values: the bundled
+                // SQLite plans with some of them (a bound LIMIT, say) and
+                // then prepares the statement again whenever they change.
                 c.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
                 Ok(Mutex::new(c))
             })
