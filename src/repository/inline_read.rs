@@ -76,11 +76,19 @@ impl InlineReader {
             .collect::<RepoResult<Vec<_>>>()?;
         let connection = self.connection();
         let mut prepared = connection.prepare_cached(&statement.sql).map_err(failed)?;
-        let columns: Vec<E::Column> = prepared
-            .column_names()
-            .into_iter()
-            .map(column::<E>)
-            .collect::<RepoResult<_>>()?;
+        // sea-orm selects the entity's columns in their declared order.
+        let columns: Vec<E::Column> = E::Column::iter().collect();
+        let names_match = prepared.column_count() == columns.len()
+            && columns
+                .iter()
+                .enumerate()
+                .all(|(i, c)| prepared.column_name(i).is_ok_and(|n| n == c.as_str()));
+        if !names_match {
+            let table = E::default().table_name();
+            return Err(RepoError::Internal(
+                format!("a select of {table} did not return its columns in order").into(),
+            ));
+        }
         let mut rows = prepared
             .query(rusqlite::params_from_iter(params))
             .map_err(failed)?;
@@ -127,15 +135,6 @@ fn failed(err: rusqlite::Error) -> RepoError {
         }
         _ => RepoError::Internal(err.into()),
     }
-}
-
-fn column<E: EntityTrait>(name: &str) -> RepoResult<E::Column> {
-    E::Column::iter()
-        .find(|c| c.as_str() == name)
-        .ok_or_else(|| {
-            let table = E::default().table_name();
-            RepoError::Internal(format!("no column {name} in {table}").into())
-        })
 }
 
 fn parameter(value: Value) -> RepoResult<SqliteValue> {

@@ -187,9 +187,9 @@ impl SeaRepository {
         self.backend
     }
 
-    /// The first row `select` finds: on SQLite inline (see `inline_read`),
-    /// elsewhere through the reader pool.
-    async fn read_one<E>(&self, select: Select<E>) -> RepoResult<Option<E::Model>>
+    /// The row a primary-key select finds: on SQLite inline (see
+    /// `inline_read`), elsewhere through the reader pool.
+    async fn read_by_key<E>(&self, select: Select<E>) -> RepoResult<Option<E::Model>>
     where
         E: EntityTrait,
         E::ActiveModel: sea_orm::TryIntoModel<E::Model>,
@@ -199,7 +199,7 @@ impl SeaRepository {
                 Err(RepoError::Unavailable("the repository is closed".into()))
             }
             Some(inline) => inline.one(select),
-            None => select.one(&self.reader).await.map_err(classify),
+            None => by_key(&self.reader, select).await,
         }
     }
 
@@ -962,8 +962,7 @@ async fn load_tenant_for_write(
         txn,
         tenant::Entity::find_by_id(tenant_id.to_owned()).lock_shared(),
     )
-    .await
-    .map_err(classify)?
+    .await?
     .filter(|t| t.delete_time.is_none())
     .ok_or(RepoError::NotFound("tenant"))?;
     ensure_tenant_active(tenant_id, &row.state)?;
@@ -1033,25 +1032,26 @@ async fn ensure_live_endpoint(
         txn,
         endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned())).lock_shared(),
     )
-    .await
-    .map_err(classify)?
+    .await?
     .filter(|e| e.delete_time.is_none())
     .map(|_| ())
     .ok_or(RepoError::NotFound("endpoint"))
 }
 
 /// The row a primary-key select finds. `Select::one` would add `LIMIT ?`,
-/// and SQLite (3.45 and later, which looks at a bound LIMIT when it plans)
-/// then prepares the statement again every time it runs: a key selects at
-/// most one row anyway.
-async fn by_key<E, C>(db: &C, select: Select<E>) -> Result<Option<E::Model>, DbErr>
+/// and the bundled SQLite, which looks at a bound LIMIT when it plans, then
+/// prepares the statement again every time it runs: a key selects at most
+/// one row anyway.
+async fn by_key<E, C>(db: &C, select: Select<E>) -> RepoResult<Option<E::Model>>
 where
     E: EntityTrait,
     C: ConnectionTrait,
 {
     let statement = sea_orm::QueryTrait::build(&select, db.get_database_backend());
-    match db.query_one_raw(statement).await? {
-        Some(row) => E::Model::from_query_result(&row, "").map(Some),
+    match db.query_one_raw(statement).await.map_err(classify)? {
+        Some(row) => E::Model::from_query_result(&row, "")
+            .map(Some)
+            .map_err(classify),
         None => Ok(None),
     }
 }
@@ -1418,7 +1418,7 @@ impl Repository for SeaRepository {
     }
 
     async fn get_tenant(&self, tenant_id: &str) -> RepoResult<Option<Tenant>> {
-        self.read_one(tenant::Entity::find_by_id(tenant_id.to_owned()))
+        self.read_by_key(tenant::Entity::find_by_id(tenant_id.to_owned()))
             .await?
             .map(tenant_from_row)
             .transpose()
@@ -1486,8 +1486,7 @@ impl Repository for SeaRepository {
             &*txn,
             tenant::Entity::find_by_id(tenant_id.to_owned()).lock_exclusive(),
         )
-        .await
-        .map_err(classify)?
+        .await?
         .filter(|t| t.delete_time.is_none())
         .ok_or(RepoError::NotFound("tenant"))?;
         if !prev_etag.is_empty() && row.etag != prev_etag {
@@ -1558,8 +1557,7 @@ impl Repository for SeaRepository {
                 &*txn,
                 tenant::Entity::find_by_id(tenant_id.clone()).lock_shared(),
             )
-            .await
-            .map_err(classify)?
+            .await?
             .filter(|t| t.delete_time.is_none())
             .ok_or(RepoError::NotFound("tenant"))?;
         }
@@ -1577,7 +1575,7 @@ impl Repository for SeaRepository {
     }
 
     async fn get_credential(&self, api_id: &str) -> RepoResult<Option<Credential>> {
-        self.read_one(credential::Entity::find_by_id(api_id.to_owned()))
+        self.read_by_key(credential::Entity::find_by_id(api_id.to_owned()))
             .await?
             .map(|row| self.credential_from_row(row))
             .transpose()
@@ -1624,8 +1622,7 @@ impl Repository for SeaRepository {
             &*txn,
             credential::Entity::find_by_id(api_id.to_owned()).lock_exclusive(),
         )
-        .await
-        .map_err(classify)?
+        .await?
         .ok_or(RepoError::NotFound("credential"))?;
         let updated = if row.revoke_time.is_some() {
             row
@@ -1726,7 +1723,7 @@ impl Repository for SeaRepository {
 
     async fn get_event_type(&self, name: &str) -> RepoResult<Option<EventType>> {
         Ok(self
-            .read_one(event_type::Entity::find_by_id(name.to_owned()))
+            .read_by_key(event_type::Entity::find_by_id(name.to_owned()))
             .await?
             .map(event_type_from_row))
     }
@@ -1824,7 +1821,7 @@ impl Repository for SeaRepository {
         tenant_id: &str,
         endpoint_id: &str,
     ) -> RepoResult<Option<Endpoint>> {
-        self.read_one(endpoint::Entity::find_by_id((
+        self.read_by_key(endpoint::Entity::find_by_id((
             tenant_id.to_owned(),
             endpoint_id.to_owned(),
         )))
@@ -1948,8 +1945,7 @@ impl Repository for SeaRepository {
             endpoint::Entity::find_by_id((tenant_id.to_owned(), endpoint_id.to_owned()))
                 .lock_exclusive(),
         )
-        .await
-        .map_err(classify)?
+        .await?
         .filter(|e| e.delete_time.is_none())
         .ok_or(RepoError::NotFound("endpoint"))?;
         if !prev_etag.is_empty() && row.etag != prev_etag {
@@ -2032,7 +2028,7 @@ impl Repository for SeaRepository {
         tenant_id: &str,
         subscription_id: &str,
     ) -> RepoResult<Option<Subscription>> {
-        self.read_one(subscription::Entity::find_by_id((
+        self.read_by_key(subscription::Entity::find_by_id((
             tenant_id.to_owned(),
             subscription_id.to_owned(),
         )))
@@ -2157,8 +2153,7 @@ impl Repository for SeaRepository {
             subscription::Entity::find_by_id((tenant_id.to_owned(), subscription_id.to_owned()))
                 .lock_exclusive(),
         )
-        .await
-        .map_err(classify)?
+        .await?
         .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
         .ok_or(RepoError::NotFound("subscription"))?;
         if !prev_etag.is_empty() && row.etag != prev_etag {
@@ -2192,8 +2187,7 @@ impl Repository for SeaRepository {
             &*txn,
             confirmation_token::Entity::find_by_id(token_hash.to_owned()).lock_exclusive(),
         )
-        .await
-        .map_err(classify)?
+        .await?
         .ok_or(RepoError::NotFound("confirmation token"))?;
         if token.used_time.is_some() {
             return Err(RepoError::Precondition(
@@ -2214,8 +2208,7 @@ impl Repository for SeaRepository {
             ))
             .lock_exclusive(),
         )
-        .await
-        .map_err(classify)?
+        .await?
         .ok_or(RepoError::NotFound("subscription"))?;
         if row.status != SubscriptionStatus::PendingVerification.as_str() {
             return Err(RepoError::Precondition(format!(
@@ -2258,8 +2251,7 @@ impl Repository for SeaRepository {
             subscription::Entity::find_by_id((tenant_id.to_owned(), v.subscription_id.clone()))
                 .lock_exclusive(),
         )
-        .await
-        .map_err(classify)?
+        .await?
         .filter(|s| s.status != SubscriptionStatus::Deleted.as_str())
         .ok_or(RepoError::NotFound("subscription"))?;
         if row.status != SubscriptionStatus::PendingVerification.as_str() {
@@ -2286,7 +2278,7 @@ impl Repository for SeaRepository {
 
     async fn token_tenant(&self, token_hash: &str) -> RepoResult<Option<String>> {
         Ok(self
-            .read_one(confirmation_token::Entity::find_by_id(
+            .read_by_key(confirmation_token::Entity::find_by_id(
                 token_hash.to_owned(),
             ))
             .await?
