@@ -22,7 +22,7 @@ use crate::grpc::Api;
 use crate::model::{Credential, new_etag, now_micros};
 use crate::proto;
 use crate::repository::{DatabaseSettings, Repository, SeaRepository};
-use crate::resolve::{Follower, ResolveIndex};
+use crate::resolve::{Follower, ResolveIndex, run_sweeper};
 use crate::service::{PageTokens, ServiceSettings, Services};
 
 const SERVICE_NAMES: [&str; 5] = [
@@ -338,12 +338,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         index.clone(),
         sender.clone(),
     ));
-    let follower = Follower::new(
-        dyn_repo,
-        index.clone(),
-        credentials.clone(),
-        Duration::from_secs(args.change_retention_hours as u64 * 3600),
-    );
+    let change_retention = Duration::from_secs(args.change_retention_hours as u64 * 3600);
+    let follower = Follower::new(dyn_repo.clone(), index.clone(), credentials.clone());
     let loaded_at = std::time::Instant::now();
     let revision = follower
         .load()
@@ -423,6 +419,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         stop_rx.clone(),
     ));
     let follower_task = tokio::spawn(follower.run(repo.subscribe_revisions(), stop_rx.clone()));
+    let sweeper_task = tokio::spawn(run_sweeper(dyn_repo, change_retention, stop_rx.clone()));
     let worker_task = tokio::spawn(
         Worker::new(repo.clone() as Arc<dyn Repository>, sender)
             .run(repo.subscribe_revisions(), stop_rx.clone()),
@@ -477,6 +474,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         let background = async {
             let _ = worker_task.await;
             let _ = follower_task.await;
+            let _ = sweeper_task.await;
         };
         if tokio::time::timeout(grace, background).await.is_err() {
             tracing::warn!("background tasks still running after the grace period");

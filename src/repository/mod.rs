@@ -5,11 +5,14 @@
 //! revision first, which serialises writers in commit order, (2) records the
 //! caller's request nonce so a replayed write fails on every replica, (3)
 //! re-checks parents, (4) writes, (5) appends the change-log rows and (6)
-//! stores the idempotent response, then commits.
+//! stores the idempotent response, then commits. On PostgreSQL,
+//! CreateSubscription does all of that in one statement (see
+//! `one_statement`), falling back to the transaction to name an error.
 
 mod entities;
 mod group_commit;
 mod inline_read;
+mod one_statement;
 mod sea;
 
 use crate::model::{

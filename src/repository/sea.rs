@@ -20,6 +20,7 @@ use super::entities::{
 };
 use super::group_commit::{FinishError, Finished, GroupCommit, WriteTxn};
 use super::inline_read::InlineReader;
+use super::one_statement;
 use super::{
     ChangeRecord, CredentialFilter, DeliveryOutcome, IdempotencyRecord, OutboxItem, Page,
     PageRequest, RepoError, RepoResult, Repository, Revision, Snapshot, SubscriptionFilter,
@@ -57,7 +58,15 @@ pub struct SeaRepository {
     group: Option<Arc<GroupCommit>>,
     /// SQLite file databases only: single-row reads on the caller's thread.
     inline: Option<InlineReader>,
+    /// PostgreSQL only: this process's commits, which `notify_replicas`
+    /// announces to the other replicas.
+    committed: Option<watch::Sender<Revision>>,
 }
+
+/// A pooled connection idle this long is pinged before use (one that was
+/// just used is not: a ping per checkout would add a round trip to every
+/// statement; sqlx still pings each connection as it goes back).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
 /// The PostgreSQL channel on which every commit announces its revision.
 const CHANGES_CHANNEL: &str = "hookplane_changes";
@@ -135,6 +144,7 @@ impl SeaRepository {
                 opts.max_connections(settings.max_connections)
                     .min_connections(1)
                     .acquire_timeout(settings.acquire_timeout)
+                    .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
                     .sqlx_logging(false);
                 let pool = Database::connect(opts).await?;
                 migrate(&pool, backend).await?;
@@ -150,6 +160,7 @@ impl SeaRepository {
             closed: watch::channel(false).0,
             group: (backend == DatabaseBackend::Sqlite).then(GroupCommit::new),
             inline,
+            committed: (backend == DatabaseBackend::Postgres).then(|| watch::channel(0).0),
         };
         if let Some(group) = &repo.group {
             let revisions = repo.revisions.clone();
@@ -158,6 +169,13 @@ impl SeaRepository {
                 repo.closed.subscribe(),
             ));
             tokio::spawn(checkpoint_wal(repo.reader.clone(), repo.closed.subscribe()));
+        }
+        if let Some(committed) = &repo.committed {
+            tokio::spawn(notify_replicas(
+                settings.url.clone(),
+                committed.subscribe(),
+                repo.closed.subscribe(),
+            ));
         }
         if backend == DatabaseBackend::Postgres {
             // Other replicas' commits arrive as notifications; the follower
@@ -249,18 +267,13 @@ impl SeaRepository {
                     .ok_or_else(|| internal("nonce insert returned no row"))?;
                 pg_revision_base(row.try_get::<i64>("", "value").map_err(classify)?)?
             }
-            (nonce, _) => {
+            _ => {
                 // A batched SQLite write counts in memory (see GroupCommit).
                 let revision = match txn.batch_revisions() {
                     Some(next) => next.fetch_add(1, Ordering::SeqCst),
                     None => first_revision(&txn).await?,
                 };
-                if let Some(n) = nonce {
-                    let row = nonce::ActiveModel {
-                        api_id: sea_orm::Set(meta.api_id.clone()),
-                        nonce: sea_orm::Set(n.clone()),
-                        expire_time: sea_orm::Set(meta.nonce_expire_time),
-                    };
+                if let Some(row) = nonce_row(meta) {
                     nonce::Entity::insert(row)
                         .exec_without_returning(&*txn)
                         .await
@@ -280,16 +293,7 @@ impl SeaRepository {
         meta: &WriteMeta,
         revision: Revision,
     ) -> RepoResult<Revision> {
-        if let Some(idem) = &meta.idempotency {
-            let aad = idempotency_aad(&meta.api_id, &idem.request_id);
-            let row = idempotency::ActiveModel {
-                api_id: sea_orm::Set(meta.api_id.clone()),
-                request_id: sea_orm::Set(idem.request_id.clone()),
-                method: sea_orm::Set(idem.method.to_owned()),
-                fingerprint: sea_orm::Set(idem.fingerprint.clone()),
-                response_enc: sea_orm::Set(self.key.encrypt(&idem.response, aad.as_bytes())),
-                create_time: sea_orm::Set(meta.now),
-            };
+        if let Some(row) = self.idempotency_row(meta) {
             idempotency::Entity::insert(row)
                 .exec_without_returning(&*txn)
                 .await
@@ -298,7 +302,6 @@ impl SeaRepository {
                     other => other,
                 })?;
         }
-        self.notify(&txn, revision).await?;
         match txn.finish(revision).await {
             Ok(Finished::Committed) => self.publish(revision),
             Ok(Finished::Batched) => {}
@@ -306,6 +309,47 @@ impl SeaRepository {
             Err(FinishError::Batch(e)) => return Err(RepoError::Unavailable(e.into())),
         }
         Ok(revision)
+    }
+
+    /// The response a write with a request id stores, encrypted.
+    fn idempotency_row(&self, meta: &WriteMeta) -> Option<idempotency::ActiveModel> {
+        let idem = meta.idempotency.as_ref()?;
+        let aad = idempotency_aad(&meta.api_id, &idem.request_id);
+        Some(idempotency::ActiveModel {
+            api_id: sea_orm::Set(meta.api_id.clone()),
+            request_id: sea_orm::Set(idem.request_id.clone()),
+            method: sea_orm::Set(idem.method.to_owned()),
+            fingerprint: sea_orm::Set(idem.fingerprint.clone()),
+            response_enc: sea_orm::Set(self.key.encrypt(&idem.response, aad.as_bytes())),
+            create_time: sea_orm::Set(meta.now),
+        })
+    }
+
+    /// PostgreSQL: creates the subscription in one statement (see
+    /// `one_statement`). `None` when that wrote nothing because a check
+    /// failed: the transactional path then names the error.
+    async fn create_subscription_at_once(
+        &self,
+        s: &Subscription,
+        meta: &WriteMeta,
+    ) -> RepoResult<Option<Revision>> {
+        let statement = one_statement::create_subscription(
+            subscription_to_row(s)?,
+            nonce_row(meta).as_ref(),
+            self.idempotency_row(meta).as_ref(),
+            meta.now,
+        );
+        let row = match self.writer.query_one_raw(statement).await {
+            Ok(row) => row,
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        let Some(row) = row else { return Ok(None) };
+        let revision = row.try_get::<i64>("", "revision").map_err(classify)?;
+        self.publish(revision);
+        Ok(Some(revision))
     }
 
     /// Kills the subscription's earlier tokens, stores the new token's hash
@@ -368,19 +412,6 @@ impl SeaRepository {
 
     /// On PostgreSQL, announces the revision to other replicas when the
     /// transaction commits (NOTIFY is transactional).
-    async fn notify(&self, txn: &DatabaseTransaction, revision: Revision) -> RepoResult<()> {
-        if self.backend == DatabaseBackend::Postgres {
-            txn.execute_raw(Statement::from_sql_and_values(
-                self.backend,
-                "SELECT pg_notify($1, $2)",
-                [CHANGES_CHANNEL.into(), revision.to_string().into()],
-            ))
-            .await
-            .map_err(classify)?;
-        }
-        Ok(())
-    }
-
     /// Live state of the given tenants (all when `None`), read in one
     /// transaction so the three lists agree.
     async fn snapshot_where(&self, tenant_ids: Option<Vec<String>>) -> RepoResult<Snapshot> {
@@ -440,6 +471,9 @@ impl SeaRepository {
     /// Tells this process's followers that `revision` committed.
     fn publish(&self, revision: Revision) {
         announce(&self.revisions, revision);
+        if let Some(committed) = &self.committed {
+            announce(committed, revision);
+        }
     }
 
     fn seal(&self, secret: &str, aad: &str) -> Vec<u8> {
@@ -541,6 +575,65 @@ async fn checkpoint_wal(reader: DatabaseConnection, mut closed: watch::Receiver<
 }
 
 /// Publishes revisions announced by other replicas until the repository closes.
+/// PostgreSQL: tells the other replicas about this process's commits, with
+/// one NOTIFY per burst of commits, sent after they committed.
+///
+/// A NOTIFY inside each writing transaction would serialise all commits:
+/// PostgreSQL holds a global lock on its notification queue from a
+/// notifying transaction's commit until it ends, WAL flush included. Here
+/// the NOTIFY runs on a connection of its own with `synchronous_commit`
+/// off, so it waits for no flush either. A notification lost here (a crash,
+/// a dropped connection) only delays the change until the other replicas'
+/// next poll.
+async fn notify_replicas(
+    url: String,
+    mut committed: watch::Receiver<Revision>,
+    mut closed: watch::Receiver<bool>,
+) {
+    use sea_orm::sqlx::postgres::PgConnection;
+    use sea_orm::sqlx::{Connection, query};
+
+    async fn connect(url: &str) -> Result<PgConnection, sea_orm::sqlx::Error> {
+        let mut conn = PgConnection::connect(url).await?;
+        query("SET synchronous_commit = off")
+            .execute(&mut conn)
+            .await?;
+        Ok(conn)
+    }
+
+    let mut conn = None;
+    loop {
+        tokio::select! {
+            _ = closed.changed() => return,
+            changed = committed.changed() => if changed.is_err() { return },
+        }
+        let revision = *committed.borrow_and_update();
+        let sent = async {
+            if conn.is_none() {
+                conn = Some(connect(&url).await?);
+            }
+            let Some(c) = conn.as_mut() else {
+                return Ok(());
+            };
+            query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(revision.to_string())
+                .execute(c)
+                .await
+                .map(|_| ())
+        };
+        if let Err(e) = sent.await {
+            conn = None;
+            if !*closed.borrow() {
+                tracing::warn!(
+                    error = %e,
+                    "cannot notify other replicas of a commit; they see it at their next poll"
+                );
+            }
+        }
+    }
+}
+
 async fn listen_for_changes(
     url: String,
     revisions: watch::Sender<Revision>,
@@ -614,6 +707,7 @@ fn sqlite_options(settings: &DatabaseSettings, pool: u32) -> ConnectOptions {
     opts.max_connections(pool)
         .min_connections(1)
         .acquire_timeout(settings.acquire_timeout)
+        .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(move |o| {
             o.create_if_missing(true)
@@ -796,6 +890,15 @@ impl ChangeLog {
             .map_err(classify)?;
         Ok(())
     }
+}
+
+/// The request nonce a signed write records.
+fn nonce_row(meta: &WriteMeta) -> Option<nonce::ActiveModel> {
+    Some(nonce::ActiveModel {
+        api_id: sea_orm::Set(meta.api_id.clone()),
+        nonce: sea_orm::Set(meta.nonce.clone()?),
+        expire_time: sea_orm::Set(meta.nonce_expire_time),
+    })
 }
 
 fn credential_aad(api_id: &str) -> String {
@@ -1338,7 +1441,6 @@ impl Repository for SeaRepository {
             txn.rollback().await.map_err(classify)?;
             return Ok(0);
         }
-        self.notify(&txn, log.last).await?;
         txn.commit().await.map_err(classify)?;
         self.publish(log.last);
         Ok(count)
@@ -1393,7 +1495,6 @@ impl Repository for SeaRepository {
             log.record(&txn, Some(t), "tenant", t, "UPSERT", now)
                 .await?;
         }
-        self.notify(&txn, log.last).await?;
         txn.commit().await.map_err(classify)?;
         self.publish(log.last);
         Ok(log.last)
@@ -1694,7 +1795,6 @@ impl Repository for SeaRepository {
         let mut log = ChangeLog::new(revision);
         log.record(&txn, None, "credential", &c.api_id, "UPSERT", c.create_time)
             .await?;
-        self.notify(&txn, revision).await?;
         txn.commit().await.map_err(classify)?;
         self.publish(revision);
         Ok(true)
@@ -1991,6 +2091,11 @@ impl Repository for SeaRepository {
         verification: Option<&Verification>,
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
+        if self.backend == DatabaseBackend::Postgres && verification.is_none() {
+            if let Some(revision) = self.create_subscription_at_once(s, meta).await? {
+                return Ok(revision);
+            }
+        }
         let (txn, mut log) = self.begin_write(meta).await?;
         ensure_parents(&txn, &s.tenant_id, &s.endpoint_id).await?;
         // The key (its row stays after a delete) and the live name are both

@@ -1,7 +1,7 @@
 //! Follows the change log: after every commit on this replica (notified in
 //! process), on every PostgreSQL notification and every 250 ms, reads the new
 //! change rows and refreshes what they touched: a tenant's resolve index, the
-//! catalog, a credential in the cache. Also runs the periodic sweeps.
+//! catalog, a credential in the cache.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -12,15 +12,19 @@ use tokio::sync::watch;
 use super::ResolveIndex;
 use super::index::Catalog;
 use crate::auth::CredentialCache;
-use crate::model::{Subscription, now_micros};
+use crate::model::Subscription;
 use crate::repository::{RepoResult, Repository, Revision};
 use crate::service::cached;
 
 const POLL: Duration = Duration::from_millis(250);
-/// Re-reads while an announced commit is not yet readable: 1, 2, 4 ... 64 ms.
+/// Re-reads while an announced commit is not yet readable: 1, 2, 4, 8 ms.
+/// Short: what holds a commit back is usually another transaction that ends
+/// within milliseconds without announcing anything here (another replica's
+/// write, this process's NOTIFY), and writers wait for the follower.
 const RETRY_FIRST: Duration = Duration::from_millis(1);
-const RETRY_MAX: Duration = Duration::from_millis(64);
+const RETRY_MAX: Duration = Duration::from_millis(8);
 const BATCH: u64 = 5_000;
+const PRUNED_MAX_AGE: Duration = Duration::from_secs(1);
 /// Tenants per query when loading everything.
 const LOAD_BATCH: u64 = 500;
 
@@ -39,7 +43,8 @@ pub struct Follower {
     repo: Arc<dyn Repository>,
     index: Arc<ResolveIndex>,
     credentials: Arc<CredentialCache>,
-    change_retention: Duration,
+    /// The change log's pruning mark and when it was read.
+    pruned: std::sync::Mutex<Option<(Revision, Instant)>>,
 }
 
 impl Follower {
@@ -47,13 +52,12 @@ impl Follower {
         repo: Arc<dyn Repository>,
         index: Arc<ResolveIndex>,
         credentials: Arc<CredentialCache>,
-        change_retention: Duration,
     ) -> Self {
         Follower {
             repo,
             index,
             credentials,
-            change_retention,
+            pruned: std::sync::Mutex::new(None),
         }
     }
 
@@ -103,6 +107,20 @@ impl Follower {
             .collect())
     }
 
+    /// The change log's pruning mark, read at most once per
+    /// [`PRUNED_MAX_AGE`]: on PostgreSQL revisions are sparse, so nearly every
+    /// batch looks like a gap and asks. Rows are kept for at least an hour,
+    /// so a mark a second old still tells a follower that fell behind.
+    async fn pruned_through(&self) -> RepoResult<Revision> {
+        let cached = *self.pruned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((mark, _)) = cached.filter(|(_, read)| read.elapsed() < PRUNED_MAX_AGE) {
+            return Ok(mark);
+        }
+        let mark = self.repo.pruned_through().await?;
+        *self.pruned.lock().unwrap_or_else(|e| e.into_inner()) = Some((mark, Instant::now()));
+        Ok(mark)
+    }
+
     /// Applies every change after the applied revision.
     pub async fn catch_up(&self) -> RepoResult<()> {
         loop {
@@ -113,7 +131,7 @@ impl Follower {
             };
             if changes[0].revision > applied + 1
                 && applied > 0
-                && applied < self.repo.pruned_through().await?
+                && applied < self.pruned_through().await?
             {
                 // Rows after our position were pruned: we fell too far behind.
                 tracing::warn!(
@@ -206,8 +224,6 @@ impl Follower {
 
     /// Runs until `stop` turns true.
     pub async fn run(self, mut local: watch::Receiver<Revision>, mut stop: watch::Receiver<bool>) {
-        let mut last_sweep = Instant::now();
-        let mut last_purge = Instant::now();
         let mut retry: Option<Duration> = None;
         loop {
             tokio::select! {
@@ -218,6 +234,7 @@ impl Follower {
             if *stop.borrow() {
                 return;
             }
+            let before = self.index.applied();
             if let Err(e) = self.catch_up().await {
                 tracing::warn!(error = %e, "cannot follow the change log; retrying");
                 retry = None;
@@ -226,37 +243,15 @@ impl Follower {
             // On PostgreSQL a commit is announced before it is readable when
             // an older transaction is still running (readers stay below the
             // oldest one); that usually ends within milliseconds, so look
-            // again soon instead of at the next poll.
+            // again soon instead of at the next poll. Under a steady stream
+            // of writes there is always a newer commit waiting: back off only
+            // while nothing becomes readable.
             let announced = *local.borrow_and_update();
-            retry = (self.index.applied() < announced)
-                .then(|| retry.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX)));
-            if last_sweep.elapsed() >= Duration::from_secs(1) {
-                last_sweep = Instant::now();
-                match self.repo.sweep_expired(now_micros()).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(
-                        changed = n,
-                        "expired subscriptions and rotated-out secrets swept"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
-                }
-            }
-            if last_purge.elapsed() >= Duration::from_secs(60) {
-                last_purge = Instant::now();
-                let now = now_micros();
-                let retention =
-                    i64::try_from(self.change_retention.as_micros()).unwrap_or(i64::MAX);
-                if let Err(e) = self
-                    .repo
-                    .purge_expired(now, now - crate::service::IDEMPOTENCY_RETENTION_MICROS)
-                    .await
-                {
-                    tracing::warn!(error = %e, "cannot purge expired nonces and request ids");
-                }
-                if let Err(e) = self.repo.prune_changes(now.saturating_sub(retention)).await {
-                    tracing::warn!(error = %e, "cannot prune the change log");
-                }
-            }
+            let applied = self.index.applied();
+            retry = (applied < announced).then(|| match retry {
+                Some(d) if applied == before => (d * 2).min(RETRY_MAX),
+                _ => RETRY_FIRST,
+            });
         }
     }
 }

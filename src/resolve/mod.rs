@@ -3,7 +3,9 @@
 
 mod follower;
 mod index;
+mod sweeper;
 mod trie;
 
 pub use follower::Follower;
 pub use index::{Catalog, ResolveIndex, Target};
+pub use sweeper::run_sweeper;

@@ -9,9 +9,9 @@ use hookplane::proto::event_type_service_client::EventTypeServiceClient;
 use hookplane::proto::subscription_service_client::SubscriptionServiceClient;
 use hookplane::proto::tenant_service_client::TenantServiceClient;
 use hookplane::proto::{
-    CreateTenantRequest, GetTenantRequest, ListCredentialsRequest, ListEndpointsRequest,
-    ListEventTypesRequest, ListSubscriptionsRequest, ListTenantsRequest, RevokeCredentialRequest,
-    Tenant,
+    CreateTenantRequest, GetSubscriptionRequest, GetTenantRequest, ListCredentialsRequest,
+    ListEndpointsRequest, ListEventTypesRequest, ListSubscriptionsRequest, ListTenantsRequest,
+    RevokeCredentialRequest, Subscription, Tenant,
 };
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Request};
@@ -20,6 +20,7 @@ use crate::harness::*;
 
 const GET_TENANT: &str = "/hookplane.v1.TenantService/GetTenant";
 const CREATE_TENANT: &str = "/hookplane.v1.TenantService/CreateTenant";
+const CREATE_SUBSCRIPTION: &str = "/hookplane.v1.SubscriptionService/CreateSubscription";
 
 fn get_acme() -> GetTenantRequest {
     GetTenantRequest {
@@ -267,6 +268,86 @@ async fn replayed_write_is_refused_after_restart(backend: Backend) {
     server.stop().await;
 }
 
+/// CreateSubscription records its nonce with the row (on PostgreSQL in the
+/// same single statement): a replay after a restart, when only the database
+/// remembers the nonce, is refused and writes nothing. A refused create
+/// records nothing either, so its replay is refused for the same reason.
+async fn replayed_subscription_create_is_refused_after_restart(backend: Backend) {
+    let (server, _) = fixture(&backend).await;
+    let now = unix_now();
+    let create = |subscription_id: &str, endpoint_id: &str| {
+        create_subscription_request(Subscription {
+            subscription_id: subscription_id.to_owned(),
+            ..subscription(TENANT, endpoint_id, &["command.accepted"])
+        })
+    };
+    let written = fresh_nonce();
+    let refused = fresh_nonce();
+    let mut subscriptions = SubscriptionServiceClient::new(server.channel());
+    ok(subscriptions
+        .create_subscription(signed_request(
+            create("first", ENDPOINT),
+            &Cred::admin(),
+            CREATE_SUBSCRIPTION,
+            now,
+            &written,
+        ))
+        .await);
+    let missing_endpoint = create("second", "no-such-endpoint");
+    expect_code(
+        subscriptions
+            .create_subscription(signed_request(
+                missing_endpoint.clone(),
+                &Cred::admin(),
+                CREATE_SUBSCRIPTION,
+                now,
+                &refused,
+            ))
+            .await,
+        Code::NotFound,
+    );
+
+    let server = server.restart().await;
+    let mut subscriptions = SubscriptionServiceClient::new(server.channel());
+    expect_code(
+        subscriptions
+            .create_subscription(signed_request(
+                create("third", ENDPOINT),
+                &Cred::admin(),
+                CREATE_SUBSCRIPTION,
+                now,
+                &written,
+            ))
+            .await,
+        Code::Unauthenticated,
+    );
+    expect_code(
+        subscriptions
+            .create_subscription(signed_request(
+                missing_endpoint,
+                &Cred::admin(),
+                CREATE_SUBSCRIPTION,
+                now,
+                &refused,
+            ))
+            .await,
+        Code::NotFound,
+    );
+    let get = |subscription_id: &str| GetSubscriptionRequest {
+        tenant_id: TENANT.to_owned(),
+        subscription_id: subscription_id.to_owned(),
+    };
+    let admin = server.admin();
+    ok(admin.subscriptions().get_subscription(get("first")).await);
+    for absent in ["second", "third"] {
+        expect_code(
+            admin.subscriptions().get_subscription(get(absent)).await,
+            Code::NotFound,
+        );
+    }
+    server.stop().await;
+}
+
 async fn health_and_reflection_need_no_credentials(backend: Backend) {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -500,6 +581,7 @@ backend_tests!(
     bad_signature_unknown_id_and_revoked_share_one_message,
     replayed_read_is_refused,
     replayed_write_is_refused_after_restart,
+    replayed_subscription_create_is_refused_after_restart,
     health_and_reflection_need_no_credentials,
     every_hookplane_service_needs_credentials,
     request_id_is_echoed_or_generated,

@@ -191,6 +191,19 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         }
     }
     repo.close().await;
+    if let Some(url) = args
+        .database_url
+        .as_deref()
+        .filter(|u| u.starts_with("postgres"))
+    {
+        // Planner statistics for the bulk-loaded tables: without them (a
+        // server with autovacuum off, or one that has not run yet) the
+        // expiry sweep's count, for one, scans the whole table.
+        use sea_orm::ConnectionTrait;
+        let db = sea_orm::Database::connect(url).await?;
+        db.execute_unprepared("VACUUM ANALYZE").await?;
+        db.close().await?;
+    }
     println!(
         "seeded {tenants} tenants, {} endpoints, {loaded} subscriptions, {catalog} event types in {:.1} s",
         tenants * endpoints_per_tenant,

@@ -1,0 +1,109 @@
+//! CreateSubscription on PostgreSQL as one statement.
+//!
+//! The transactional path (`BEGIN`, nonce, parent check, insert, change
+//! row, `COMMIT`) costs six round trips, each parsed and executed on its
+//! own. Here the same writes are one data-modifying `WITH` statement that
+//! PostgreSQL runs as its own transaction:
+//!
+//! - `parents` share-locks the tenant and the endpoint, and yields a row
+//!   only if the tenant is live and active and the endpoint live;
+//! - `written` records the request nonce and takes the revision from the
+//!   transaction id, both only if `parents` yielded a row;
+//! - `inserted` stores the subscription, `changed` appends its change row,
+//!   and `idempotent` stores the response to replay, each only if the
+//!   earlier steps wrote.
+//!
+//! The statement returns the revision if it wrote, and nothing if a parent
+//! check failed. A unique violation (a taken id or name, a replayed nonce,
+//! a concurrent request id) aborts the whole statement. In either case the
+//! caller falls back to the transactional path, which writes nothing or
+//! names the exact error; those are the rare cases.
+
+use sea_orm::{
+    ActiveModelTrait, DatabaseBackend, EntityName, EntityTrait, IntoActiveModel, Iterable,
+    Statement, Value,
+};
+
+use super::entities::{idempotency, nonce, subscription};
+use crate::model::TenantState;
+
+/// Up to this transaction id, `id << 20` stays a positive bigint; beyond,
+/// the revision is NULL and the change row's NOT NULL check refuses the
+/// write (the transactional path reports the same case as an error).
+const XID_LIMIT: i64 = 1 << 43;
+
+/// Bind parameters in order, and their `$n` names.
+struct Params(Vec<Value>);
+
+impl Params {
+    fn bind(&mut self, value: impl Into<Value>) -> String {
+        self.0.push(value.into());
+        format!("${}", self.0.len())
+    }
+}
+
+/// `INSERT INTO table (columns) SELECT values FROM source`, for the columns
+/// the active model sets.
+fn insert_from<A: ActiveModelTrait>(params: &mut Params, row: &A, source: &str) -> String {
+    let table = <A::Entity as Default>::default().table_name().to_owned();
+    let mut columns = Vec::new();
+    let mut values = Vec::new();
+    for column in <A::Entity as EntityTrait>::Column::iter() {
+        if let Some(value) = row.get(column).into_value() {
+            columns.push(format!("\"{}\"", sea_orm::IdenStatic::as_str(&column)));
+            values.push(params.bind(value));
+        }
+    }
+    format!(
+        "INSERT INTO \"{table}\" ({}) SELECT {} FROM {source}",
+        columns.join(", "),
+        values.join(", ")
+    )
+}
+
+/// The statement creating `row`; see the module documentation.
+pub(super) fn create_subscription(
+    row: subscription::Model,
+    nonce: Option<&nonce::ActiveModel>,
+    idempotency: Option<&idempotency::ActiveModel>,
+    change_time: i64,
+) -> Statement {
+    let tenant_id = row.tenant_id.clone();
+    let endpoint_id = row.endpoint_id.clone();
+    let subscription_id = row.subscription_id.clone();
+    let row = row.into_active_model();
+    let mut p = Params(Vec::new());
+    let revision = format!(
+        "CASE WHEN pg_current_xact_id()::text::bigint < {XID_LIMIT} \
+         THEN pg_current_xact_id()::text::bigint << 20 END AS revision"
+    );
+    let parents = format!(
+        "SELECT 1 FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id \
+         WHERE t.tenant_id = {} AND e.endpoint_id = {} AND t.state = '{}' \
+         AND t.delete_time IS NULL AND e.delete_time IS NULL FOR SHARE",
+        p.bind(tenant_id.clone()),
+        p.bind(endpoint_id),
+        TenantState::Active.as_str(),
+    );
+    let written = match nonce {
+        Some(n) => format!("{} RETURNING {revision}", insert_from(&mut p, n, "parents")),
+        None => format!("SELECT {revision} FROM parents"),
+    };
+    let inserted = format!("{} RETURNING 1", insert_from(&mut p, &row, "written"));
+    let changed = format!(
+        "INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) \
+         SELECT revision, {}, 'subscription', {}, 'UPSERT', {} FROM written, inserted \
+         RETURNING revision",
+        p.bind(tenant_id),
+        p.bind(subscription_id),
+        p.bind(change_time),
+    );
+    let idempotent = idempotency
+        .map(|i| format!(", idempotent AS ({})", insert_from(&mut p, i, "inserted")))
+        .unwrap_or_default();
+    let sql = format!(
+        "WITH parents AS ({parents}), written AS ({written}), inserted AS ({inserted}), \
+         changed AS ({changed}){idempotent} SELECT revision FROM changed"
+    );
+    Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, p.0)
+}
