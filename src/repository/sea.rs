@@ -2091,10 +2091,11 @@ impl Repository for SeaRepository {
         verification: Option<&Verification>,
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
-        if self.backend == DatabaseBackend::Postgres && verification.is_none() {
-            if let Some(revision) = self.create_subscription_at_once(s, meta).await? {
-                return Ok(revision);
-            }
+        if self.backend == DatabaseBackend::Postgres
+            && verification.is_none()
+            && let Some(revision) = self.create_subscription_at_once(s, meta).await?
+        {
+            return Ok(revision);
         }
         let (txn, mut log) = self.begin_write(meta).await?;
         ensure_parents(&txn, &s.tenant_id, &s.endpoint_id).await?;
