@@ -13,6 +13,7 @@ mod entities;
 mod group_commit;
 mod inline_read;
 mod one_statement;
+mod pg_lanes;
 mod sea;
 
 use crate::model::{

@@ -21,6 +21,7 @@ use super::entities::{
 use super::group_commit::{FinishError, Finished, GroupCommit, WriteTxn};
 use super::inline_read::InlineReader;
 use super::one_statement;
+use super::pg_lanes::PgLanes;
 use super::{
     ChangeRecord, CredentialFilter, DeliveryOutcome, IdempotencyRecord, OutboxItem, Page,
     PageRequest, RepoError, RepoResult, Repository, Revision, Snapshot, SubscriptionFilter,
@@ -61,6 +62,8 @@ pub struct SeaRepository {
     /// PostgreSQL only: this process's commits, which `notify_replicas`
     /// announces to the other replicas.
     committed: Option<watch::Sender<Revision>>,
+    /// PostgreSQL only: connections held for single statements.
+    lanes: Option<PgLanes>,
 }
 
 /// A pooled connection idle this long is pinged before use (one that was
@@ -151,6 +154,7 @@ impl SeaRepository {
                 (pool.clone(), pool, None)
             }
         };
+        let writer_for_lanes = writer.clone();
         let repo = SeaRepository {
             writer,
             reader,
@@ -161,6 +165,8 @@ impl SeaRepository {
             group: (backend == DatabaseBackend::Sqlite).then(GroupCommit::new),
             inline,
             committed: (backend == DatabaseBackend::Postgres).then(|| watch::channel(0).0),
+            lanes: (backend == DatabaseBackend::Postgres)
+                .then(|| PgLanes::new(&writer_for_lanes, settings.max_connections as usize / 2)),
         };
         if let Some(group) = &repo.group {
             let revisions = repo.revisions.clone();
@@ -197,6 +203,9 @@ impl SeaRepository {
     /// Closes the pools; later calls fail as unavailable.
     pub async fn close(&self) {
         self.closed.send_replace(true);
+        if let Some(lanes) = &self.lanes {
+            lanes.close().await;
+        }
         let _ = self.writer.close_by_ref().await;
         let _ = self.reader.close_by_ref().await;
     }
@@ -217,7 +226,13 @@ impl SeaRepository {
                 Err(RepoError::Unavailable("the repository is closed".into()))
             }
             Some(inline) => inline.one(select),
-            None => by_key(&self.reader, select).await,
+            None => match &self.lanes {
+                Some(lanes) => {
+                    let statement = sea_orm::QueryTrait::build(&select, self.backend);
+                    model_of::<E>(lanes.query_one(statement).await.map_err(classify)?)
+                }
+                None => by_key(&self.reader, select).await,
+            },
         }
     }
 
@@ -339,7 +354,11 @@ impl SeaRepository {
             self.idempotency_row(meta).as_ref(),
             meta.now,
         );
-        let row = match self.writer.query_one_raw(statement).await {
+        let run = match &self.lanes {
+            Some(lanes) => lanes.query_one(statement).await,
+            None => self.writer.query_one_raw(statement).await,
+        };
+        let row = match run {
             Ok(row) => row,
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 return Ok(None);
@@ -575,6 +594,10 @@ async fn checkpoint_wal(reader: DatabaseConnection, mut closed: watch::Receiver<
 }
 
 /// Publishes revisions announced by other replicas until the repository closes.
+/// At most one NOTIFY per this interval: each is a transaction of its own,
+/// and a few milliseconds are nothing next to the poll it replaces.
+const NOTIFY_SPACING: Duration = Duration::from_millis(5);
+
 /// PostgreSQL: tells the other replicas about this process's commits, with
 /// one NOTIFY per burst of commits, sent after they committed.
 ///
@@ -631,6 +654,8 @@ async fn notify_replicas(
                 );
             }
         }
+        // Commits in the meantime go out together with the next one.
+        tokio::time::sleep(NOTIFY_SPACING).await;
     }
 }
 
@@ -1151,12 +1176,13 @@ where
     C: ConnectionTrait,
 {
     let statement = sea_orm::QueryTrait::build(&select, db.get_database_backend());
-    match db.query_one_raw(statement).await.map_err(classify)? {
-        Some(row) => E::Model::from_query_result(&row, "")
-            .map(Some)
-            .map_err(classify),
-        None => Ok(None),
-    }
+    model_of::<E>(db.query_one_raw(statement).await.map_err(classify)?)
+}
+
+/// The model in a row a key read returned.
+fn model_of<E: EntityTrait>(row: Option<sea_orm::QueryResult>) -> RepoResult<Option<E::Model>> {
+    row.map(|row| E::Model::from_query_result(&row, "").map_err(classify))
+        .transpose()
 }
 
 /// Soft-deletes the given live subscriptions, recording each change.

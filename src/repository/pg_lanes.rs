@@ -1,0 +1,120 @@
+//! PostgreSQL connections kept out of the pool for the hottest single
+//! statements: reads by key and the one-statement subscription create.
+//!
+//! sqlx pings every connection it takes back into its pool, a round trip
+//! per checkout; in a CreateSubscription profile those pings were 15 % of
+//! the server's CPU (and as many wake-ups on the database). A lane keeps
+//! its connection, so a statement on it costs one round trip. A lane whose
+//! statement failed on the connection itself gives the connection up and
+//! takes a fresh one from the pool next time. When every lane is busy, the
+//! statement goes through the pool as before, so lanes never add waiting.
+//!
+//! A statement cancelled half-way (a dropped request) leaves its answer
+//! unread; sqlx reads and discards it before the lane's next statement.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use sea_orm::sqlx::pool::PoolConnection;
+use sea_orm::sqlx::postgres::{PgArguments, Postgres};
+use sea_orm::sqlx::query::Query;
+use sea_orm::sqlx::{self, PgPool};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbErr, QueryResult, RuntimeErr, Statement, Value,
+};
+use tokio::sync::Mutex;
+
+pub(super) struct PgLanes {
+    db: DatabaseConnection,
+    pool: PgPool,
+    lanes: Vec<Mutex<Option<PoolConnection<Postgres>>>>,
+    next: AtomicUsize,
+    /// Set by `close`: from then on statements go through the pool.
+    closed: AtomicBool,
+}
+
+impl PgLanes {
+    /// Up to `count` lanes over the pool behind `db`.
+    pub(super) fn new(db: &DatabaseConnection, count: usize) -> Self {
+        PgLanes {
+            db: db.clone(),
+            pool: db.get_postgres_connection_pool().clone(),
+            lanes: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Gives every connection back: the pool's close waits for all of them.
+    pub(super) async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for lane in &self.lanes {
+            lane.lock().await.take();
+        }
+    }
+
+    /// Runs one statement and returns its first row.
+    pub(super) async fn query_one(
+        &self,
+        statement: Statement,
+    ) -> Result<Option<QueryResult>, DbErr> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let free = (0..self.lanes.len())
+            .find_map(|i| self.lanes[(start + i) % self.lanes.len()].try_lock().ok());
+        let Some(mut lane) = free.filter(|_| !self.closed.load(Ordering::SeqCst)) else {
+            return self.db.query_one_raw(statement).await;
+        };
+        if lane.is_none() {
+            *lane = Some(self.pool.acquire().await.map_err(sqlx_err)?);
+        }
+        let Some(conn) = lane.as_mut() else {
+            return self.db.query_one_raw(statement).await;
+        };
+        let query = bind(
+            sqlx::query(sqlx::AssertSqlSafe(statement.sql.as_str())),
+            statement.values,
+        )?;
+        match query.fetch_optional(&mut **conn).await {
+            Ok(row) => Ok(row.map(QueryResult::from)),
+            Err(e) => {
+                if !matches!(e, sqlx::Error::Database(_)) {
+                    // Not an answer from the database: the connection may be
+                    // broken; let it go and take another next time.
+                    *lane = None;
+                }
+                Err(sqlx_err(e))
+            }
+        }
+    }
+}
+
+fn sqlx_err(e: sqlx::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)))
+}
+
+/// Binds sea-query values: the types hookplane's statements use.
+fn bind<'q>(
+    mut query: Query<'q, Postgres, PgArguments>,
+    values: Option<sea_orm::sea_query::Values>,
+) -> Result<Query<'q, Postgres, PgArguments>, DbErr> {
+    for value in values.map(|v| v.0).unwrap_or_default() {
+        query = match value {
+            Value::String(v) => query.bind(v),
+            Value::BigInt(v) => query.bind(v),
+            Value::Int(v) => query.bind(v),
+            Value::Bool(v) => query.bind(v),
+            Value::Bytes(v) => query.bind(v),
+            Value::BigUnsigned(v) => query.bind(
+                v.map(i64::try_from)
+                    .transpose()
+                    .map_err(|e| DbErr::Custom(format!("parameter out of range: {e}")))?,
+            ),
+            other => {
+                return Err(DbErr::Custom(format!(
+                    "no lane binding for parameter {other:?}"
+                )));
+            }
+        };
+    }
+    Ok(query)
+}
