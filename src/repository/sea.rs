@@ -165,7 +165,9 @@ impl SeaRepository {
             group: (backend == DatabaseBackend::Sqlite).then(GroupCommit::new),
             inline,
             committed: (backend == DatabaseBackend::Postgres).then(|| watch::channel(0).0),
-            lanes: (backend == DatabaseBackend::Postgres)
+            // Half the pool, and none from a pool of one: transactions need
+            // connections the lanes do not hold.
+            lanes: (backend == DatabaseBackend::Postgres && settings.max_connections >= 2)
                 .then(|| PgLanes::new(&writer_for_lanes, settings.max_connections as usize / 2)),
         };
         if let Some(group) = &repo.group {
