@@ -15,10 +15,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use sea_orm::sqlx;
 use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::sqlx::postgres::{PgArguments, Postgres};
 use sea_orm::sqlx::query::Query;
-use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, QueryResult, RuntimeErr, Statement, Value,
 };
@@ -26,7 +26,6 @@ use tokio::sync::Mutex;
 
 pub(super) struct PgLanes {
     db: DatabaseConnection,
-    pool: PgPool,
     lanes: Vec<Mutex<Option<PoolConnection<Postgres>>>>,
     next: AtomicUsize,
     /// Set by `close`: from then on statements go through the pool.
@@ -38,7 +37,6 @@ impl PgLanes {
     pub(super) fn new(db: &DatabaseConnection, count: usize) -> Self {
         PgLanes {
             db: db.clone(),
-            pool: db.get_postgres_connection_pool().clone(),
             lanes: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -65,7 +63,13 @@ impl PgLanes {
             return self.db.query_one_raw(statement).await;
         };
         if lane.is_none() {
-            *lane = Some(self.pool.acquire().await.map_err(sqlx_err)?);
+            *lane = Some(
+                self.db
+                    .get_postgres_connection_pool()
+                    .acquire()
+                    .await
+                    .map_err(sqlx_err)?,
+            );
         }
         let Some(conn) = lane.as_mut() else {
             return self.db.query_one_raw(statement).await;

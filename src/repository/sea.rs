@@ -154,7 +154,10 @@ impl SeaRepository {
                 (pool.clone(), pool, None)
             }
         };
-        let writer_for_lanes = writer.clone();
+        // Half the pool, and none from a pool of one: transactions need
+        // connections the lanes do not hold.
+        let lanes = (backend == DatabaseBackend::Postgres && settings.max_connections >= 2)
+            .then(|| PgLanes::new(&writer, settings.max_connections as usize / 2));
         let repo = SeaRepository {
             writer,
             reader,
@@ -165,10 +168,7 @@ impl SeaRepository {
             group: (backend == DatabaseBackend::Sqlite).then(GroupCommit::new),
             inline,
             committed: (backend == DatabaseBackend::Postgres).then(|| watch::channel(0).0),
-            // Half the pool, and none from a pool of one: transactions need
-            // connections the lanes do not hold.
-            lanes: (backend == DatabaseBackend::Postgres && settings.max_connections >= 2)
-                .then(|| PgLanes::new(&writer_for_lanes, settings.max_connections as usize / 2)),
+            lanes,
         };
         if let Some(group) = &repo.group {
             let revisions = repo.revisions.clone();
@@ -431,8 +431,6 @@ impl SeaRepository {
         Ok(())
     }
 
-    /// On PostgreSQL, announces the revision to other replicas when the
-    /// transaction commits (NOTIFY is transactional).
     /// Live state of the given tenants (all when `None`), read in one
     /// transaction so the three lists agree.
     async fn snapshot_where(&self, tenant_ids: Option<Vec<String>>) -> RepoResult<Snapshot> {
@@ -595,7 +593,6 @@ async fn checkpoint_wal(reader: DatabaseConnection, mut closed: watch::Receiver<
     }
 }
 
-/// Publishes revisions announced by other replicas until the repository closes.
 /// At most one NOTIFY per this interval: each is a transaction of its own,
 /// and a few milliseconds are nothing next to the poll it replaces.
 const NOTIFY_SPACING: Duration = Duration::from_millis(5);
@@ -661,6 +658,7 @@ async fn notify_replicas(
     }
 }
 
+/// Publishes revisions announced by other replicas until the repository closes.
 async fn listen_for_changes(
     url: String,
     revisions: watch::Sender<Revision>,

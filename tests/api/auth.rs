@@ -9,9 +9,9 @@ use hookplane::proto::event_type_service_client::EventTypeServiceClient;
 use hookplane::proto::subscription_service_client::SubscriptionServiceClient;
 use hookplane::proto::tenant_service_client::TenantServiceClient;
 use hookplane::proto::{
-    CreateTenantRequest, GetSubscriptionRequest, GetTenantRequest, ListCredentialsRequest,
-    ListEndpointsRequest, ListEventTypesRequest, ListSubscriptionsRequest, ListTenantsRequest,
-    RevokeCredentialRequest, Subscription, Tenant,
+    CreateSubscriptionRequest, CreateTenantRequest, GetSubscriptionRequest, GetTenantRequest,
+    ListCredentialsRequest, ListEndpointsRequest, ListEventTypesRequest, ListSubscriptionsRequest,
+    ListTenantsRequest, RevokeCredentialRequest, Subscription, Tenant,
 };
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Request};
@@ -281,28 +281,19 @@ async fn replayed_subscription_create_is_refused_after_restart(backend: Backend)
             ..subscription(TENANT, endpoint_id, &["command.accepted"])
         })
     };
+    let signed = |request: CreateSubscriptionRequest, nonce: &str| {
+        signed_request(request, &Cred::admin(), CREATE_SUBSCRIPTION, now, nonce)
+    };
     let written = fresh_nonce();
     let refused = fresh_nonce();
     let mut subscriptions = SubscriptionServiceClient::new(server.channel());
     ok(subscriptions
-        .create_subscription(signed_request(
-            create("first", ENDPOINT),
-            &Cred::admin(),
-            CREATE_SUBSCRIPTION,
-            now,
-            &written,
-        ))
+        .create_subscription(signed(create("first", ENDPOINT), &written))
         .await);
     let missing_endpoint = create("second", "no-such-endpoint");
     expect_code(
         subscriptions
-            .create_subscription(signed_request(
-                missing_endpoint.clone(),
-                &Cred::admin(),
-                CREATE_SUBSCRIPTION,
-                now,
-                &refused,
-            ))
+            .create_subscription(signed(missing_endpoint.clone(), &refused))
             .await,
         Code::NotFound,
     );
@@ -311,25 +302,13 @@ async fn replayed_subscription_create_is_refused_after_restart(backend: Backend)
     let mut subscriptions = SubscriptionServiceClient::new(server.channel());
     expect_code(
         subscriptions
-            .create_subscription(signed_request(
-                create("third", ENDPOINT),
-                &Cred::admin(),
-                CREATE_SUBSCRIPTION,
-                now,
-                &written,
-            ))
+            .create_subscription(signed(create("third", ENDPOINT), &written))
             .await,
         Code::Unauthenticated,
     );
     expect_code(
         subscriptions
-            .create_subscription(signed_request(
-                missing_endpoint,
-                &Cred::admin(),
-                CREATE_SUBSCRIPTION,
-                now,
-                &refused,
-            ))
+            .create_subscription(signed(missing_endpoint, &refused))
             .await,
         Code::NotFound,
     );
