@@ -30,6 +30,9 @@ pub enum RepoError {
     AlreadyExists(&'static str),
     #[error("the resource changed since it was read")]
     Stale,
+    /// A write started from a tenant whose etag is no longer current.
+    #[error("the tenant changed since it was read")]
+    TenantChanged,
     #[error("{0}")]
     Precondition(String),
     #[error("the request nonce was already used for a write")]
@@ -115,6 +118,9 @@ pub struct ChangeRecord {
     pub resource_key: String,
     /// UPSERT or DELETE.
     pub kind: String,
+    /// For a subscription change, the subscription's row as of the read
+    /// (None if it is gone); None for other resources.
+    pub subscription: Option<Subscription>,
 }
 
 /// What the resolve index and Watch need of one tenant, or of all.
@@ -295,10 +301,13 @@ pub trait Repository: Send + Sync + 'static {
         meta: &WriteMeta,
     ) -> RepoResult<(Endpoint, Revision)>;
 
+    /// Creates the subscription if its tenant's etag is still
+    /// `tenant_etag` (else `TenantChanged`, writing nothing).
     async fn create_subscription(
         &self,
         subscription: &Subscription,
         verification: Option<&Verification>,
+        tenant_etag: &str,
         meta: &WriteMeta,
     ) -> RepoResult<Revision>;
     async fn get_subscription(
@@ -311,13 +320,6 @@ pub trait Repository: Send + Sync + 'static {
         filter: &SubscriptionFilter,
         page: &PageRequest,
     ) -> RepoResult<Page<Subscription>>;
-    /// The subscriptions with these (tenant_id, subscription_id) keys that
-    /// exist, in any status and any order (the follower reads a batch of
-    /// changed subscriptions at once).
-    async fn subscriptions_by_key(
-        &self,
-        keys: &[(String, String)],
-    ) -> RepoResult<Vec<Subscription>>;
     /// Every subscription matching the filter, in creation order (for filters
     /// SQL cannot express, such as pattern matching).
     async fn all_subscriptions(&self, filter: &SubscriptionFilter)

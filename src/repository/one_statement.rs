@@ -6,7 +6,8 @@
 //! PostgreSQL runs as its own transaction:
 //!
 //! - `parents` share-locks the tenant and the endpoint, and yields a row
-//!   only if the tenant is live and active and the endpoint live;
+//!   only if the tenant is live, active and still at the etag the caller
+//!   built the subscription from, and the endpoint live;
 //! - `written` records the request nonce and takes the revision from the
 //!   transaction id, both only if `parents` yielded a row;
 //! - `inserted` stores the subscription, `changed` appends its change row,
@@ -64,6 +65,7 @@ fn insert_from<A: ActiveModelTrait>(params: &mut Params, row: &A, source: &str) 
 /// The statement creating `row`; see the module documentation.
 pub(super) fn create_subscription(
     row: subscription::Model,
+    tenant_etag: &str,
     nonce: Option<&nonce::ActiveModel>,
     idempotency: Option<&idempotency::ActiveModel>,
     change_time: i64,
@@ -80,10 +82,11 @@ pub(super) fn create_subscription(
     let parents = format!(
         "SELECT 1 FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id \
          WHERE t.tenant_id = {} AND e.endpoint_id = {} AND t.state = '{}' \
-         AND t.delete_time IS NULL AND e.delete_time IS NULL FOR SHARE",
+         AND t.etag = {} AND t.delete_time IS NULL AND e.delete_time IS NULL FOR SHARE",
         p.bind(tenant_id.clone()),
         p.bind(endpoint_id),
         TenantState::Active.as_str(),
+        p.bind(tenant_etag.to_owned()),
     );
     let written = match nonce {
         Some(n) => format!("{} RETURNING {revision}", insert_from(&mut p, n, "parents")),

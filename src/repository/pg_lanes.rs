@@ -1,5 +1,6 @@
 //! PostgreSQL connections kept out of the pool for the hottest single
-//! statements: reads by key and the one-statement subscription create.
+//! statements: reads by key, the one-statement subscription create and the
+//! change-log reads every write waits for.
 //!
 //! sqlx pings every connection it takes back into its pool, a round trip
 //! per checkout; in a CreateSubscription profile those pings were 15 % of
@@ -56,11 +57,22 @@ impl PgLanes {
         &self,
         statement: Statement,
     ) -> Result<Option<QueryResult>, DbErr> {
+        self.run(statement, Fetch::One)
+            .await
+            .map(|rows| rows.into_iter().next())
+    }
+
+    /// Runs one statement and returns all its rows.
+    pub(super) async fn query_all(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.run(statement, Fetch::All).await
+    }
+
+    async fn run(&self, statement: Statement, fetch: Fetch) -> Result<Vec<QueryResult>, DbErr> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let free = (0..self.lanes.len())
             .find_map(|i| self.lanes[(start + i) % self.lanes.len()].try_lock().ok());
         let Some(mut lane) = free.filter(|_| !self.closed.load(Ordering::SeqCst)) else {
-            return self.db.query_one_raw(statement).await;
+            return fetch.through_pool(&self.db, statement).await;
         };
         if lane.is_none() {
             *lane = Some(
@@ -72,14 +84,21 @@ impl PgLanes {
             );
         }
         let Some(conn) = lane.as_mut() else {
-            return self.db.query_one_raw(statement).await;
+            return fetch.through_pool(&self.db, statement).await;
         };
         let query = bind(
             sqlx::query(sqlx::AssertSqlSafe(statement.sql.as_str())),
             statement.values,
         )?;
-        match query.fetch_optional(&mut **conn).await {
-            Ok(row) => Ok(row.map(QueryResult::from)),
+        let rows = match fetch {
+            Fetch::One => query
+                .fetch_optional(&mut **conn)
+                .await
+                .map(|r| r.into_iter().collect()),
+            Fetch::All => query.fetch_all(&mut **conn).await,
+        };
+        match rows {
+            Ok(rows) => Ok(rows.into_iter().map(QueryResult::from).collect()),
             Err(e) => {
                 if !matches!(e, sqlx::Error::Database(_)) {
                     // Not an answer from the database: the connection may be
@@ -88,6 +107,26 @@ impl PgLanes {
                 }
                 Err(sqlx_err(e))
             }
+        }
+    }
+}
+
+/// How many rows a statement's caller wants.
+#[derive(Clone, Copy)]
+enum Fetch {
+    One,
+    All,
+}
+
+impl Fetch {
+    async fn through_pool(
+        self,
+        db: &DatabaseConnection,
+        statement: Statement,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        match self {
+            Fetch::One => Ok(db.query_one_raw(statement).await?.into_iter().collect()),
+            Fetch::All => db.query_all_raw(statement).await,
         }
     }
 }

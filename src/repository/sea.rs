@@ -238,6 +238,17 @@ impl SeaRepository {
         }
     }
 
+    /// Every row a read statement returns, on a PostgreSQL lane when there
+    /// are lanes (the follower's reads, which every write waits for),
+    /// elsewhere through the reader pool.
+    async fn read_rows(&self, statement: Statement) -> RepoResult<Vec<sea_orm::QueryResult>> {
+        match &self.lanes {
+            Some(lanes) => lanes.query_all(statement).await,
+            None => self.reader.query_all_raw(statement).await,
+        }
+        .map_err(classify)
+    }
+
     /// Revisions committed by this process, as they commit.
     pub fn subscribe_revisions(&self) -> watch::Receiver<Revision> {
         self.revisions.subscribe()
@@ -348,10 +359,12 @@ impl SeaRepository {
     async fn create_subscription_at_once(
         &self,
         s: &Subscription,
+        tenant_etag: &str,
         meta: &WriteMeta,
     ) -> RepoResult<Option<Revision>> {
         let statement = one_statement::create_subscription(
             subscription_to_row(s)?,
+            tenant_etag,
             nonce_row(meta).as_ref(),
             self.idempotency_row(meta).as_ref(),
             meta.now,
@@ -1110,19 +1123,19 @@ fn ensure_tenant_active(tenant_id: &str, state: &str) -> RepoResult<()> {
 /// active, the endpoint live; on PostgreSQL both rows stay share-locked (in
 /// the usual order, tenant first) until commit. One statement when both
 /// rows exist, the common case; otherwise the separate reads name what is
-/// missing.
+/// missing. Returns the tenant's etag.
 async fn ensure_parents(
     txn: &DatabaseTransaction,
     tenant_id: &str,
     endpoint_id: &str,
-) -> RepoResult<()> {
+) -> RepoResult<String> {
     let backend = txn.get_database_backend();
     let (params, lock) = match backend {
         DatabaseBackend::Postgres => (("$1", "$2"), " FOR SHARE"),
         _ => (("?", "?"), ""),
     };
     let sql = format!(
-        "SELECT t.state, t.delete_time AS tenant_delete_time, \
+        "SELECT t.state, t.etag, t.delete_time AS tenant_delete_time, \
          e.delete_time AS endpoint_delete_time \
          FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id \
          WHERE t.tenant_id = {} AND e.endpoint_id = {}{lock}",
@@ -1134,8 +1147,9 @@ async fn ensure_parents(
         [tenant_id.to_owned().into(), endpoint_id.to_owned().into()],
     );
     let Some(row) = txn.query_one_raw(statement).await.map_err(classify)? else {
-        load_tenant_for_write(txn, tenant_id).await?;
-        return ensure_live_endpoint(txn, tenant_id, endpoint_id).await;
+        let tenant = load_tenant_for_write(txn, tenant_id).await?;
+        ensure_live_endpoint(txn, tenant_id, endpoint_id).await?;
+        return Ok(tenant.etag);
     };
     let field = |e: DbErr| RepoError::Internal(e.into());
     let tenant_deleted: Option<i64> = row.try_get("", "tenant_delete_time").map_err(field)?;
@@ -1148,7 +1162,7 @@ async fn ensure_parents(
     if endpoint_deleted.is_some() {
         return Err(RepoError::NotFound("endpoint"));
     }
-    Ok(())
+    row.try_get("", "etag").map_err(field)
 }
 
 async fn ensure_live_endpoint(
@@ -1285,30 +1299,57 @@ impl Repository for SeaRepository {
     }
 
     async fn changes_since(&self, after: Revision, limit: u64) -> RepoResult<Vec<ChangeRecord>> {
+        use sea_orm::sea_query::{Expr, ExprTrait, IntoCondition};
+        use sea_orm::{IdenStatic, JoinType, SelectA, SelectB};
         let mut query = change::Entity::find().filter(change::Column::Revision.gt(after));
         if self.backend == DatabaseBackend::Postgres {
-            use sea_orm::sea_query::ExprTrait;
             // Hold readers below the oldest running writer (see PG_REVISION_SHIFT).
             query = query.filter(
-                sea_orm::sea_query::Expr::col(change::Column::Revision)
-                    .lt(sea_orm::sea_query::Expr::cust(PG_HORIZON_SQL)),
+                Expr::col((change::Entity, change::Column::Revision))
+                    .lt(Expr::cust(PG_HORIZON_SQL)),
             );
         }
-        Ok(query
-            .order_by_asc(change::Column::Revision)
-            .limit(limit)
-            .all(&self.reader)
-            .await
-            .map_err(classify)?
-            .into_iter()
-            .map(|c| ChangeRecord {
-                revision: c.revision,
-                tenant_id: c.tenant_id,
-                resource_type: c.resource_type,
-                resource_key: c.resource_key,
-                kind: c.kind,
+        // A subscription change comes with the subscription's row as of the
+        // same snapshot: one round trip where the follower took two.
+        let changed_subscription = change::Entity::belongs_to(subscription::Entity)
+            .from((change::Column::TenantId, change::Column::ResourceKey))
+            .to((
+                subscription::Column::TenantId,
+                subscription::Column::SubscriptionId,
+            ))
+            .on_condition(|change, _| {
+                Expr::col((change, change::Column::ResourceType))
+                    .eq("subscription")
+                    .into_condition()
             })
-            .collect())
+            .into();
+        let select = query
+            .join(JoinType::LeftJoin, changed_subscription)
+            .select_also(subscription::Entity)
+            .order_by_asc(change::Column::Revision)
+            .limit(limit);
+        let statement = sea_orm::QueryTrait::build(&select, self.backend);
+        self.read_rows(statement)
+            .await?
+            .iter()
+            .map(|row| {
+                let c =
+                    change::Model::from_query_result(row, SelectA.as_str()).map_err(classify)?;
+                let subscription =
+                    subscription::Model::from_query_result_optional(row, SelectB.as_str())
+                        .map_err(classify)?
+                        .map(subscription_from_row)
+                        .transpose()?;
+                Ok(ChangeRecord {
+                    revision: c.revision,
+                    tenant_id: c.tenant_id,
+                    resource_type: c.resource_type,
+                    resource_key: c.resource_key,
+                    kind: c.kind,
+                    subscription,
+                })
+            })
+            .collect()
     }
 
     async fn pruned_through(&self) -> RepoResult<Revision> {
@@ -2115,16 +2156,21 @@ impl Repository for SeaRepository {
         &self,
         s: &Subscription,
         verification: Option<&Verification>,
+        tenant_etag: &str,
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
         if self.backend == DatabaseBackend::Postgres
             && verification.is_none()
-            && let Some(revision) = self.create_subscription_at_once(s, meta).await?
+            && let Some(revision) = self
+                .create_subscription_at_once(s, tenant_etag, meta)
+                .await?
         {
             return Ok(revision);
         }
         let (txn, mut log) = self.begin_write(meta).await?;
-        ensure_parents(&txn, &s.tenant_id, &s.endpoint_id).await?;
+        if ensure_parents(&txn, &s.tenant_id, &s.endpoint_id).await? != tenant_etag {
+            return Err(RepoError::TenantChanged);
+        }
         // The key (its row stays after a delete) and the live name are both
         // unique in the database; the violated one names the clash.
         subscription::Entity::insert(subscription_to_row(s)?.into_active_model())
@@ -2190,38 +2236,6 @@ impl Repository for SeaRepository {
             has_more,
             total,
         })
-    }
-
-    async fn subscriptions_by_key(
-        &self,
-        keys: &[(String, String)],
-    ) -> RepoResult<Vec<Subscription>> {
-        // Bind parameters per statement stay well under both backends' limits.
-        const CHUNK: usize = 400;
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(CHUNK) {
-            let mut by_tenant: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-            for (tenant, id) in chunk {
-                by_tenant.entry(tenant).or_default().push(id);
-            }
-            let mut any = sea_orm::Condition::any();
-            for (tenant, ids) in by_tenant {
-                any = any.add(
-                    sea_orm::Condition::all()
-                        .add(subscription::Column::TenantId.eq(tenant))
-                        .add(subscription::Column::SubscriptionId.is_in(ids)),
-                );
-            }
-            let rows = subscription::Entity::find()
-                .filter(any)
-                .all(&self.reader)
-                .await
-                .map_err(classify)?;
-            for row in rows {
-                out.push(subscription_from_row(row)?);
-            }
-        }
-        Ok(out)
     }
 
     async fn all_subscriptions(

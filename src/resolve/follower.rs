@@ -3,7 +3,7 @@
 //! change rows and refreshes what they touched: a tenant's resolve index, the
 //! catalog, a credential in the cache.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,6 @@ use tokio::sync::watch;
 use super::ResolveIndex;
 use super::index::Catalog;
 use crate::auth::CredentialCache;
-use crate::model::Subscription;
 use crate::repository::{RepoResult, Repository, Revision};
 use crate::service::cached;
 
@@ -145,7 +144,7 @@ impl Follower {
             // Tenant-level changes reload the tenant; resource changes are
             // applied one by one (each read once, in its latest state).
             let mut tenants = BTreeSet::new();
-            let mut subscriptions = BTreeSet::new();
+            let mut subscriptions = BTreeMap::new();
             let mut endpoints = BTreeSet::new();
             let mut catalog = false;
             let mut credentials = BTreeSet::new();
@@ -157,7 +156,10 @@ impl Follower {
                         credentials.insert(c.resource_key.clone());
                     }
                     "subscription" => {
-                        subscriptions.insert((tenant, c.resource_key.clone()));
+                        // The change log read brought each row along, in its
+                        // latest state.
+                        subscriptions
+                            .insert((tenant, c.resource_key.clone()), c.subscription.clone());
                     }
                     "endpoint" => {
                         endpoints.insert((tenant, c.resource_key.clone()));
@@ -180,31 +182,18 @@ impl Follower {
                 let current = self.repo.get_endpoint(tenant, id).await?;
                 self.index.apply_endpoint(tenant, id, current);
             }
-            // Changed subscriptions of indexed tenants are read in one query.
-            let mut changed = Vec::new();
             let mut reloaded = BTreeSet::new();
-            for (tenant, id) in subscriptions {
+            for ((tenant, id), current) in subscriptions {
                 if tenants.contains(&tenant) || reloaded.contains(&tenant) {
                     continue;
                 }
                 if self.index.has_tenant(&tenant) {
-                    changed.push((tenant, id));
+                    self.index.apply_subscription(&tenant, &id, current);
                 } else {
                     let snapshot = self.repo.snapshot(Some(&tenant)).await?;
                     self.index.load_tenant(&tenant, snapshot);
                     reloaded.insert(tenant);
                 }
-            }
-            let mut current: HashMap<(String, String), Subscription> = self
-                .repo
-                .subscriptions_by_key(&changed)
-                .await?
-                .into_iter()
-                .map(|s| ((s.tenant_id.clone(), s.subscription_id.clone()), s))
-                .collect();
-            for key in changed {
-                let found = current.remove(&key);
-                self.index.apply_subscription(&key.0, &key.1, found);
             }
             if catalog {
                 self.index.set_catalog(self.catalog().await?);

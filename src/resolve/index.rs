@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::trie::PatternTrie;
 use crate::domain::EventPattern;
-use crate::model::{Endpoint, Micros, Subscription, SubscriptionStatus, TenantState};
+use crate::model::{Endpoint, Micros, Subscription, SubscriptionStatus, Tenant, TenantState};
 use crate::repository::{Revision, Snapshot};
 
 /// One subscription to deliver an event to.
@@ -107,6 +107,9 @@ impl Patterns {
 #[derive(Default)]
 struct TenantIndex {
     active: bool,
+    /// The tenant row as of this index's revision: writes start from it and
+    /// the database checks its etag, instead of reading it first.
+    record: Option<Arc<Tenant>>,
     /// By slot; `None` while the endpoint is disabled, deleted or not yet
     /// seen. A slot stays with its endpoint id for the index's lifetime, so
     /// subscriptions refer to endpoints by slot.
@@ -313,13 +316,15 @@ fn group(snapshot: Snapshot, patterns: &Patterns) -> HashMap<String, TenantIndex
         .tenants
         .into_iter()
         .map(|t| {
-            let index = TenantIndex::build(
+            let mut index = TenantIndex::build(
                 t.state == TenantState::Active,
                 endpoints.remove(&t.tenant_id).unwrap_or_default(),
                 subscriptions.remove(&t.tenant_id).unwrap_or_default(),
                 patterns,
             );
-            (t.tenant_id, index)
+            let tenant_id = t.tenant_id.clone();
+            index.record = Some(Arc::new(t));
+            (tenant_id, index)
         })
         .collect()
 }
@@ -384,6 +389,12 @@ impl ResolveIndex {
 
     pub fn has_tenant(&self, tenant_id: &str) -> bool {
         read(&self.tenants).contains_key(tenant_id)
+    }
+
+    /// The live tenant's row as this replica last applied it; it may lag the
+    /// database, so a write that starts from it must check its etag.
+    pub fn tenant_record(&self, tenant_id: &str) -> Option<Arc<Tenant>> {
+        read(&*self.tenant(tenant_id)?).record.clone()
     }
 
     /// Applies one subscription's current state (None: it is gone).

@@ -94,6 +94,9 @@ impl From<RepoError> for Error {
             RepoError::Stale => Error::Aborted(
                 "the resource was changed by another call; read it again and retry".into(),
             ),
+            RepoError::TenantChanged => Error::Aborted(
+                "the tenant was changed by another call while this one ran; retry".into(),
+            ),
             RepoError::Precondition(msg) => Error::FailedPrecondition(msg),
             RepoError::Replay => Error::Unauthenticated("x-api-nonce has already been used".into()),
             RepoError::IdempotencyRace => {

@@ -5,8 +5,12 @@ use super::{Idempotency, Listed, Paging, Services, Written, attach_response};
 use crate::auth::{Caller, Permission};
 use crate::domain::{EndpointId, EventPattern, SubscriptionId, TenantId, resolve_ttl};
 use crate::error::{Error, FieldExt, Result};
-use crate::model::{Micros, Subscription, SubscriptionStatus, Tenant, new_etag, now_micros};
-use crate::repository::{Page, SubscriptionFilter};
+use std::sync::Arc;
+
+use crate::model::{
+    Micros, Subscription, SubscriptionStatus, Tenant, TenantState, new_etag, now_micros,
+};
+use crate::repository::{Page, RepoError, SubscriptionFilter};
 use crate::resolve::Catalog;
 
 #[derive(Clone)]
@@ -189,42 +193,65 @@ impl Services {
         let event_types = self
             .checked_patterns("subscription.event_types", &new.event_types)
             .await?;
-        let tenant = self.writable_tenant(&tenant_id).await?;
+        // The tenant as this replica last applied it saves a read per create;
+        // the database checks its etag, and a tenant changed since is read
+        // afresh and the create built again from it.
+        let (mut tenant, mut fresh) = match self
+            .index
+            .tenant_record(&tenant_id)
+            .filter(|t| t.state == TenantState::Active)
+        {
+            Some(cached) => (cached, false),
+            None => (Arc::new(self.writable_tenant(&tenant_id).await?), true),
+        };
         let ttl_seconds = new.ttl_seconds;
         self.idempotent(
             caller,
             "CreateSubscription",
             idempotency,
             |mut meta| async move {
-                let status = if tenant.settings.require_verification {
-                    SubscriptionStatus::PendingVerification
-                } else {
-                    status
-                };
-                let subscription = Subscription {
-                    tenant_id,
-                    subscription_id: subscription_id.into_string(),
-                    endpoint_id: endpoint_id.into_string(),
-                    name,
-                    event_types,
-                    status,
-                    expire_time: ttl_expiry(&tenant, ttl_seconds, meta.now)?,
-                    create_time: meta.now,
-                    update_time: meta.now,
-                    etag: new_etag(),
-                };
-                attach_response(&mut meta, &subscription)?;
-                let verification = if subscription.status == SubscriptionStatus::PendingVerification
-                {
-                    Some(self.new_verification(&subscription, meta.now)?)
-                } else {
-                    None
-                };
-                let revision = self
-                    .repo
-                    .create_subscription(&subscription, verification.as_ref(), &meta)
-                    .await?;
-                Ok((subscription, revision))
+                loop {
+                    let status = if tenant.settings.require_verification {
+                        SubscriptionStatus::PendingVerification
+                    } else {
+                        status
+                    };
+                    let subscription = Subscription {
+                        tenant_id: tenant_id.clone(),
+                        subscription_id: subscription_id.as_str().to_owned(),
+                        endpoint_id: endpoint_id.as_str().to_owned(),
+                        name: name.clone(),
+                        event_types: event_types.clone(),
+                        status,
+                        expire_time: ttl_expiry(&tenant, ttl_seconds, meta.now)?,
+                        create_time: meta.now,
+                        update_time: meta.now,
+                        etag: new_etag(),
+                    };
+                    attach_response(&mut meta, &subscription)?;
+                    let verification =
+                        if subscription.status == SubscriptionStatus::PendingVerification {
+                            Some(self.new_verification(&subscription, meta.now)?)
+                        } else {
+                            None
+                        };
+                    match self
+                        .repo
+                        .create_subscription(
+                            &subscription,
+                            verification.as_ref(),
+                            &tenant.etag,
+                            &meta,
+                        )
+                        .await
+                    {
+                        Err(RepoError::TenantChanged) if !fresh => {
+                            tenant = Arc::new(self.writable_tenant(&tenant_id).await?);
+                            fresh = true;
+                        }
+                        written => return Ok((subscription, written?)),
+                    }
+                }
             },
         )
         .await

@@ -121,6 +121,21 @@ impl Backend {
         self.store.data_dir.path()
     }
 
+    /// A connection of the test's own to the server's database, to change
+    /// it behind the server's back (as another replica would).
+    pub async fn database(&self) -> sea_orm::DatabaseConnection {
+        let url = match &self.store.postgres {
+            Some(pg) => pg.url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rw",
+                self.data_dir().join("hookplane.db").display()
+            ),
+        };
+        sea_orm::Database::connect(url.as_str())
+            .await
+            .expect("connect to the server's database")
+    }
+
     async fn drop_database(&self) {
         if let Some(pg) = &self.store.postgres {
             let admin = sea_orm::Database::connect(pg.base_url.as_str())

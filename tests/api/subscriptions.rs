@@ -939,7 +939,61 @@ async fn create_subscription_request_id_is_idempotent(backend: Backend) {
     server.stop().await;
 }
 
+/// A create starts from the tenant as this replica last saw it; when the
+/// tenant has changed since (here behind the server's back, with no change
+/// record, as if another replica's change had not arrived yet), the create
+/// must follow the tenant as it is now.
+async fn create_follows_a_tenant_changed_elsewhere(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let (server, admin) = fixture(&backend).await;
+    let db = backend.database().await;
+    let before = create_subscription(&admin, subscription(TENANT, ENDPOINT, &["*"])).await;
+    assert_eq!(status_of(&before), SubStatus::Active);
+    assert_eq!(before.expire_time, None);
+
+    db.execute_unprepared(&format!(
+        "UPDATE tenants SET require_verification = true, default_ttl_seconds = 600, \
+         etag = 'changed-elsewhere' WHERE tenant_id = '{TENANT}'"
+    ))
+    .await
+    .expect("change the tenant");
+    let created = create_subscription(&admin, subscription(TENANT, ENDPOINT, &["*"])).await;
+    assert_eq!(status_of(&created), SubStatus::PendingVerification);
+    assert_about(secs(&created.expire_time), unix_now() + 600);
+    let stored = ok(admin
+        .subscriptions()
+        .get_subscription(get(&created.subscription_id))
+        .await);
+    assert_eq!(status_of(&stored), SubStatus::PendingVerification);
+
+    db.execute_unprepared(&format!(
+        "UPDATE tenants SET state = 'SUSPENDED', etag = 'suspended-elsewhere' \
+         WHERE tenant_id = '{TENANT}'"
+    ))
+    .await
+    .expect("suspend the tenant");
+    let refused = admin
+        .subscriptions()
+        .create_subscription(create_subscription_request(named(
+            "sub_after_suspend",
+            "",
+            &["*"],
+        )))
+        .await;
+    expect_code(refused, Code::FailedPrecondition);
+    expect_code(
+        admin
+            .subscriptions()
+            .get_subscription(get("sub_after_suspend"))
+            .await,
+        Code::NotFound,
+    );
+    db.close().await.expect("close");
+    server.stop().await;
+}
+
 backend_tests!(
+    create_follows_a_tenant_changed_elsewhere,
     create_subscription_defaults,
     subscription_keys_and_references,
     pattern_rules,

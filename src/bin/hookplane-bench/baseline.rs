@@ -11,27 +11,27 @@ use clap::Args;
 use crate::run::{RunArgs, run_collect};
 
 /// The statements one CreateSubscription issues on PostgreSQL, in order,
-/// as pgbench script (the catalog check is served from memory). Read before
-/// the write: the tenant (TTL, verification and URL policy). The write, one
-/// statement (see `src/repository/one_statement.rs`): share-lock tenant and
-/// endpoint and check both are live, record the request nonce (replay
-/// protection across replicas) and take the revision from the transaction
-/// id, insert the subscription (the primary key refuses a taken id, the
-/// live-name index a taken name), append the change-log row. After it, the
-/// change-log follower reads the new change row (below the oldest running
-/// transaction), the pruning mark (to detect a gap) and the subscription
-/// before the response is sent, so the writer's replica resolves it at
-/// once; the server shares these reads among concurrent writes, the script
-/// runs them for every create. Not in the script: the NOTIFY to other
-/// replicas, which the server sends once per burst of commits on a
-/// connection of its own, outside the write.
+/// as pgbench script. Nothing is read before the write: the catalog and the
+/// tenant (TTL, verification and URL policy) come from the replica's memory.
+/// The write, one statement (see `src/repository/one_statement.rs`):
+/// share-lock tenant and endpoint and check both are live and the tenant
+/// still at the etag the create was built from (here a check on the same
+/// column, as pgbench cannot know each tenant's etag), record the request
+/// nonce (replay protection across replicas) and take the revision from the
+/// transaction id, insert the subscription (the primary key refuses a taken
+/// id, the live-name index a taken name), append the change-log row. After
+/// it, the change-log follower reads the new change rows (below the oldest
+/// running transaction) joined with the changed subscriptions before the
+/// response is sent, so the writer's replica resolves it at once; the
+/// server shares that read among concurrent writes, the script runs it for
+/// every create. Not in the script: the pruning mark, which the follower
+/// reads at most once a second, and the NOTIFY to other replicas, which the
+/// server sends once per burst of commits on a connection of its own,
+/// outside the write.
 const PG_CREATE_SCRIPT: &str = r#"\set t random(0, :tenants - 1)
 \set n random(1, 2000000000)
-SELECT * FROM tenants WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0');
-WITH parents AS (SELECT 1 FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id WHERE t.tenant_id = 'bt' || lpad(:t::text, 5, '0') AND e.endpoint_id = 'e0' AND t.state = 'ACTIVE' AND t.delete_time IS NULL AND e.delete_time IS NULL FOR SHARE), written AS (INSERT INTO request_nonces (api_id, nonce, expire_time) SELECT 'pgbench', md5(:n::text || clock_timestamp()::text), 0 FROM parents RETURNING CASE WHEN pg_current_xact_id()::text::bigint < 8796093022208 THEN pg_current_xact_id()::text::bigint << 20 END AS revision), inserted AS (INSERT INTO subscriptions (tenant_id, subscription_id, endpoint_id, name, event_types, status, expire_time, create_time, update_time, etag) SELECT 'bt' || lpad(:t::text, 5, '0'), 'pgb' || (revision >> 20), 'e0', 'pgb-' || (revision >> 20), '["d0.e0.a0"]', 'ACTIVE', NULL, 0, 0, 'x' FROM written RETURNING 1), changed AS (INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) SELECT revision, 'bt' || lpad(:t::text, 5, '0'), 'subscription', 'pgb' || (revision >> 20), 'UPSERT', 0 FROM written, inserted RETURNING revision) SELECT revision AS rev FROM changed \gset
-SELECT * FROM changes WHERE revision >= :rev::bigint AND revision < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20) ORDER BY revision LIMIT 5000;
-SELECT pruned_through AS value FROM revision_counter WHERE id = 1;
-SELECT * FROM subscriptions WHERE tenant_id = 'bt' || lpad(:t::text, 5, '0') AND subscription_id IN ('pgb' || (:rev::bigint >> 20));
+WITH parents AS (SELECT 1 FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id WHERE t.tenant_id = 'bt' || lpad(:t::text, 5, '0') AND e.endpoint_id = 'e0' AND t.state = 'ACTIVE' AND t.etag <> '' AND t.delete_time IS NULL AND e.delete_time IS NULL FOR SHARE), written AS (INSERT INTO request_nonces (api_id, nonce, expire_time) SELECT 'pgbench', md5(:n::text || clock_timestamp()::text), 0 FROM parents RETURNING CASE WHEN pg_current_xact_id()::text::bigint < 8796093022208 THEN pg_current_xact_id()::text::bigint << 20 END AS revision), inserted AS (INSERT INTO subscriptions (tenant_id, subscription_id, endpoint_id, name, event_types, status, expire_time, create_time, update_time, etag) SELECT 'bt' || lpad(:t::text, 5, '0'), 'pgb' || (revision >> 20), 'e0', 'pgb-' || (revision >> 20), '["d0.e0.a0"]', 'ACTIVE', NULL, 0, 0, 'x' FROM written RETURNING 1), changed AS (INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) SELECT revision, 'bt' || lpad(:t::text, 5, '0'), 'subscription', 'pgb' || (revision >> 20), 'UPSERT', 0 FROM written, inserted RETURNING revision) SELECT revision AS rev FROM changed \gset
+SELECT c.*, s.* FROM changes c LEFT JOIN subscriptions s ON c.tenant_id = s.tenant_id AND c.resource_key = s.subscription_id AND c.resource_type = 'subscription' WHERE c.revision >= :rev::bigint AND c.revision < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20) ORDER BY c.revision LIMIT 5000;
 "#;
 
 const PG_INSERT_SCRIPT: &str = r#"\set n random(1, 2000000000)
