@@ -110,3 +110,86 @@ pub(super) fn create_subscription(
     );
     Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, p.0)
 }
+
+/// One create of a batch (see `create_batch`).
+pub(super) struct BatchedCreate {
+    pub row: subscription::Model,
+    pub tenant_etag: String,
+    pub nonce: Option<nonce::ActiveModel>,
+    pub change_time: i64,
+}
+
+/// The statement creating every row of `creates`, or none: the same checks
+/// and writes as [`create_subscription`], for several rows at once. Each row
+/// is checked against its own tenant and endpoint; unless all pass, nothing
+/// is written and no row is returned. The transaction's revision base plus
+/// a row's position is that row's revision, so the statement returns one
+/// revision per create, whose low bits give its position.
+pub(super) fn create_subscriptions(creates: &[BatchedCreate]) -> Statement {
+    use sea_orm::IdenStatic;
+    let columns: Vec<subscription::Column> = subscription::Column::iter().collect();
+    let mut p = Params(Vec::new());
+    let mut rows = Vec::with_capacity(creates.len());
+    for (i, c) in creates.iter().enumerate() {
+        let (api_id, nonce, nonce_expire) = match &c.nonce {
+            Some(n) => (
+                n.api_id.clone().take(),
+                n.nonce.clone().take(),
+                n.expire_time.clone().take(),
+            ),
+            None => (None, None, None),
+        };
+        let mut values = vec![
+            i.to_string(),
+            p.bind(c.tenant_etag.clone()),
+            p.bind(api_id),
+            p.bind(nonce),
+            p.bind(nonce_expire),
+            p.bind(c.change_time),
+        ];
+        let row = c.row.clone().into_active_model();
+        for column in &columns {
+            let value = row.get(*column).into_value().unwrap_or(Value::String(None));
+            values.push(p.bind(value));
+        }
+        rows.push(format!("({})", values.join(", ")));
+    }
+    let names: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
+    let input_columns = names
+        .iter()
+        .map(|n| format!("\"s_{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let table_columns = names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let revision = format!(
+        "CASE WHEN pg_current_xact_id()::text::bigint < {XID_LIMIT} \
+         THEN pg_current_xact_id()::text::bigint << 20 END AS base"
+    );
+    let sql = format!(
+        "WITH input (i, tenant_etag, nonce_api_id, nonce, nonce_expire, change_time, {input_columns}) \
+         AS (VALUES {rows}), \
+         parents AS (SELECT input.i FROM input \
+           JOIN tenants t ON t.tenant_id = input.s_tenant_id \
+           JOIN endpoints e ON e.tenant_id = input.s_tenant_id AND e.endpoint_id = input.s_endpoint_id \
+           WHERE t.state = '{active}' AND t.etag = input.tenant_etag \
+           AND t.delete_time IS NULL AND e.delete_time IS NULL FOR SHARE OF t, e), \
+         checked AS (SELECT {revision} FROM parents HAVING count(*) = {count}), \
+         written AS (INSERT INTO request_nonces (api_id, nonce, expire_time) \
+           SELECT nonce_api_id, nonce, nonce_expire FROM input, checked \
+           WHERE input.nonce IS NOT NULL RETURNING 1), \
+         inserted AS (INSERT INTO subscriptions ({table_columns}) \
+           SELECT {input_columns} FROM input, checked RETURNING 1), \
+         changed AS (INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) \
+           SELECT checked.base + input.i, input.s_tenant_id, 'subscription', input.s_subscription_id, \
+           'UPSERT', input.change_time FROM input, checked RETURNING revision) \
+         SELECT revision FROM changed",
+        rows = rows.join(", "),
+        active = TenantState::Active.as_str(),
+        count = creates.len(),
+    );
+    Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, p.0)
+}

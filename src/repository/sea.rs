@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use tokio::sync::watch;
 
+use super::create_batch::{CreateBatches, Outcome};
 use super::entities::{
     change, confirmation_token, credential, endpoint, event_type, idempotency, nonce, outbox,
     subscription, tenant,
@@ -63,7 +64,9 @@ pub struct SeaRepository {
     /// announces to the other replicas.
     committed: Option<watch::Sender<Revision>>,
     /// PostgreSQL only: connections held for single statements.
-    lanes: Option<PgLanes>,
+    lanes: Option<Arc<PgLanes>>,
+    /// PostgreSQL: plain creates, written several to a statement.
+    batches: Option<CreateBatches>,
 }
 
 /// A pooled connection idle this long is pinged before use (one that was
@@ -157,18 +160,23 @@ impl SeaRepository {
         // Half the pool, and none from a pool of one: transactions need
         // connections the lanes do not hold.
         let lanes = (backend == DatabaseBackend::Postgres && settings.max_connections >= 2)
-            .then(|| PgLanes::new(&writer, settings.max_connections as usize / 2));
+            .then(|| Arc::new(PgLanes::new(&writer, settings.max_connections as usize / 2)));
+        let closed = watch::channel(false).0;
+        let batches = lanes
+            .as_ref()
+            .map(|lanes| CreateBatches::start(lanes.clone(), closed.subscribe()));
         let repo = SeaRepository {
             writer,
             reader,
             backend,
             key,
             revisions: watch::channel(0).0,
-            closed: watch::channel(false).0,
+            closed,
             group: (backend == DatabaseBackend::Sqlite).then(GroupCommit::new),
             inline,
             committed: (backend == DatabaseBackend::Postgres).then(|| watch::channel(0).0),
             lanes,
+            batches,
         };
         if let Some(group) = &repo.group {
             let revisions = repo.revisions.clone();
@@ -354,7 +362,8 @@ impl SeaRepository {
     }
 
     /// PostgreSQL: creates the subscription in one statement (see
-    /// `one_statement`). `None` when that wrote nothing because a check
+    /// `one_statement`), shared with concurrent creates when it can be (see
+    /// `create_batch`). `None` when that wrote nothing because a check
     /// failed: the transactional path then names the error.
     async fn create_subscription_at_once(
         &self,
@@ -362,6 +371,24 @@ impl SeaRepository {
         tenant_etag: &str,
         meta: &WriteMeta,
     ) -> RepoResult<Option<Revision>> {
+        if let Some(batches) = &self.batches
+            && meta.idempotency.is_none()
+        {
+            let create = one_statement::BatchedCreate {
+                row: subscription_to_row(s)?,
+                tenant_etag: tenant_etag.to_owned(),
+                nonce: nonce_row(meta),
+                change_time: meta.now,
+            };
+            match batches.write(create).await {
+                Outcome::Written(revision) => {
+                    self.publish(revision);
+                    return Ok(Some(revision));
+                }
+                Outcome::Failed(e) => return Err(e),
+                Outcome::Alone => {}
+            }
+        }
         let statement = one_statement::create_subscription(
             subscription_to_row(s)?,
             tenant_etag,

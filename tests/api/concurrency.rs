@@ -127,6 +127,74 @@ async fn parallel_distinct_creates_all_succeed(backend: Backend) {
     server.stop().await;
 }
 
+/// Concurrent creates that may share a statement (PostgreSQL writes plain
+/// creates arriving together in one) still get each their own answer: a
+/// taken name or a missing endpoint fails only the create that has it,
+/// and every create that succeeds has a revision of its own.
+async fn parallel_mixed_creates_each_get_their_own_answer(backend: Backend) {
+    let (server, admin) = fixture(&backend).await;
+    let mut calls = JoinSet::new();
+    for i in 0..PARALLEL {
+        let admin = admin.clone();
+        calls.spawn(async move {
+            let (name, endpoint) = match i % 4 {
+                0 => ("contested".to_owned(), ENDPOINT),
+                1 => (format!("orphan-{i}"), "ep_missing"),
+                _ => (format!("distinct-{i}"), ENDPOINT),
+            };
+            let answer = admin
+                .subscriptions()
+                .create_subscription(create_subscription_request(Subscription {
+                    name: name.clone(),
+                    ..subscription(TENANT, endpoint, &["*"])
+                }))
+                .await;
+            (i, name, answer.map(|r| revision(r.metadata())))
+        });
+    }
+    let (mut contested_won, mut revisions) = (0, std::collections::HashSet::new());
+    while let Some(joined) = calls.join_next().await {
+        let (i, name, answer) = joined.expect("call task");
+        match i % 4 {
+            0 => match answer {
+                Ok(r) => {
+                    contested_won += 1;
+                    assert!(revisions.insert(r), "revision {r} given twice");
+                }
+                Err(status) => assert_eq!(status.code(), Code::AlreadyExists, "{name}: {status:?}"),
+            },
+            1 => assert_eq!(
+                answer.expect_err("no such endpoint").code(),
+                Code::NotFound,
+                "{name}"
+            ),
+            _ => {
+                let r = answer.unwrap_or_else(|s| panic!("{name}: {s:?}"));
+                assert!(revisions.insert(r), "revision {r} given twice");
+            }
+        }
+    }
+    assert_eq!(contested_won, 1);
+    let listed = every_subscription(&admin).await;
+    let mut names: Vec<&str> = listed
+        .subscriptions
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    names.sort_unstable();
+    let mut expected: Vec<String> = (0..PARALLEL)
+        .filter(|i| i % 4 >= 2)
+        .map(|i| format!("distinct-{i}"))
+        .chain(["contested".to_owned()])
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(
+        names, expected,
+        "exactly the creates that succeeded are stored"
+    );
+    server.stop().await;
+}
+
 /// Creates on an endpoint race a forced delete of it. Each create either
 /// lands before the delete (and the delete takes it along) or fails with
 /// NOT_FOUND; none may survive live on the deleted endpoint. On PostgreSQL,
@@ -187,6 +255,7 @@ async fn creates_racing_an_endpoint_delete_leave_no_live_orphan(backend: Backend
 
 backend_tests!(
     creates_racing_an_endpoint_delete_leave_no_live_orphan,
+    parallel_mixed_creates_each_get_their_own_answer,
     parallel_subscriptions_with_one_name,
     parallel_tenants_with_one_id,
     parallel_distinct_creates_all_succeed,
