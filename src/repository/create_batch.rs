@@ -10,9 +10,11 @@
 //! verification take their own path.
 //!
 //! A batch writes all its rows or none. When any check fails (a parent
-//! missing, suspended or changed) or a unique index refuses a row, every
-//! create of the batch is told to run alone, and the rare failing one then
-//! finds its own error as before.
+//! missing, suspended, changed or locked by another write) or a unique
+//! index refuses a row, every create of the batch is told to run alone,
+//! and the rare failing one then finds its own error as before. One
+//! statement runs at a time, so a batch never waits for a lock: a write
+//! holding one tenant must not hold up every tenant's creates.
 
 use std::sync::Arc;
 

@@ -124,7 +124,9 @@ pub(super) struct BatchedCreate {
 /// is checked against its own tenant and endpoint; unless all pass, nothing
 /// is written and no row is returned. The transaction's revision base plus
 /// a row's position is that row's revision, so the statement returns one
-/// revision per create, whose low bits give its position.
+/// revision per create, whose low bits give its position. A parent row
+/// locked by another write fails the statement at once (`NOWAIT`) instead
+/// of holding every create of the batch behind that write.
 pub(super) fn create_subscriptions(creates: &[BatchedCreate]) -> Statement {
     use sea_orm::IdenStatic;
     let columns: Vec<subscription::Column> = subscription::Column::iter().collect();
@@ -176,7 +178,7 @@ pub(super) fn create_subscriptions(creates: &[BatchedCreate]) -> Statement {
            JOIN tenants t ON t.tenant_id = input.s_tenant_id \
            JOIN endpoints e ON e.tenant_id = input.s_tenant_id AND e.endpoint_id = input.s_endpoint_id \
            WHERE t.state = '{active}' AND t.etag = input.tenant_etag \
-           AND t.delete_time IS NULL AND e.delete_time IS NULL FOR SHARE OF t, e), \
+           AND t.delete_time IS NULL AND e.delete_time IS NULL FOR SHARE OF t, e NOWAIT), \
          checked AS (SELECT {revision} FROM parents HAVING count(*) = {count}), \
          written AS (INSERT INTO request_nonces (api_id, nonce, expire_time) \
            SELECT nonce_api_id, nonce, nonce_expire FROM input, checked \

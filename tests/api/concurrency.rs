@@ -195,6 +195,55 @@ async fn parallel_mixed_creates_each_get_their_own_answer(backend: Backend) {
     server.stop().await;
 }
 
+/// On PostgreSQL concurrent creates share a statement; a write that holds
+/// one tenant's row locked must not hold up another tenant's creates. The
+/// test holds tenant A's row in a transaction of its own, starts a create
+/// on A (which waits for the lock, as it should), then creates on B: that
+/// one must finish while A's row is still locked.
+async fn a_locked_tenant_holds_up_only_its_own_creates(backend: Backend) {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let (server, admin) = fixture(&backend).await;
+    create_tenant(&admin, "other").await;
+    create_endpoint(&admin, "other", ENDPOINT, URL).await;
+    let db = backend.database().await;
+    let lock = db.begin().await.expect("begin");
+    lock.execute_unprepared(&format!(
+        "SELECT 1 FROM tenants WHERE tenant_id = '{TENANT}' FOR UPDATE"
+    ))
+    .await
+    .expect("lock the tenant row");
+
+    let waiting = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            create_subscription(&admin, subscription(TENANT, ENDPOINT, &["*"])).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let other = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        create_subscription(&admin, subscription("other", ENDPOINT, &["*"])),
+    )
+    .await
+    .expect("a create on another tenant finishes while the first tenant is locked");
+    assert_eq!(other.tenant_id, "other");
+    assert!(
+        !waiting.is_finished(),
+        "the create on the locked tenant waits for the lock"
+    );
+
+    lock.rollback().await.expect("release the lock");
+    let created = waiting.await.expect("create task");
+    assert_eq!(created.tenant_id, TENANT);
+    db.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_locked_tenant_holds_up_only_its_own_creates() {
+    run_postgres(a_locked_tenant_holds_up_only_its_own_creates).await;
+}
+
 /// Creates on an endpoint race a forced delete of it. Each create either
 /// lands before the delete (and the delete takes it along) or fails with
 /// NOT_FOUND; none may survive live on the deleted endpoint. On PostgreSQL,
