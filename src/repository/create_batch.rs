@@ -109,9 +109,10 @@ fn outcomes(answer: Result<Vec<sea_orm::QueryResult>, DbErr>, count: usize) -> V
         Ok(rows) => rows,
         Err(e) if is_database_answer(&e) => return (0..count).map(|_| Outcome::Alone).collect(),
         Err(e) => {
-            let message = e.to_string();
+            // Every create of the batch reports the one error, whole.
+            let shared = Arc::new(e);
             return (0..count)
-                .map(|_| Outcome::Failed(RepoError::Unavailable(message.clone().into())))
+                .map(|_| Outcome::Failed(RepoError::Unavailable(Box::new(shared.clone()))))
                 .collect();
         }
     };
