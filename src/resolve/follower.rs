@@ -148,21 +148,21 @@ impl Follower {
             let mut endpoints = BTreeSet::new();
             let mut catalog = false;
             let mut credentials = BTreeSet::new();
-            for c in &changes {
-                let tenant = c.tenant_id.clone().unwrap_or_default();
+            let count = changes.len();
+            for c in changes {
+                let tenant = c.tenant_id.unwrap_or_default();
                 match c.resource_type.as_str() {
                     "event_type" => catalog = true,
                     "credential" => {
-                        credentials.insert(c.resource_key.clone());
+                        credentials.insert(c.resource_key);
                     }
                     "subscription" => {
                         // The change log read brought each row along, in its
                         // latest state.
-                        subscriptions
-                            .insert((tenant, c.resource_key.clone()), c.subscription.clone());
+                        subscriptions.insert((tenant, c.resource_key), c.subscription);
                     }
                     "endpoint" => {
-                        endpoints.insert((tenant, c.resource_key.clone()));
+                        endpoints.insert((tenant, c.resource_key));
                     }
                     _ => {
                         tenants.insert(tenant);
@@ -205,7 +205,7 @@ impl Follower {
                 }
             }
             self.index.mark_applied(last);
-            if (changes.len() as u64) < BATCH {
+            if (count as u64) < BATCH {
                 return Ok(());
             }
         }

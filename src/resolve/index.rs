@@ -106,7 +106,6 @@ impl Patterns {
 
 #[derive(Default)]
 struct TenantIndex {
-    active: bool,
     /// The tenant row as of this index's revision: writes start from it and
     /// the database checks its etag, instead of reading it first.
     record: Option<Arc<Tenant>>,
@@ -124,13 +123,13 @@ struct TenantIndex {
 
 impl TenantIndex {
     fn build(
-        active: bool,
+        tenant: Tenant,
         endpoints: Vec<Endpoint>,
         subscriptions: Vec<Subscription>,
         patterns: &Patterns,
     ) -> Self {
         let mut index = TenantIndex {
-            active,
+            record: Some(Arc::new(tenant)),
             ..Default::default()
         };
         for e in endpoints {
@@ -225,7 +224,11 @@ impl TenantIndex {
     }
 
     fn resolve(&self, event_type: &str, now: Micros, with_secrets: bool) -> Vec<Target> {
-        if !self.active {
+        if !self
+            .record
+            .as_ref()
+            .is_some_and(|t| t.state == TenantState::Active)
+        {
             return Vec::new();
         }
         let mut slots: Vec<u32> = self.exact.get(event_type).cloned().unwrap_or_default();
@@ -316,14 +319,13 @@ fn group(snapshot: Snapshot, patterns: &Patterns) -> HashMap<String, TenantIndex
         .tenants
         .into_iter()
         .map(|t| {
-            let mut index = TenantIndex::build(
-                t.state == TenantState::Active,
-                endpoints.remove(&t.tenant_id).unwrap_or_default(),
-                subscriptions.remove(&t.tenant_id).unwrap_or_default(),
+            let tenant_id = t.tenant_id.clone();
+            let index = TenantIndex::build(
+                t,
+                endpoints.remove(&tenant_id).unwrap_or_default(),
+                subscriptions.remove(&tenant_id).unwrap_or_default(),
                 patterns,
             );
-            let tenant_id = t.tenant_id.clone();
-            index.record = Some(Arc::new(t));
             (tenant_id, index)
         })
         .collect()
@@ -480,6 +482,24 @@ mod tests {
     use super::*;
     use crate::model::PreviousSecret;
 
+    fn tenant() -> Tenant {
+        Tenant {
+            tenant_id: "acme".into(),
+            display_name: "Acme".into(),
+            state: TenantState::Active,
+            settings: crate::model::TenantSettings {
+                require_verification: false,
+                https_only: false,
+                default_ttl_seconds: 0,
+                max_ttl_seconds: 0,
+            },
+            create_time: 1,
+            update_time: 1,
+            delete_time: None,
+            etag: "e1".into(),
+        }
+    }
+
     fn endpoint(id: &str, url: &str, enabled: bool) -> Endpoint {
         Endpoint {
             tenant_id: "acme".into(),
@@ -532,7 +552,7 @@ mod tests {
         let patterns = Patterns::default();
         // The subscription arrives before its endpoint, as a change can.
         let mut index = TenantIndex::build(
-            true,
+            tenant(),
             vec![endpoint("ep_a", "https://a.example/hook", true)],
             vec![
                 subscription("sub_2", "ep_b", None, 20),

@@ -1,12 +1,12 @@
 //! Subscriptions: pattern rules against the catalog, status transitions,
 //! TTLs, soft delete that frees the name, and the filtered listing.
 
+use std::sync::Arc;
+
 use super::{Idempotency, Listed, Paging, Services, Written, attach_response};
 use crate::auth::{Caller, Permission};
 use crate::domain::{EndpointId, EventPattern, SubscriptionId, TenantId, resolve_ttl};
 use crate::error::{Error, FieldExt, Result};
-use std::sync::Arc;
-
 use crate::model::{
     Micros, Subscription, SubscriptionStatus, Tenant, TenantState, new_etag, now_micros,
 };
