@@ -145,6 +145,7 @@ fn resolve_one_tenant(c: &mut Criterion) {
             endpoints,
             subscriptions,
         },
+        0,
     );
     let mut i = 0;
     c.bench_function("resolve (100 subscriptions, with secrets)", |b| {

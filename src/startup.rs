@@ -422,7 +422,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let sweeper_task = tokio::spawn(run_sweeper(dyn_repo, change_retention, stop_rx.clone()));
     let worker_task = tokio::spawn(
         Worker::new(repo.clone() as Arc<dyn Repository>, sender)
-            .run(repo.subscribe_revisions(), stop_rx.clone()),
+            .run(repo.subscribe_outbox(), stop_rx.clone()),
     );
 
     let http_app = axum::Router::new()

@@ -10,13 +10,16 @@ use tokio::task::JoinSet;
 
 use super::Sender;
 use crate::model::{Micros, now_micros};
-use crate::repository::{DeliveryOutcome, OutboxItem, Repository, Revision};
+use crate::repository::{DeliveryOutcome, OutboxItem, Repository};
 
 /// Attempts before a delivery is given up (the last waits about an hour).
 const MAX_ATTEMPTS: i32 = 16;
 const LEASE: Duration = Duration::from_secs(60);
 /// Deliveries in flight at once, so one slow receiver does not hold up others.
 const PARALLEL: usize = 8;
+/// How often the outbox is read without a local wake-up: rows queued on
+/// other replicas, and retries falling due.
+const POLL: Duration = Duration::from_millis(500);
 
 pub struct Worker {
     repo: Arc<dyn Repository>,
@@ -154,7 +157,11 @@ impl Worker {
 
     /// Runs until `stop` turns true; a drain in progress finishes first, so
     /// no claimed delivery is left holding its lease at shutdown.
-    pub async fn run(self, mut local: watch::Receiver<Revision>, mut stop: watch::Receiver<bool>) {
+    ///
+    /// `queued` changes when this process commits outbox rows; rows queued
+    /// by other replicas (whose own workers are woken) and retries fall due
+    /// by the poll.
+    pub async fn run(self, mut queued: watch::Receiver<u64>, mut stop: watch::Receiver<bool>) {
         loop {
             self.drain().await;
             if *stop.borrow() {
@@ -162,8 +169,8 @@ impl Worker {
             }
             tokio::select! {
                 _ = stop.changed() => return,
-                _ = local.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = queued.changed() => {}
+                _ = tokio::time::sleep(POLL) => {}
             }
         }
     }

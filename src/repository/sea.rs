@@ -55,6 +55,9 @@ pub struct SeaRepository {
     backend: DatabaseBackend,
     key: MasterKey,
     revisions: watch::Sender<Revision>,
+    /// Counts this process's commits that queued outbox rows, so its
+    /// delivery worker wakes for them and not for every other commit.
+    outbox: watch::Sender<u64>,
     closed: watch::Sender<bool>,
     /// SQLite only: concurrent writes share one commit.
     group: Option<Arc<GroupCommit>>,
@@ -171,6 +174,7 @@ impl SeaRepository {
             backend,
             key,
             revisions: watch::channel(0).0,
+            outbox: watch::channel(0).0,
             closed,
             group: (backend == DatabaseBackend::Sqlite).then(GroupCommit::new),
             inline,
@@ -260,6 +264,25 @@ impl SeaRepository {
     /// Revisions committed by this process, as they commit.
     pub fn subscribe_revisions(&self) -> watch::Receiver<Revision> {
         self.revisions.subscribe()
+    }
+
+    /// Changes after each commit by this process that queued outbox rows.
+    pub fn subscribe_outbox(&self) -> watch::Receiver<u64> {
+        self.outbox.subscribe()
+    }
+
+    /// Commits a write that queued outbox rows, then wakes the delivery
+    /// worker (after the commit: woken before it, the worker would not see
+    /// the rows yet).
+    async fn commit_queued(
+        &self,
+        txn: WriteTxn,
+        meta: &WriteMeta,
+        revision: Revision,
+    ) -> RepoResult<Revision> {
+        let revision = self.commit(txn, meta, revision).await?;
+        self.outbox.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(revision)
     }
 
     async fn begin(&self) -> RepoResult<DatabaseTransaction> {
@@ -2121,7 +2144,11 @@ impl Repository for SeaRepository {
             self.queue_verification(&txn, &e.tenant_id, v, meta.now)
                 .await?;
         }
-        self.commit(txn, meta, log.last).await
+        if verifications.is_empty() {
+            self.commit(txn, meta, log.last).await
+        } else {
+            self.commit_queued(txn, meta, log.last).await
+        }
     }
 
     async fn delete_endpoint(
@@ -2225,7 +2252,11 @@ impl Repository for SeaRepository {
             self.queue_verification(&txn, &s.tenant_id, v, meta.now)
                 .await?;
         }
-        self.commit(txn, meta, log.last).await
+        if verification.is_some() {
+            self.commit_queued(txn, meta, log.last).await
+        } else {
+            self.commit(txn, meta, log.last).await
+        }
     }
 
     async fn get_subscription(
@@ -2445,7 +2476,7 @@ impl Repository for SeaRepository {
             meta.now,
         )
         .await?;
-        let revision = self.commit(txn, meta, log.last).await?;
+        let revision = self.commit_queued(txn, meta, log.last).await?;
         Ok((subscription_from_row(row)?, revision))
     }
 

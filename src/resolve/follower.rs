@@ -22,6 +22,8 @@ const POLL: Duration = Duration::from_millis(250);
 /// write, this process's NOTIFY), and writers wait for the follower.
 const RETRY_FIRST: Duration = Duration::from_millis(1);
 const RETRY_MAX: Duration = Duration::from_millis(8);
+/// How soon an announced commit is read when nobody waits for it.
+const LAZY: Duration = Duration::from_millis(5);
 const BATCH: u64 = 5_000;
 const PRUNED_MAX_AGE: Duration = Duration::from_secs(1);
 /// Tenants per query when loading everything.
@@ -86,6 +88,7 @@ impl Follower {
                     }
                 },
                 catalog,
+                revision,
             )
             .await?;
         release_freed_memory();
@@ -171,16 +174,16 @@ impl Follower {
             }
             for tenant in &tenants {
                 let snapshot = self.repo.snapshot(Some(tenant)).await?;
-                self.index.load_tenant(tenant, snapshot);
+                self.index.load_tenant(tenant, snapshot, last);
             }
             for (tenant, id) in endpoints.iter().filter(|(t, _)| !tenants.contains(t)) {
                 if !self.index.has_tenant(tenant) {
                     let snapshot = self.repo.snapshot(Some(tenant)).await?;
-                    self.index.load_tenant(tenant, snapshot);
+                    self.index.load_tenant(tenant, snapshot, last);
                     continue;
                 }
                 let current = self.repo.get_endpoint(tenant, id).await?;
-                self.index.apply_endpoint(tenant, id, current);
+                self.index.apply_endpoint(tenant, id, current, last);
             }
             let mut reloaded = BTreeSet::new();
             for ((tenant, id), current) in subscriptions {
@@ -188,10 +191,10 @@ impl Follower {
                     continue;
                 }
                 if self.index.has_tenant(&tenant) {
-                    self.index.apply_subscription(&tenant, &id, current);
+                    self.index.apply_subscription(&tenant, &id, current, last);
                 } else {
                     let snapshot = self.repo.snapshot(Some(&tenant)).await?;
-                    self.index.load_tenant(&tenant, snapshot);
+                    self.index.load_tenant(&tenant, snapshot, last);
                     reloaded.insert(tenant);
                 }
             }
@@ -212,13 +215,27 @@ impl Follower {
     }
 
     /// Runs until `stop` turns true.
+    ///
+    /// Announced commits (this process's, and other replicas' through
+    /// PostgreSQL notifications) are read within [`LAZY`], several to a
+    /// read; a caller waiting for a revision (a write that answers once its
+    /// replica reflects it) has the log read at once.
     pub async fn run(self, mut local: watch::Receiver<Revision>, mut stop: watch::Receiver<bool>) {
         let mut retry: Option<Duration> = None;
+        let mut due = Instant::now() + POLL;
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
-                _ = local.changed() => {}
-                _ = tokio::time::sleep(retry.unwrap_or(POLL)) => {}
+                _ = self.index.awaited() => {}
+                changed = local.changed() => {
+                    if changed.is_err() {
+                        // The repository is gone.
+                        return;
+                    }
+                    due = due.min(Instant::now() + LAZY);
+                    continue;
+                }
+                _ = tokio::time::sleep_until(due.into()) => {}
             }
             if *stop.borrow() {
                 return;
@@ -227,20 +244,28 @@ impl Follower {
             if let Err(e) = self.catch_up().await {
                 tracing::warn!(error = %e, "cannot follow the change log; retrying");
                 retry = None;
+                due = Instant::now() + POLL;
                 continue;
             }
             // On PostgreSQL a commit is announced before it is readable when
             // an older transaction is still running (readers stay below the
-            // oldest one); that usually ends within milliseconds, so look
-            // again soon instead of at the next poll. Under a steady stream
-            // of writes there is always a newer commit waiting: back off only
-            // while nothing becomes readable.
+            // oldest one); that usually ends within milliseconds, so while a
+            // caller waits, look again soon instead of at the next poll.
+            // Under a steady stream of writes there is always a newer commit
+            // waiting: back off only while nothing becomes readable.
             let announced = *local.borrow_and_update();
             let applied = self.index.applied();
-            retry = (applied < announced).then(|| match retry {
+            let behind = applied < announced;
+            retry = (behind && self.index.is_awaited()).then(|| match retry {
                 Some(d) if applied == before => (d * 2).min(RETRY_MAX),
                 _ => RETRY_FIRST,
             });
+            due = Instant::now()
+                + match retry {
+                    Some(d) => d,
+                    None if behind => LAZY,
+                    None => POLL,
+                };
         }
     }
 }

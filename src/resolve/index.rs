@@ -9,6 +9,7 @@ use std::collections::HashMap;
 /// still resistant to chosen collisions): SipHash showed up in resolve
 /// profiles.
 pub(super) type FastMap<K, V> = foldhash::HashMap<K, V>;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -109,6 +110,10 @@ struct TenantIndex {
     /// The tenant row as of this index's revision: writes start from it and
     /// the database checks its etag, instead of reading it first.
     record: Option<Arc<Tenant>>,
+    /// Every change to this tenant up to this revision has been applied
+    /// from the change log (a write applied here directly is newer only if
+    /// its revision is above it).
+    followed: Revision,
     /// By slot; `None` while the endpoint is disabled, deleted or not yet
     /// seen. A slot stays with its endpoint id for the index's lifetime, so
     /// subscriptions refer to endpoints by slot.
@@ -127,9 +132,11 @@ impl TenantIndex {
         endpoints: Vec<Endpoint>,
         subscriptions: Vec<Subscription>,
         patterns: &Patterns,
+        followed: Revision,
     ) -> Self {
         let mut index = TenantIndex {
             record: Some(Arc::new(tenant)),
+            followed,
             ..Default::default()
         };
         for e in endpoints {
@@ -290,6 +297,10 @@ pub struct ResolveIndex {
     catalog: RwLock<Arc<Catalog>>,
     patterns: Patterns,
     applied: watch::Sender<Revision>,
+    /// Woken when a caller waits for the follower to reach a revision.
+    awaited: tokio::sync::Notify,
+    /// Callers waiting for the follower right now.
+    waiting: AtomicUsize,
 }
 
 impl Default for ResolveIndex {
@@ -299,11 +310,17 @@ impl Default for ResolveIndex {
             catalog: RwLock::default(),
             patterns: Patterns::default(),
             applied: watch::channel(0).0,
+            awaited: tokio::sync::Notify::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 }
 
-fn group(snapshot: Snapshot, patterns: &Patterns) -> HashMap<String, TenantIndex> {
+fn group(
+    snapshot: Snapshot,
+    patterns: &Patterns,
+    followed: Revision,
+) -> HashMap<String, TenantIndex> {
     let mut endpoints: HashMap<String, Vec<Endpoint>> = HashMap::new();
     for e in snapshot.endpoints {
         endpoints.entry(e.tenant_id.clone()).or_default().push(e);
@@ -325,10 +342,28 @@ fn group(snapshot: Snapshot, patterns: &Patterns) -> HashMap<String, TenantIndex
                 endpoints.remove(&tenant_id).unwrap_or_default(),
                 subscriptions.remove(&tenant_id).unwrap_or_default(),
                 patterns,
+                followed,
             );
             (tenant_id, index)
         })
         .collect()
+}
+
+/// Counts a waiting caller for as long as it waits (also when its future
+/// is dropped).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -342,11 +377,13 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 impl ResolveIndex {
     /// Replaces everything (start-up, or after falling behind the log)
     /// with the tenants `batches` yields, built one batch at a time so the
-    /// rows of only one batch are in memory at once.
+    /// rows of only one batch are in memory at once. The batches must be
+    /// read after `followed`, the revision the follower goes on from.
     pub async fn load_all<F, Fut>(
         &self,
         mut batches: F,
         catalog: Catalog,
+        followed: Revision,
     ) -> crate::repository::RepoResult<()>
     where
         F: FnMut() -> Fut,
@@ -362,7 +399,7 @@ impl ResolveIndex {
         let mut next = tokio::spawn(batches());
         while let Some(snapshot) = joined(next.await)?? {
             next = tokio::spawn(batches());
-            for (k, v) in group(snapshot, &self.patterns) {
+            for (k, v) in group(snapshot, &self.patterns, followed) {
                 tenants.insert(k, Arc::new(RwLock::new(v)));
             }
         }
@@ -371,9 +408,10 @@ impl ResolveIndex {
         Ok(())
     }
 
-    /// Replaces one tenant's index from its snapshot (gone if deleted).
-    pub fn load_tenant(&self, tenant_id: &str, snapshot: Snapshot) {
-        let index = group(snapshot, &self.patterns).remove(tenant_id);
+    /// Replaces one tenant's index from its snapshot (gone if deleted),
+    /// read after the follower read its changes up to `followed`.
+    pub fn load_tenant(&self, tenant_id: &str, snapshot: Snapshot, followed: Revision) {
+        let index = group(snapshot, &self.patterns, followed).remove(tenant_id);
         let mut tenants = write(&self.tenants);
         match index {
             Some(index) => {
@@ -399,29 +437,57 @@ impl ResolveIndex {
         read(&*self.tenant(tenant_id)?).record.clone()
     }
 
-    /// Applies one subscription's current state (None: it is gone).
+    /// Applies one subscription's current state (None: it is gone), read
+    /// with the change log up to `followed`.
     pub fn apply_subscription(
         &self,
         tenant_id: &str,
         subscription_id: &str,
         current: Option<Subscription>,
+        followed: Revision,
     ) {
         let Some(index) = self.tenant(tenant_id) else {
             return;
         };
         let mut index = write(&index);
+        index.followed = index.followed.max(followed);
         match current {
             Some(s) => index.upsert_subscription(s, &self.patterns),
             None => index.remove_subscription(subscription_id),
         }
     }
 
-    /// Applies one endpoint's current state (None: it is gone).
-    pub fn apply_endpoint(&self, tenant_id: &str, endpoint_id: &str, current: Option<Endpoint>) {
+    /// Applies a subscription this process has just written at `revision`,
+    /// so the writer's caller can resolve it at once, without waiting for
+    /// the follower. Skipped when the follower has already applied the
+    /// tenant's changes up to `revision`: its state is then as new or newer.
+    /// Otherwise the follower still applies this change later, with the
+    /// state it reads then, so the index ends up where the log says.
+    pub fn apply_written(&self, s: &Subscription, revision: Revision) {
+        let Some(index) = self.tenant(&s.tenant_id) else {
+            // Not loaded yet: the follower loads the tenant whole.
+            return;
+        };
+        let mut index = write(&index);
+        if index.followed < revision {
+            index.upsert_subscription(s.clone(), &self.patterns);
+        }
+    }
+
+    /// Applies one endpoint's current state (None: it is gone), read with
+    /// the change log up to `followed`.
+    pub fn apply_endpoint(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        current: Option<Endpoint>,
+        followed: Revision,
+    ) {
         let Some(index) = self.tenant(tenant_id) else {
             return;
         };
         let mut index = write(&index);
+        index.followed = index.followed.max(followed);
         match current {
             Some(e) => index.upsert_endpoint(e),
             None => index.remove_endpoint(endpoint_id),
@@ -453,6 +519,29 @@ impl ResolveIndex {
 
     pub fn subscribe_applied(&self) -> watch::Receiver<Revision> {
         self.applied.subscribe()
+    }
+
+    /// Waits (at most `limit`) until the follower has applied `revision`,
+    /// asking it to read the change log now rather than at its leisure.
+    pub async fn wait_applied(&self, revision: Revision, limit: std::time::Duration) {
+        let mut applied = self.applied.subscribe();
+        if *applied.borrow_and_update() >= revision {
+            return;
+        }
+        let _waiting = Waiting::start(&self.waiting);
+        self.awaited.notify_one();
+        let _ = tokio::time::timeout(limit, applied.wait_for(|a| *a >= revision)).await;
+    }
+
+    /// Whether a caller is waiting for the follower.
+    pub fn is_awaited(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
+    /// Completes when a caller waits for the follower (see
+    /// [`Self::wait_applied`]).
+    pub async fn awaited(&self) {
+        self.awaited.notified().await;
     }
 
     /// Targets for an event, and the revision the answer reflects.
@@ -559,6 +648,7 @@ mod tests {
                 subscription("sub_1", "ep_a", Some("first"), 10),
             ],
             &patterns,
+            0,
         );
         let ids = |index: &TenantIndex| -> Vec<String> {
             index
@@ -600,5 +690,92 @@ mod tests {
         );
         index.remove_endpoint("ep_b");
         assert_eq!(ids(&index), ["sub_1"], "a deleted endpoint drops out");
+    }
+
+    fn index_of(subscriptions: Vec<Subscription>, followed: Revision) -> ResolveIndex {
+        let index = ResolveIndex::default();
+        index.set_catalog([("order.created".to_owned(), false)].into());
+        index.load_tenant(
+            "acme",
+            Snapshot {
+                tenants: vec![tenant()],
+                endpoints: vec![endpoint("ep_a", "https://a.example/hook", true)],
+                subscriptions,
+            },
+            followed,
+        );
+        index
+    }
+
+    fn resolved(index: &ResolveIndex) -> Vec<String> {
+        let (targets, _) = index.resolve("acme", "order.created", 1_000, false);
+        targets.into_iter().map(|t| t.subscription_id).collect()
+    }
+
+    #[test]
+    fn a_written_subscription_resolves_before_the_follower_reads_it() {
+        let index = index_of(Vec::new(), 10);
+        index.apply_written(&subscription("sub_1", "ep_a", None, 5), 11);
+        assert_eq!(resolved(&index), ["sub_1"]);
+
+        // The follower then reads that change with the row as it is now
+        // (deleted since, by another replica): the log wins.
+        index.apply_subscription("acme", "sub_1", None, 12);
+        assert!(resolved(&index).is_empty());
+    }
+
+    #[test]
+    fn a_written_subscription_never_undoes_what_the_follower_applied_after_it() {
+        let index = index_of(Vec::new(), 10);
+        // The follower got there first: it read the create (11) and a later
+        // delete (12) before the writer came to apply its own create.
+        index.apply_subscription("acme", "sub_1", None, 12);
+        index.apply_written(&subscription("sub_1", "ep_a", None, 5), 11);
+        assert!(resolved(&index).is_empty(), "the older write is skipped");
+
+        // A reload counts as followed up to its revision too.
+        let index = index_of(Vec::new(), 20);
+        index.apply_written(&subscription("sub_2", "ep_a", None, 5), 19);
+        assert!(resolved(&index).is_empty());
+        index.apply_written(&subscription("sub_2", "ep_a", None, 5), 21);
+        assert_eq!(resolved(&index), ["sub_2"]);
+        let mut deleted = subscription("sub_2", "ep_a", None, 5);
+        deleted.status = SubscriptionStatus::Deleted;
+        index.apply_written(&deleted, 22);
+        assert!(
+            resolved(&index).is_empty(),
+            "a written delete leaves at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_caller_wakes_the_follower_and_returns_once_applied() {
+        let index = Arc::new(ResolveIndex::default());
+        index.mark_applied(3);
+        // Already applied: no wait, no wake-up.
+        index
+            .wait_applied(3, std::time::Duration::from_secs(5))
+            .await;
+        assert!(!index.is_awaited());
+
+        let waiter = tokio::spawn({
+            let index = index.clone();
+            async move {
+                index
+                    .wait_applied(7, std::time::Duration::from_secs(5))
+                    .await
+            }
+        });
+        // The follower's side: woken, it sees a caller waiting, applies.
+        tokio::time::timeout(std::time::Duration::from_secs(5), index.awaited())
+            .await
+            .expect("the waiting caller wakes the follower");
+        assert!(index.is_awaited());
+        index.mark_applied(7);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the caller returns once its revision is applied")
+            .unwrap();
+        assert!(!index.is_awaited());
     }
 }

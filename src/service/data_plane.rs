@@ -39,8 +39,8 @@ impl Services {
     /// credential cache reflect `revision`, so a caller that reads right after
     /// its write sees it.
     pub(crate) async fn settle(&self, revision: Revision) {
-        let mut applied = self.index.subscribe_applied();
-        let _ = tokio::time::timeout(Duration::from_secs(2), applied.wait_for(|a| *a >= revision))
+        self.index
+            .wait_applied(revision, Duration::from_secs(2))
             .await;
     }
 

@@ -25,7 +25,7 @@ pub use verification::token_hash;
 
 use crate::auth::{CachedCredential, Caller, CredentialCache, Permission, ScopeError};
 use crate::error::{Error, Result};
-use crate::model::{Credential, Micros, now_micros};
+use crate::model::{Credential, Micros, Subscription, now_micros};
 use crate::repository::{
     IdempotencyWrite, PageRequest, RepoError, Repository, Revision, WriteMeta,
 };
@@ -60,6 +60,16 @@ pub struct Services {
 pub struct Written<T> {
     pub value: T,
     pub revision: Option<Revision>,
+}
+
+/// How a write waits for this replica's resolve index before it answers, so
+/// that its caller can resolve what it wrote right away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Until the change-log follower has applied the write's revision.
+    Follower,
+    /// Not at all: the write applied itself to the index.
+    Applied,
 }
 
 /// An idempotency key with the fingerprint of the request that carried it.
@@ -129,7 +139,25 @@ impl Services {
 
     /// A settled write's result.
     async fn done<T>(&self, value: T, revision: Revision) -> Written<T> {
-        self.settle(revision).await;
+        self.settled(Settle::Follower, value, revision).await
+    }
+
+    /// A write's result, once it is settled as `settle` says.
+    async fn settled<T>(&self, settle: Settle, value: T, revision: Revision) -> Written<T> {
+        if settle == Settle::Follower {
+            self.settle(revision).await;
+        }
+        Written {
+            value,
+            revision: Some(revision),
+        }
+    }
+
+    /// A subscription write's result: the subscription as stored (`stored`)
+    /// goes into this replica's resolve index at once, instead of the
+    /// caller waiting for the follower to read it back.
+    fn applied<T>(&self, stored: &Subscription, value: T, revision: Revision) -> Written<T> {
+        self.index.apply_written(stored, revision);
         Written {
             value,
             revision: Some(revision),
@@ -207,11 +235,29 @@ impl Services {
         F: FnOnce(WriteMeta) -> Fut,
         Fut: std::future::Future<Output = Result<(T, Revision)>>,
     {
+        self.idempotent_settled(caller, method, idempotency, Settle::Follower, run)
+            .await
+    }
+
+    /// [`Self::idempotent`] for a `run` that settles as `settle` says.
+    async fn idempotent_settled<T, F, Fut>(
+        &self,
+        caller: &Caller,
+        method: &'static str,
+        idempotency: Option<Idempotency>,
+        settle: Settle,
+        run: F,
+    ) -> Result<Written<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(WriteMeta) -> Fut,
+        Fut: std::future::Future<Output = Result<(T, Revision)>>,
+    {
         let now = now_micros();
         let mut meta = self.write_meta(caller, now);
         let Some(idem) = idempotency.filter(|i| !i.request_id.is_empty()) else {
             let (value, revision) = run(meta).await?;
-            return Ok(self.done(value, revision).await);
+            return Ok(self.settled(settle, value, revision).await);
         };
         if idem.request_id.len() > 128 || !idem.request_id.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Error::invalid(
@@ -229,7 +275,7 @@ impl Services {
             response: Vec::new(),
         });
         match run(meta).await {
-            Ok((value, revision)) => Ok(self.done(value, revision).await),
+            Ok((value, revision)) => Ok(self.settled(settle, value, revision).await),
             Err(Error::Aborted(_)) => match self.find_replay(caller, method, &idem, now).await? {
                 Some(found) => Ok(found),
                 None => Err(Error::Aborted(

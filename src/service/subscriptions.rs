@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Idempotency, Listed, Paging, Services, Written, attach_response};
+use super::{Idempotency, Listed, Paging, Services, Settle, Written, attach_response};
 use crate::auth::{Caller, Permission};
 use crate::domain::{EndpointId, EventPattern, SubscriptionId, TenantId, resolve_ttl};
 use crate::error::{Error, FieldExt, Result};
@@ -205,10 +205,11 @@ impl Services {
             None => (Arc::new(self.writable_tenant(&tenant_id).await?), true),
         };
         let ttl_seconds = new.ttl_seconds;
-        self.idempotent(
+        self.idempotent_settled(
             caller,
             "CreateSubscription",
             idempotency,
+            Settle::Applied,
             |mut meta| async move {
                 loop {
                     let status = if tenant.settings.require_verification {
@@ -249,7 +250,11 @@ impl Services {
                             tenant = Arc::new(self.writable_tenant(&tenant_id).await?);
                             fresh = true;
                         }
-                        written => return Ok((subscription, written?)),
+                        written => {
+                            let revision = written?;
+                            self.index.apply_written(&subscription, revision);
+                            return Ok((subscription, revision));
+                        }
                     }
                 }
             },
@@ -514,7 +519,7 @@ impl Services {
             .repo
             .update_subscription(&next, &current.etag, &meta)
             .await?;
-        Ok(self.done(presented(next, now), revision).await)
+        Ok(self.applied(&next, presented(next.clone(), now), revision))
     }
 
     pub async fn delete_subscription(
@@ -546,7 +551,7 @@ impl Services {
             .repo
             .delete_subscription(&tenant_id, subscription_id.as_str(), &current.etag, &meta)
             .await?;
-        Ok(self.done(subscription, revision).await)
+        Ok(self.applied(&subscription, subscription.clone(), revision))
     }
 
     /// Sets expire_time to now + ttl; revives an EXPIRED subscription.
@@ -588,6 +593,6 @@ impl Services {
             .repo
             .update_subscription(&next, &current.etag, &meta)
             .await?;
-        Ok(self.done(next, revision).await)
+        Ok(self.applied(&next, next.clone(), revision))
     }
 }
