@@ -143,7 +143,7 @@ impl TenantIndex {
             index.upsert_endpoint(e);
         }
         for s in subscriptions {
-            index.upsert_subscription(s, patterns);
+            index.upsert_subscription(&s, patterns);
         }
         index.entries.shrink_to_fit();
         index.slots.shrink_to_fit();
@@ -194,7 +194,7 @@ impl TenantIndex {
     }
 
     /// Indexes an ACTIVE subscription; anything else leaves the index.
-    fn upsert_subscription(&mut self, s: Subscription, interner: &Patterns) {
+    fn upsert_subscription(&mut self, s: &Subscription, interner: &Patterns) {
         self.remove_subscription(&s.subscription_id);
         if s.status != SubscriptionStatus::Active {
             return;
@@ -452,7 +452,7 @@ impl ResolveIndex {
         let mut index = write(&index);
         index.followed = index.followed.max(followed);
         match current {
-            Some(s) => index.upsert_subscription(s, &self.patterns),
+            Some(s) => index.upsert_subscription(&s, &self.patterns),
             None => index.remove_subscription(subscription_id),
         }
     }
@@ -470,7 +470,7 @@ impl ResolveIndex {
         };
         let mut index = write(&index);
         if index.followed < revision {
-            index.upsert_subscription(s.clone(), &self.patterns);
+            index.upsert_subscription(s, &self.patterns);
         }
     }
 

@@ -153,13 +153,13 @@ impl Services {
         }
     }
 
-    /// A subscription write's result: the subscription as stored (`stored`)
-    /// goes into this replica's resolve index at once, instead of the
-    /// caller waiting for the follower to read it back.
-    fn applied<T>(&self, stored: &Subscription, value: T, revision: Revision) -> Written<T> {
-        self.index.apply_written(stored, revision);
+    /// A subscription write's result: the subscription as stored goes into
+    /// this replica's resolve index at once, instead of the caller waiting
+    /// for the follower to read it back.
+    fn applied(&self, stored: Subscription, revision: Revision) -> Written<Subscription> {
+        self.index.apply_written(&stored, revision);
         Written {
-            value,
+            value: stored,
             revision: Some(revision),
         }
     }

@@ -519,7 +519,11 @@ impl Services {
             .repo
             .update_subscription(&next, &current.etag, &meta)
             .await?;
-        Ok(self.applied(&next, presented(next.clone(), now), revision))
+        let written = self.applied(next, revision);
+        Ok(Written {
+            value: presented(written.value, now),
+            ..written
+        })
     }
 
     pub async fn delete_subscription(
@@ -551,7 +555,7 @@ impl Services {
             .repo
             .delete_subscription(&tenant_id, subscription_id.as_str(), &current.etag, &meta)
             .await?;
-        Ok(self.applied(&subscription, subscription.clone(), revision))
+        Ok(self.applied(subscription, revision))
     }
 
     /// Sets expire_time to now + ttl; revives an EXPIRED subscription.
@@ -593,6 +597,6 @@ impl Services {
             .repo
             .update_subscription(&next, &current.etag, &meta)
             .await?;
-        Ok(self.applied(&next, next.clone(), revision))
+        Ok(self.applied(next, revision))
     }
 }

@@ -113,7 +113,7 @@ impl Services {
                     }
                     other => other.into(),
                 })?;
-        Ok(self.applied(&s, s.clone(), revision))
+        Ok(self.applied(s, revision))
     }
 
     pub async fn resend_confirmation(
@@ -137,7 +137,7 @@ impl Services {
             .repo
             .resend_confirmation(&tenant_id, &verification, &meta)
             .await?;
-        Ok(self.applied(&s, s.clone(), revision))
+        Ok(self.applied(s, revision))
     }
 
     /// Sends a signed `webhook.ping` and reports what happened.
