@@ -160,9 +160,24 @@ pub struct ServeArgs {
     /// How long shutdown waits for running calls, in seconds.
     #[arg(long, env = "HOOKPLANE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// Threads serving gRPC connections, each connection kept on one of
+    /// them; default one per core. 0 serves every connection on the shared
+    /// multi-threaded runtime instead (one connection may then use every
+    /// core).
+    #[arg(long, env = "HOOKPLANE_GRPC_THREADS", value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub grpc_threads: Option<u16>,
 }
 
 impl ServeArgs {
+    /// Serving threads, per `--grpc-threads` (0: the shared runtime).
+    pub fn grpc_threads(&self) -> usize {
+        self.grpc_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            usize::from,
+        )
+    }
+
     /// Base of confirmation links.
     pub fn public_url(&self, http_addr: SocketAddr) -> String {
         self.public_url

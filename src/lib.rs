@@ -12,6 +12,7 @@ pub mod proto;
 pub mod repository;
 pub mod resolve;
 pub mod service;
+pub mod serving;
 pub mod sign;
 pub mod startup;
 pub mod telemetry;

@@ -24,6 +24,7 @@ use crate::proto;
 use crate::repository::{DatabaseSettings, Repository, SeaRepository};
 use crate::resolve::{Follower, ResolveIndex, run_sweeper};
 use crate::service::{PageTokens, ServiceSettings, Services};
+use crate::serving;
 
 const SERVICE_NAMES: [&str; 5] = [
     "hookplane.v1.TenantService",
@@ -410,7 +411,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
             proto::subscription_service_server::SubscriptionServiceServer<Api>
         ));
 
-    tracing::info!(%grpc_addr, %http_addr, tls = args.tls_cert.is_some(), "hookplane listening");
+    tracing::info!(%grpc_addr, %http_addr, tls = args.tls_cert.is_some(), grpc_threads = args.grpc_threads(), "hookplane listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(watch_database(
@@ -444,27 +445,42 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
 
     let grace = args.shutdown_grace();
     let mut grpc_stop = stop_rx.clone();
+    let serving_stop = stop_rx.clone();
+    let threads = args.grpc_threads();
     let mut grace_stop = stop_rx;
     let task = tokio::spawn(async move {
         let signal = async move {
             let _ = grpc_stop.wait_for(|stop| *stop).await;
             set_all(&reporter, ServingStatus::NotServing).await;
         };
-        // Without TCP_NODELAY, small responses wait for delayed ACKs (~40 ms).
-        let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(Duration::from_secs(60)));
-        let serve = router.serve_with_incoming_shutdown(incoming, signal);
+        let serve = async move {
+            if threads == 0 {
+                // Without TCP_NODELAY, small responses wait for delayed ACKs (~40 ms).
+                let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(serving::KEEPALIVE));
+                let result = router.serve_with_incoming_shutdown(incoming, signal).await;
+                (result.map_err(anyhow::Error::from), None)
+            } else {
+                let ((), (result, lanes)) = tokio::join!(
+                    signal,
+                    serving::serve_on_lanes(router, grpc_listener, threads, serving_stop)
+                );
+                (result, Some(lanes))
+            }
+        };
         // Draining is bounded: after the grace period, remaining calls are cut.
         let deadline = async move {
             let _ = grace_stop.wait_for(|stop| *stop).await;
             tokio::time::sleep(grace).await;
         };
-        let result = tokio::select! {
-            r = serve => r.map_err(anyhow::Error::from),
+        // `_lanes` keeps the serving threads' runtimes (and the database
+        // connections they drive) up until the pools are closed below.
+        let (result, _lanes) = tokio::select! {
+            r = serve => r,
             _ = deadline => {
                 tracing::warn!("calls still running after the shutdown grace period; stopping anyway");
-                Ok(())
+                (Ok(()), None)
             }
         };
         if let Ok(Err(e)) = http_task.await {

@@ -238,23 +238,24 @@ impl TenantIndex {
         {
             return Vec::new();
         }
-        let mut slots: Vec<u32> = self.exact.get(event_type).cloned().unwrap_or_default();
+        let exact = self.exact.get(event_type).map_or(&[][..], Vec::as_slice);
+        let mut slots: Vec<u32> = Vec::with_capacity(exact.len() + 16);
+        slots.extend_from_slice(exact);
         let segments: Vec<&str> = event_type.split('.').collect();
         self.wildcards.collect(&segments, &mut slots);
         slots.sort_unstable();
         slots.dedup();
-        let mut found: Vec<(&Entry, &IndexedEndpoint, &Arc<EventPattern>)> = slots
-            .into_iter()
-            .filter_map(|slot| {
-                let entry = self.entries.get(slot as usize)?.as_ref()?;
-                if entry.expire_time.is_some_and(|t| t <= now) {
-                    return None;
-                }
-                let endpoint = self.endpoints.get(entry.endpoint as usize)?.as_ref()?;
-                let matched = entry.patterns.iter().find(|p| p.matches(event_type))?;
-                Some((entry, endpoint, matched))
-            })
-            .collect();
+        let mut found: Vec<(&Entry, &IndexedEndpoint, &Arc<EventPattern>)> =
+            Vec::with_capacity(slots.len());
+        found.extend(slots.into_iter().filter_map(|slot| {
+            let entry = self.entries.get(slot as usize)?.as_ref()?;
+            if entry.expire_time.is_some_and(|t| t <= now) {
+                return None;
+            }
+            let endpoint = self.endpoints.get(entry.endpoint as usize)?.as_ref()?;
+            let matched = entry.patterns.iter().find(|p| p.matches(event_type))?;
+            Some((entry, endpoint, matched))
+        }));
         found.sort_by(|a, b| {
             (a.0.create_time, a.0.subscription_id()).cmp(&(b.0.create_time, b.0.subscription_id()))
         });

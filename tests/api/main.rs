@@ -16,6 +16,7 @@ mod limits;
 mod replicas;
 mod restart;
 mod seeds;
+mod serving;
 mod subscriptions;
 mod tenants;
 mod tls;
