@@ -21,7 +21,7 @@ use crate::model::{
     Credential, Endpoint, EventType, Micros, Subscription, SubscriptionStatus, Tenant,
 };
 
-pub use sea::{DatabaseSettings, SeaRepository};
+pub use sea::{DatabaseSettings, SeaRepository, sqlite_memory_statistics_off};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {

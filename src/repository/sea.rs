@@ -814,6 +814,26 @@ fn sqlite_options(settings: &DatabaseSettings, pool: u32) -> ConnectOptions {
     opts
 }
 
+/// Turns SQLite's memory statistics off for this process. With them on (the
+/// bundled build's default) every allocation and free inside SQLite takes
+/// one process-wide mutex, and sqlx copies each row's values on its worker
+/// thread and frees them on the thread that reads the row: in a
+/// ListSubscriptions profile those threads queued on that mutex (futex
+/// wake-ups were a quarter of the samples). Nothing here reads the
+/// statistics.
+///
+/// Call before SQLite is first used, while no other thread can use it: the
+/// server does so first thing in `main`. Returns false when SQLite was
+/// already initialized, in which case nothing changed.
+pub fn sqlite_memory_statistics_off() -> bool {
+    use rusqlite::ffi;
+    // SAFETY: the caller guarantees no other thread is using SQLite;
+    // MEMSTATUS takes one int (0: off). After initialization the call is
+    // refused with SQLITE_MISUSE and changes nothing.
+    let rc = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
+    rc == ffi::SQLITE_OK
+}
+
 /// Turns on SQLite's query planner stability guarantee, as the inline
 /// readers do: the bundled SQLite otherwise plans with some bound values
 /// and prepares a statement again whenever they change. In a ListSubscriptions
