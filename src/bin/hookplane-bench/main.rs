@@ -46,6 +46,9 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // As the server does, so the SQLite baselines run under the same
+    // settings as the server they are compared with.
+    hookplane::repository::sqlite_memory_statistics_off();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match Cli::parse().command {
         Command::Seed(args) => dataset::seed(args).await,
