@@ -161,8 +161,10 @@ impl Follower {
                     }
                     "subscription" => {
                         // The change log read brought each row along, in its
-                        // latest state.
-                        subscriptions.insert((tenant, c.resource_key), c.subscription);
+                        // latest state; changes come in revision order, so the
+                        // last one kept is the row's latest change.
+                        subscriptions
+                            .insert((tenant, c.resource_key), (c.revision, c.subscription));
                     }
                     "endpoint" => {
                         endpoints.insert((tenant, c.resource_key));
@@ -186,12 +188,13 @@ impl Follower {
                 self.index.apply_endpoint(tenant, id, current, last);
             }
             let mut reloaded = BTreeSet::new();
-            for ((tenant, id), current) in subscriptions {
+            for ((tenant, id), (changed, current)) in subscriptions {
                 if tenants.contains(&tenant) || reloaded.contains(&tenant) {
                     continue;
                 }
                 if self.index.has_tenant(&tenant) {
-                    self.index.apply_subscription(&tenant, &id, current, last);
+                    self.index
+                        .apply_subscription(&tenant, &id, current, changed, last);
                 } else {
                     let snapshot = self.repo.snapshot(Some(&tenant)).await?;
                     self.index.load_tenant(&tenant, snapshot, last);

@@ -114,6 +114,11 @@ struct TenantIndex {
     /// from the change log (a write applied here directly is newer only if
     /// its revision is above it).
     followed: Revision,
+    /// Subscriptions this process wrote and applied here directly, by id,
+    /// with the write's revision and the state written; kept until
+    /// `followed` reaches that revision. Until then the follower may still
+    /// hold a read from before the write, which must not undo it.
+    written: FastMap<Box<str>, (Revision, Subscription)>,
     /// By slot; `None` while the endpoint is disabled, deleted or not yet
     /// seen. A slot stays with its endpoint id for the index's lifetime, so
     /// subscriptions refer to endpoints by slot.
@@ -148,6 +153,27 @@ impl TenantIndex {
         index.entries.shrink_to_fit();
         index.slots.shrink_to_fit();
         index
+    }
+
+    /// Records that the follower has applied this tenant's changes up to
+    /// `followed`, and forgets direct writes it has thereby caught up with.
+    fn follow(&mut self, followed: Revision) {
+        self.followed = self.followed.max(followed);
+        let followed = self.followed;
+        if !self.written.is_empty() {
+            self.written.retain(|_, (revision, _)| *revision > followed);
+        }
+    }
+
+    /// Applies the direct writes of `older` (the index this one replaces)
+    /// that are newer than what this one was built from.
+    fn keep_written(&mut self, older: &mut TenantIndex, patterns: &Patterns) {
+        for (id, (revision, s)) in std::mem::take(&mut older.written) {
+            if revision > self.followed {
+                self.upsert_subscription(&s, patterns);
+                self.written.insert(id, (revision, s));
+            }
+        }
     }
 
     fn endpoint_slot(&mut self, endpoint_id: &str) -> u32 {
@@ -404,7 +430,14 @@ impl ResolveIndex {
                 tenants.insert(k, Arc::new(RwLock::new(v)));
             }
         }
-        *write(&self.tenants) = tenants;
+        let mut current = write(&self.tenants);
+        for (tenant_id, index) in &tenants {
+            if let Some(older) = current.get(tenant_id) {
+                write(index).keep_written(&mut write(older), &self.patterns);
+            }
+        }
+        *current = tenants;
+        drop(current);
         *write(&self.catalog) = Arc::new(catalog);
         Ok(())
     }
@@ -415,7 +448,10 @@ impl ResolveIndex {
         let index = group(snapshot, &self.patterns, followed).remove(tenant_id);
         let mut tenants = write(&self.tenants);
         match index {
-            Some(index) => {
+            Some(mut index) => {
+                if let Some(older) = tenants.get(tenant_id) {
+                    index.keep_written(&mut write(older), &self.patterns);
+                }
                 tenants.insert(tenant_id.to_owned(), Arc::new(RwLock::new(index)));
             }
             None => {
@@ -439,19 +475,29 @@ impl ResolveIndex {
     }
 
     /// Applies one subscription's current state (None: it is gone), read
-    /// with the change log up to `followed`.
+    /// with the change log up to `followed`, where the subscription's last
+    /// change was at `changed`. A direct write newer than `changed` stays:
+    /// the read was taken before it.
     pub fn apply_subscription(
         &self,
         tenant_id: &str,
         subscription_id: &str,
         current: Option<Subscription>,
+        changed: Revision,
         followed: Revision,
     ) {
         let Some(index) = self.tenant(tenant_id) else {
             return;
         };
         let mut index = write(&index);
-        index.followed = index.followed.max(followed);
+        let newer_written = index
+            .written
+            .get(subscription_id)
+            .is_some_and(|(revision, _)| *revision > changed);
+        index.follow(followed);
+        if newer_written {
+            return;
+        }
         match current {
             Some(s) => index.upsert_subscription(&s, &self.patterns),
             None => index.remove_subscription(subscription_id),
@@ -464,14 +510,30 @@ impl ResolveIndex {
     /// tenant's changes up to `revision`: its state is then as new or newer.
     /// Otherwise the follower still applies this change later, with the
     /// state it reads then, so the index ends up where the log says.
+    ///
+    /// Until the follower reaches `revision`, the write is also kept aside,
+    /// so that neither an older read the follower applies nor a tenant
+    /// reload built from one undoes it; an older direct write of the same
+    /// subscription that finishes later is skipped too.
     pub fn apply_written(&self, s: &Subscription, revision: Revision) {
-        let Some(index) = self.tenant(&s.tenant_id) else {
+        // The tenant map stays read-locked, so a reload cannot swap the
+        // tenant's index out between this write and the reload's carrying
+        // over of kept writes.
+        let tenants = read(&self.tenants);
+        let Some(index) = tenants.get(&s.tenant_id) else {
             // Not loaded yet: the follower loads the tenant whole.
             return;
         };
-        let mut index = write(&index);
-        if index.followed < revision {
+        let mut index = write(index);
+        let newer_written = index
+            .written
+            .get(s.subscription_id.as_str())
+            .is_some_and(|(written, _)| *written > revision);
+        if index.followed < revision && !newer_written {
             index.upsert_subscription(s, &self.patterns);
+            index
+                .written
+                .insert(s.subscription_id.as_str().into(), (revision, s.clone()));
         }
     }
 
@@ -488,7 +550,7 @@ impl ResolveIndex {
             return;
         };
         let mut index = write(&index);
-        index.followed = index.followed.max(followed);
+        index.follow(followed);
         match current {
             Some(e) => index.upsert_endpoint(e),
             None => index.remove_endpoint(endpoint_id),
@@ -721,7 +783,7 @@ mod tests {
 
         // The follower then reads that change with the row as it is now
         // (deleted since, by another replica): the log wins.
-        index.apply_subscription("acme", "sub_1", None, 12);
+        index.apply_subscription("acme", "sub_1", None, 12, 12);
         assert!(resolved(&index).is_empty());
     }
 
@@ -730,7 +792,7 @@ mod tests {
         let index = index_of(Vec::new(), 10);
         // The follower got there first: it read the create (11) and a later
         // delete (12) before the writer came to apply its own create.
-        index.apply_subscription("acme", "sub_1", None, 12);
+        index.apply_subscription("acme", "sub_1", None, 12, 12);
         index.apply_written(&subscription("sub_1", "ep_a", None, 5), 11);
         assert!(resolved(&index).is_empty(), "the older write is skipped");
 
@@ -747,6 +809,94 @@ mod tests {
             resolved(&index).is_empty(),
             "a written delete leaves at once"
         );
+    }
+
+    fn with_patterns(id: &str, patterns: &[&str]) -> Subscription {
+        let mut s = subscription(id, "ep_a", None, 5);
+        s.event_types = patterns.iter().map(|p| (*p).to_owned()).collect();
+        s
+    }
+
+    #[test]
+    fn a_follower_read_from_before_a_write_does_not_undo_it() {
+        let index = index_of(vec![with_patterns("sub_1", &["order.*"])], 10);
+        // The follower reads the log up to 12, where sub_1 last changed at
+        // 11, still matching; meanwhile this process updates sub_1 (13) and
+        // applies that first.
+        index.apply_written(&with_patterns("sub_1", &["invoice.paid"]), 13);
+        assert!(resolved(&index).is_empty());
+        index.apply_subscription(
+            "acme",
+            "sub_1",
+            Some(with_patterns("sub_1", &["order.*"])),
+            11,
+            12,
+        );
+        assert!(resolved(&index).is_empty(), "the older read is skipped");
+
+        // A direct delete is not undone by an older read either.
+        index.apply_written(&with_patterns("sub_2", &["order.created"]), 14);
+        let mut deleted = with_patterns("sub_2", &["order.created"]);
+        deleted.status = SubscriptionStatus::Deleted;
+        index.apply_written(&deleted, 15);
+        index.apply_subscription(
+            "acme",
+            "sub_2",
+            Some(with_patterns("sub_2", &["order.created"])),
+            14,
+            14,
+        );
+        assert!(resolved(&index).is_empty(), "still deleted");
+
+        // Once the follower reads the writes themselves, it applies them
+        // (here: changed again since, by another replica) and forgets them.
+        index.apply_subscription(
+            "acme",
+            "sub_1",
+            Some(with_patterns("sub_1", &["order.created"])),
+            16,
+            16,
+        );
+        assert_eq!(resolved(&index), ["sub_1"]);
+        index.apply_subscription("acme", "sub_2", None, 15, 16);
+        let tenant = index.tenant("acme").unwrap();
+        assert!(read(&tenant).written.is_empty());
+    }
+
+    #[test]
+    fn an_older_direct_write_finishing_late_is_skipped() {
+        let index = index_of(Vec::new(), 10);
+        index.apply_written(&with_patterns("sub_1", &["order.created"]), 12);
+        index.apply_written(&with_patterns("sub_1", &["invoice.paid"]), 11);
+        assert_eq!(resolved(&index), ["sub_1"]);
+    }
+
+    #[test]
+    fn a_tenant_reload_from_before_a_write_keeps_the_write() {
+        let index = index_of(Vec::new(), 10);
+        index.apply_written(&with_patterns("sub_1", &["order.*"]), 12);
+        // A reload built from a snapshot taken at 11, before the write.
+        index.load_tenant(
+            "acme",
+            Snapshot {
+                tenants: vec![tenant()],
+                endpoints: vec![endpoint("ep_a", "https://a.example/hook", true)],
+                subscriptions: Vec::new(),
+            },
+            11,
+        );
+        assert_eq!(resolved(&index), ["sub_1"], "kept over the reload");
+        // A reload that has read the write no longer needs to keep it.
+        index.load_tenant(
+            "acme",
+            Snapshot {
+                tenants: vec![tenant()],
+                endpoints: vec![endpoint("ep_a", "https://a.example/hook", true)],
+                subscriptions: Vec::new(),
+            },
+            12,
+        );
+        assert!(resolved(&index).is_empty(), "deleted since, as read at 12");
     }
 
     #[tokio::test]
