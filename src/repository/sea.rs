@@ -843,26 +843,41 @@ pub fn sqlite_memory_statistics_off() -> bool {
 async fn stable_plans(
     conn: &mut sea_orm::sqlx::SqliteConnection,
 ) -> Result<(), sea_orm::sqlx::Error> {
+    match planner_stability(conn, 1).await? {
+        Ok(_) => Ok(()),
+        Err(rc) => Err(sea_orm::sqlx::Error::Configuration(
+            format!("enabling SQLite's query planner stability guarantee failed ({rc})").into(),
+        )),
+    }
+}
+
+/// Sets a connection's query planner stability guarantee (`value` 1: on,
+/// 0: off, -1: as it is) and returns the setting after the call, or
+/// SQLite's error code.
+async fn planner_stability(
+    conn: &mut sea_orm::sqlx::SqliteConnection,
+    value: std::ffi::c_int,
+) -> Result<Result<bool, std::ffi::c_int>, sea_orm::sqlx::Error> {
     use rusqlite::ffi;
     let mut handle = conn.lock_handle().await?;
-    let db = handle.as_raw_handle().as_ptr();
-    // SAFETY: `db` is the open connection's handle, and the lock keeps
+    let mut now: std::ffi::c_int = -1;
+    // SAFETY: the handle is the open connection's, and its lock keeps
     // sqlx's worker thread from using it meanwhile. ENABLE_QPSG takes an
-    // int (1: on) and an optional int pointer for the new setting (null).
+    // int and a pointer to an int that receives the setting; `now`
+    // outlives the call.
     let rc = unsafe {
         ffi::sqlite3_db_config(
-            db,
+            handle.as_raw_handle().as_ptr(),
             ffi::SQLITE_DBCONFIG_ENABLE_QPSG,
-            1 as std::ffi::c_int,
-            std::ptr::null_mut::<std::ffi::c_int>(),
+            value,
+            &mut now as *mut std::ffi::c_int,
         )
     };
-    if rc != ffi::SQLITE_OK {
-        return Err(sea_orm::sqlx::Error::Configuration(
-            format!("enabling SQLite's query planner stability guarantee failed ({rc})").into(),
-        ));
-    }
-    Ok(())
+    Ok(if rc == ffi::SQLITE_OK {
+        Ok(now == 1)
+    } else {
+        Err(rc)
+    })
 }
 
 /// Inline readers for a SQLite file (an in-memory database is private to
@@ -2678,22 +2693,8 @@ async fn insert_credential(
 mod tests {
     use super::*;
 
-    /// A connection's ENABLE_QPSG setting (asking with -1 leaves it as is).
     async fn stable_plans_on(conn: &mut sea_orm::sqlx::SqliteConnection) -> bool {
-        use rusqlite::ffi;
-        let mut handle = conn.lock_handle().await.unwrap();
-        let mut on: std::ffi::c_int = -1;
-        // SAFETY: as in `stable_plans`; `on` outlives the call.
-        let rc = unsafe {
-            ffi::sqlite3_db_config(
-                handle.as_raw_handle().as_ptr(),
-                ffi::SQLITE_DBCONFIG_ENABLE_QPSG,
-                -1 as std::ffi::c_int,
-                &mut on as *mut std::ffi::c_int,
-            )
-        };
-        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
-        on == 1
+        planner_stability(conn, -1).await.unwrap().unwrap()
     }
 
     #[tokio::test]

@@ -755,18 +755,19 @@ mod tests {
         assert_eq!(ids(&index), ["sub_1"], "a deleted endpoint drops out");
     }
 
+    /// The tenant "acme" with endpoint ep_a and `subscriptions`.
+    fn acme(subscriptions: Vec<Subscription>) -> Snapshot {
+        Snapshot {
+            tenants: vec![tenant()],
+            endpoints: vec![endpoint("ep_a", "https://a.example/hook", true)],
+            subscriptions,
+        }
+    }
+
     fn index_of(subscriptions: Vec<Subscription>, followed: Revision) -> ResolveIndex {
         let index = ResolveIndex::default();
         index.set_catalog([("order.created".to_owned(), false)].into());
-        index.load_tenant(
-            "acme",
-            Snapshot {
-                tenants: vec![tenant()],
-                endpoints: vec![endpoint("ep_a", "https://a.example/hook", true)],
-                subscriptions,
-            },
-            followed,
-        );
+        index.load_tenant("acme", acme(subscriptions), followed);
         index
     }
 
@@ -876,26 +877,10 @@ mod tests {
         let index = index_of(Vec::new(), 10);
         index.apply_written(&with_patterns("sub_1", &["order.*"]), 12);
         // A reload built from a snapshot taken at 11, before the write.
-        index.load_tenant(
-            "acme",
-            Snapshot {
-                tenants: vec![tenant()],
-                endpoints: vec![endpoint("ep_a", "https://a.example/hook", true)],
-                subscriptions: Vec::new(),
-            },
-            11,
-        );
+        index.load_tenant("acme", acme(Vec::new()), 11);
         assert_eq!(resolved(&index), ["sub_1"], "kept over the reload");
         // A reload that has read the write no longer needs to keep it.
-        index.load_tenant(
-            "acme",
-            Snapshot {
-                tenants: vec![tenant()],
-                endpoints: vec![endpoint("ep_a", "https://a.example/hook", true)],
-                subscriptions: Vec::new(),
-            },
-            12,
-        );
+        index.load_tenant("acme", acme(Vec::new()), 12);
         assert!(resolved(&index).is_empty(), "deleted since, as read at 12");
     }
 
