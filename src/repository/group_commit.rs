@@ -11,13 +11,18 @@
 //! The writers' lock is FIFO: the committer queues behind the writes that
 //! were already waiting, so the batch holds exactly the writes that arrived
 //! while the previous one was busy, and a lone write commits at once.
+//!
+//! A write either gets a savepoint from sea-orm ([`GroupCommit::join`]), one
+//! round trip to the connection's thread for each of its statements, or
+//! brings its savepoint in its own statement text ([`GroupCommit::enter`])
+//! and runs all of it in one.
 
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, QueryResult,
     SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, oneshot, watch};
@@ -103,20 +108,65 @@ impl WriteTxn {
     pub(super) async fn finish(self, revision: Revision) -> Result<Finished, FinishError> {
         let WriteTxn { txn, slot } = self;
         txn.commit().await.map_err(FinishError::Db)?;
-        let Some(mut slot) = slot else {
+        let Some(slot) = slot else {
             return Ok(Finished::Committed);
         };
+        slot.wait_for_commit(revision)
+            .await
+            .map(|()| Finished::Batched)
+            .map_err(FinishError::Batch)
+    }
+}
+
+impl Slot {
+    /// Leaves the batch with the write's revision and waits until the
+    /// batch is durable.
+    async fn wait_for_commit(mut self, revision: Revision) -> Result<(), BatchError> {
         let (done, outcome) = oneshot::channel();
-        slot.batch.waiters.push(done);
-        slot.batch.newest = slot.batch.newest.max(revision);
-        drop(slot);
+        self.batch.waiters.push(done);
+        self.batch.newest = self.batch.newest.max(revision);
+        drop(self);
         match outcome.await {
-            Ok(Ok(())) => Ok(Finished::Batched),
-            Ok(Err(e)) => Err(FinishError::Batch(e)),
-            Err(_) => Err(FinishError::Batch(
-                "the server stopped before the write committed".into(),
-            )),
+            Ok(result) => result,
+            Err(_) => Err("the server stopped before the write committed".into()),
         }
+    }
+}
+
+/// A write that runs its own statements, savepoint included, on the
+/// batch's transaction; holds the writers' lock.
+pub(super) struct BatchWrite {
+    slot: Slot,
+}
+
+impl BatchWrite {
+    /// The revision of the write's next change.
+    pub(super) fn next_revision(&self) -> Revision {
+        self.slot.group.next_revision.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Runs `statement` (which may be several) in the batch's transaction.
+    pub(super) async fn query_all(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.outer()?.query_all_raw(statement).await
+    }
+
+    /// Runs `sql` (which may be several statements, without parameters).
+    pub(super) async fn execute(&self, sql: &str) -> Result<(), DbErr> {
+        self.outer()?.execute_unprepared(sql).await.map(drop)
+    }
+
+    fn outer(&self) -> Result<&DatabaseTransaction, DbErr> {
+        self.slot
+            .batch
+            .outer
+            .as_ref()
+            .ok_or_else(|| DbErr::Custom("the batch's transaction is not open".into()))
+    }
+
+    /// Leaves what the write's statements wrote in the batch (its savepoint
+    /// must be released) and waits until the batch is durable.
+    pub(super) async fn finish(self, revision: Revision) -> Result<(), BatchError> {
+        self.slot.wait_for_commit(revision).await
     }
 }
 
@@ -140,37 +190,52 @@ impl GroupCommit {
         self: &Arc<Self>,
         writer: &DatabaseConnection,
     ) -> Result<WriteTxn, DbErr> {
-        let mut batch = self.batch.clone().lock_owned().await;
-        let outer = match batch.outer.take() {
-            Some(outer) => outer,
-            None => {
-                let outer = writer
-                    .begin_with_options(TransactionOptions {
-                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                        ..Default::default()
-                    })
-                    .await?;
-                let current = outer
-                    .query_one_raw(Statement::from_string(
-                        DatabaseBackend::Sqlite,
-                        "SELECT value FROM revision_counter WHERE id = 1",
-                    ))
-                    .await?
-                    .ok_or_else(|| DbErr::RecordNotFound("revision counter row".into()))?
-                    .try_get::<i64>("", "value")?;
-                self.next_revision.store(current + 1, Ordering::SeqCst);
-                outer
-            }
+        let slot = self.slot(writer).await?;
+        let txn = match &slot.batch.outer {
+            Some(outer) => outer.begin().await?,
+            None => return Err(DbErr::Custom("the batch's transaction is not open".into())),
         };
-        let txn = outer.begin().await;
-        batch.outer = Some(outer);
-        let txn = txn?;
         Ok(WriteTxn {
             txn,
-            slot: Some(Slot {
-                group: self.clone(),
-                batch,
-            }),
+            slot: Some(slot),
+        })
+    }
+
+    /// Enters the open batch (opening one if there is none) for a write
+    /// that brings its own savepoint.
+    pub(super) async fn enter(
+        self: &Arc<Self>,
+        writer: &DatabaseConnection,
+    ) -> Result<BatchWrite, DbErr> {
+        Ok(BatchWrite {
+            slot: self.slot(writer).await?,
+        })
+    }
+
+    /// Takes the writers' lock, opening a batch if there is none.
+    async fn slot(self: &Arc<Self>, writer: &DatabaseConnection) -> Result<Slot, DbErr> {
+        let mut batch = self.batch.clone().lock_owned().await;
+        if batch.outer.is_none() {
+            let outer = writer
+                .begin_with_options(TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                })
+                .await?;
+            let current = outer
+                .query_one_raw(Statement::from_string(
+                    DatabaseBackend::Sqlite,
+                    "SELECT value FROM revision_counter WHERE id = 1",
+                ))
+                .await?
+                .ok_or_else(|| DbErr::RecordNotFound("revision counter row".into()))?
+                .try_get::<i64>("", "value")?;
+            self.next_revision.store(current + 1, Ordering::SeqCst);
+            batch.outer = Some(outer);
+        }
+        Ok(Slot {
+            group: self.clone(),
+            batch,
         })
     }
 

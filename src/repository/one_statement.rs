@@ -1,9 +1,10 @@
-//! CreateSubscription on PostgreSQL as one statement.
+//! CreateSubscription as one statement.
 //!
-//! The transactional path (`BEGIN`, nonce, parent check, insert, change
-//! row, `COMMIT`) costs six round trips, each parsed and executed on its
-//! own. Here the same writes are one data-modifying `WITH` statement that
-//! PostgreSQL runs as its own transaction:
+//! The transactional path (begin, nonce, parent check, insert, change row,
+//! commit) costs six round trips, each parsed and executed on its own.
+//!
+//! On PostgreSQL the same writes are one data-modifying `WITH` statement
+//! that PostgreSQL runs as its own transaction:
 //!
 //! - `parents` share-locks the tenant and the endpoint, and yields a row
 //!   only if the tenant is live, active and still at the etag the caller
@@ -14,11 +15,18 @@
 //!   and `idempotent` stores the response to replay, each only if the
 //!   earlier steps wrote.
 //!
-//! The statement returns the revision if it wrote, and nothing if a parent
-//! check failed. A unique violation (a taken id or name, a replayed nonce,
-//! a concurrent request id) aborts the whole statement. In either case the
-//! caller falls back to the transactional path, which writes nothing or
-//! names the exact error; those are the rare cases.
+//! SQLite has no data-modifying `WITH`; there the writes are one text of
+//! several statements that sqlx runs in a single call on the writer's
+//! thread, inside the open group-commit batch: a savepoint, the
+//! subscription insert guarded by the same parent check, the nonce and the
+//! change row each only if the statement before wrote its row
+//! (`changes() = 1`), and the savepoint's release.
+//!
+//! Either returns the revision if it wrote, and nothing if a parent check
+//! failed. A unique violation (a taken id or name, a replayed nonce, a
+//! concurrent request id) aborts the write. In either case the caller
+//! falls back to the transactional path, which writes nothing or names the
+//! exact error; those are the rare cases.
 
 use sea_orm::{
     ActiveModelTrait, DatabaseBackend, EntityName, EntityTrait, IntoActiveModel, Iterable,
@@ -43,9 +51,9 @@ impl Params {
     }
 }
 
-/// `INSERT INTO table (columns) SELECT values FROM source`, for the columns
-/// the active model sets.
-fn insert_from<A: ActiveModelTrait>(params: &mut Params, row: &A, source: &str) -> String {
+/// `INSERT INTO table (columns) SELECT values {rest}`, for the columns the
+/// active model sets; `rest` is a `FROM` or `WHERE` clause.
+fn insert_select<A: ActiveModelTrait>(params: &mut Params, row: &A, rest: &str) -> String {
     let table = <A::Entity as Default>::default().table_name().to_owned();
     let mut columns = Vec::new();
     let mut values = Vec::new();
@@ -56,13 +64,27 @@ fn insert_from<A: ActiveModelTrait>(params: &mut Params, row: &A, source: &str) 
         }
     }
     format!(
-        "INSERT INTO \"{table}\" ({}) SELECT {} FROM {source}",
+        "INSERT INTO \"{table}\" ({}) SELECT {} {rest}",
         columns.join(", "),
         values.join(", ")
     )
 }
 
-/// The statement creating `row`; see the module documentation.
+/// A query yielding a row only if the tenant of `row` is live, active and
+/// still at `tenant_etag`, and its endpoint live.
+fn live_parents(p: &mut Params, row: &subscription::Model, tenant_etag: &str) -> String {
+    format!(
+        "SELECT 1 FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id \
+         WHERE t.tenant_id = {} AND e.endpoint_id = {} AND t.state = '{}' \
+         AND t.etag = {} AND t.delete_time IS NULL AND e.delete_time IS NULL",
+        p.bind(row.tenant_id.clone()),
+        p.bind(row.endpoint_id.clone()),
+        TenantState::Active.as_str(),
+        p.bind(tenant_etag.to_owned()),
+    )
+}
+
+/// The PostgreSQL statement creating `row`; see the module documentation.
 pub(super) fn create_subscription(
     row: subscription::Model,
     tenant_etag: &str,
@@ -70,29 +92,25 @@ pub(super) fn create_subscription(
     idempotency: Option<&idempotency::ActiveModel>,
     change_time: i64,
 ) -> Statement {
-    let tenant_id = row.tenant_id.clone();
-    let endpoint_id = row.endpoint_id.clone();
-    let subscription_id = row.subscription_id.clone();
-    let row = row.into_active_model();
     let mut p = Params(Vec::new());
+    let parents = format!("{} FOR SHARE", live_parents(&mut p, &row, tenant_etag));
+    let (tenant_id, subscription_id) = (row.tenant_id.clone(), row.subscription_id.clone());
+    let row = row.into_active_model();
     let revision = format!(
         "CASE WHEN pg_current_xact_id()::text::bigint < {XID_LIMIT} \
          THEN pg_current_xact_id()::text::bigint << 20 END AS revision"
     );
-    let parents = format!(
-        "SELECT 1 FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id \
-         WHERE t.tenant_id = {} AND e.endpoint_id = {} AND t.state = '{}' \
-         AND t.etag = {} AND t.delete_time IS NULL AND e.delete_time IS NULL FOR SHARE",
-        p.bind(tenant_id.clone()),
-        p.bind(endpoint_id),
-        TenantState::Active.as_str(),
-        p.bind(tenant_etag.to_owned()),
-    );
     let written = match nonce {
-        Some(n) => format!("{} RETURNING {revision}", insert_from(&mut p, n, "parents")),
+        Some(n) => format!(
+            "{} RETURNING {revision}",
+            insert_select(&mut p, n, "FROM parents")
+        ),
         None => format!("SELECT {revision} FROM parents"),
     };
-    let inserted = format!("{} RETURNING 1", insert_from(&mut p, &row, "written"));
+    let inserted = format!(
+        "{} RETURNING 1",
+        insert_select(&mut p, &row, "FROM written")
+    );
     let changed = format!(
         "INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) \
          SELECT revision, {}, 'subscription', {}, 'UPSERT', {} FROM written, inserted \
@@ -102,13 +120,55 @@ pub(super) fn create_subscription(
         p.bind(change_time),
     );
     let idempotent = idempotency
-        .map(|i| format!(", idempotent AS ({})", insert_from(&mut p, i, "inserted")))
+        .map(|i| {
+            format!(
+                ", idempotent AS ({})",
+                insert_select(&mut p, i, "FROM inserted")
+            )
+        })
         .unwrap_or_default();
     let sql = format!(
         "WITH parents AS ({parents}), written AS ({written}), inserted AS ({inserted}), \
          changed AS ({changed}){idempotent} SELECT revision FROM changed"
     );
     Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, p.0)
+}
+
+/// The savepoint [`create_subscription_sqlite`] opens; the caller rolls
+/// back to it when the statements fail part-way.
+pub(super) const SQLITE_SAVEPOINT: &str = "create_at_once";
+
+/// The SQLite statements creating `row` at `revision` inside the open
+/// batch's transaction; see the module documentation. They return one row
+/// (the revision) if they wrote, none if a parent check failed.
+pub(super) fn create_subscription_sqlite(
+    row: subscription::Model,
+    tenant_etag: &str,
+    nonce: Option<&nonce::ActiveModel>,
+    revision: i64,
+    change_time: i64,
+) -> Statement {
+    let mut p = Params(Vec::new());
+    let parents = format!("WHERE EXISTS ({})", live_parents(&mut p, &row, tenant_etag));
+    let (tenant_id, subscription_id) = (row.tenant_id.clone(), row.subscription_id.clone());
+    let row = row.into_active_model();
+    let mut statements = vec![
+        format!("SAVEPOINT {SQLITE_SAVEPOINT}"),
+        insert_select(&mut p, &row, &parents),
+    ];
+    if let Some(n) = nonce {
+        statements.push(insert_select(&mut p, n, "WHERE changes() = 1"));
+    }
+    statements.push(format!(
+        "INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) \
+         SELECT {}, {}, 'subscription', {}, 'UPSERT', {} WHERE changes() = 1 RETURNING revision",
+        p.bind(revision),
+        p.bind(tenant_id),
+        p.bind(subscription_id),
+        p.bind(change_time),
+    ));
+    statements.push(format!("RELEASE {SQLITE_SAVEPOINT}"));
+    Statement::from_sql_and_values(DatabaseBackend::Sqlite, statements.join("; "), p.0)
 }
 
 /// One create of a batch (see `create_batch`).

@@ -436,6 +436,57 @@ impl SeaRepository {
         Ok(Some(revision))
     }
 
+    /// SQLite: creates the subscription in one call to the writer's thread
+    /// inside the open batch (see `one_statement`). `None` when that wrote
+    /// nothing because a check failed or a unique index refused a row: the
+    /// transactional path then names the error.
+    async fn create_subscription_in_batch(
+        &self,
+        group: &Arc<GroupCommit>,
+        s: &Subscription,
+        tenant_etag: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<Option<Revision>> {
+        let row = subscription_to_row(s)?;
+        let nonce = nonce_row(meta);
+        let (tenant_etag, now) = (tenant_etag.to_owned(), meta.now);
+        let (group, writer) = (group.clone(), self.writer.clone());
+        // A task of its own, so the write runs to its end even if the
+        // caller goes away: statements that failed part-way must be rolled
+        // back to their savepoint before anything else uses the batch.
+        let task = tokio::spawn(async move {
+            let write = group.enter(&writer).await.map_err(classify)?;
+            let revision = write.next_revision();
+            let statement = one_statement::create_subscription_sqlite(
+                row,
+                &tenant_etag,
+                nonce.as_ref(),
+                revision,
+                now,
+            );
+            match write.query_all(statement).await {
+                Ok(rows) if rows.is_empty() => Ok(None),
+                Ok(_) => match write.finish(revision).await {
+                    Ok(()) => Ok(Some(revision)),
+                    Err(e) => Err(RepoError::Unavailable(e.into())),
+                },
+                Err(e) => {
+                    let savepoint = one_statement::SQLITE_SAVEPOINT;
+                    write
+                        .execute(&format!("ROLLBACK TO {savepoint}; RELEASE {savepoint}"))
+                        .await
+                        .map_err(classify)?;
+                    match e.sql_err() {
+                        Some(SqlErr::UniqueConstraintViolation(_)) => Ok(None),
+                        _ => Err(classify(e)),
+                    }
+                }
+            }
+        });
+        task.await
+            .map_err(|e| internal(format!("the create's task failed: {e}")))?
+    }
+
     /// Kills the subscription's earlier tokens, stores the new token's hash
     /// and queues the confirmation message.
     async fn queue_verification(
@@ -807,6 +858,12 @@ fn sqlite_options(settings: &DatabaseSettings, pool: u32) -> ConnectOptions {
                 .pragma("cache_size", format!("-{cache_kib}"))
                 // Checkpoints run in the background (see checkpoint_wal).
                 .pragma("wal_autocheckpoint", if pool == 1 { "0" } else { "1000" })
+                // The writer's savepoints (one per write of a group-commit
+                // batch) journal the pages they change; past 64 KiB a
+                // batch's sub-journal would spill to a temporary file, one
+                // write(2) per page. In memory it is dropped at each
+                // release instead.
+                .pragma("temp_store", if pool == 1 { "memory" } else { "default" })
         })
         .map_sqlx_sqlite_pool_opts(|pool| {
             pool.after_connect(|conn, _| Box::pin(stable_plans(conn)))
@@ -2282,13 +2339,21 @@ impl Repository for SeaRepository {
         tenant_etag: &str,
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
-        if self.backend == DatabaseBackend::Postgres
-            && verification.is_none()
-            && let Some(revision) = self
-                .create_subscription_at_once(s, tenant_etag, meta)
-                .await?
-        {
-            return Ok(revision);
+        if verification.is_none() {
+            let written = match &self.group {
+                Some(group) if meta.idempotency.is_none() => {
+                    self.create_subscription_in_batch(group, s, tenant_etag, meta)
+                        .await?
+                }
+                Some(_) => None,
+                None => {
+                    self.create_subscription_at_once(s, tenant_etag, meta)
+                        .await?
+                }
+            };
+            if let Some(revision) = written {
+                return Ok(revision);
+            }
         }
         let (txn, mut log) = self.begin_write(meta).await?;
         if ensure_parents(&txn, &s.tenant_id, &s.endpoint_id).await? != tenant_etag {
@@ -2695,6 +2760,123 @@ mod tests {
 
     async fn stable_plans_on(conn: &mut sea_orm::sqlx::SqliteConnection) -> bool {
         planner_stability(conn, -1).await.unwrap().unwrap()
+    }
+
+    fn signed(nonce: &str, now: Micros) -> WriteMeta {
+        WriteMeta {
+            api_id: "test".into(),
+            nonce: Some(nonce.into()),
+            nonce_expire_time: now + 600_000_000,
+            now,
+            idempotency: None,
+        }
+    }
+
+    fn subscription(id: &str, now: Micros) -> Subscription {
+        Subscription {
+            tenant_id: "t1".into(),
+            subscription_id: id.into(),
+            endpoint_id: "e1".into(),
+            name: Some(format!("name-{id}")),
+            event_types: vec!["orders.*".into()],
+            status: SubscriptionStatus::Active,
+            expire_time: None,
+            create_time: now,
+            update_time: now,
+            etag: new_etag(),
+        }
+    }
+
+    /// A create on SQLite runs as one text of statements in the batch; a
+    /// replayed nonce fails it after the subscription row was inserted, so
+    /// that row must be rolled back with its savepoint, not committed with
+    /// the batch.
+    #[tokio::test]
+    async fn a_replayed_sqlite_create_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+        };
+        let repo = SeaRepository::connect(&settings, MasterKey::generate())
+            .await
+            .unwrap();
+        let now = crate::model::now_micros();
+        let tenant = Tenant {
+            tenant_id: "t1".into(),
+            display_name: "t1".into(),
+            state: TenantState::Active,
+            settings: TenantSettings::default(),
+            create_time: now,
+            update_time: now,
+            delete_time: None,
+            etag: new_etag(),
+        };
+        repo.create_tenant(&tenant, &signed("n0", now))
+            .await
+            .unwrap();
+        let endpoint = Endpoint {
+            tenant_id: "t1".into(),
+            endpoint_id: "e1".into(),
+            url: "https://hooks.example.com/e1".into(),
+            description: String::new(),
+            enabled: true,
+            secret: "whsec_test".into(),
+            previous_secret: None,
+            create_time: now,
+            update_time: now,
+            delete_time: None,
+            etag: new_etag(),
+        };
+        repo.create_endpoint(&endpoint, &signed("n1", now))
+            .await
+            .unwrap();
+
+        let first = repo
+            .create_subscription(
+                &subscription("s1", now),
+                None,
+                &tenant.etag,
+                &signed("n2", now),
+            )
+            .await
+            .unwrap();
+        let replayed = repo
+            .create_subscription(
+                &subscription("s2", now),
+                None,
+                &tenant.etag,
+                &signed("n2", now),
+            )
+            .await;
+        assert!(matches!(replayed, Err(RepoError::Replay)), "{replayed:?}");
+        // Batches commit in order: once a later create has returned, the
+        // replayed one's batch is durable too.
+        let third = repo
+            .create_subscription(
+                &subscription("s3", now),
+                None,
+                &tenant.etag,
+                &signed("n3", now),
+            )
+            .await
+            .unwrap();
+        assert!(third > first);
+        assert!(repo.get_subscription("t1", "s2").await.unwrap().is_none());
+        let changed: Vec<(Revision, String)> = repo
+            .changes_since(0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.resource_type == "subscription")
+            .map(|c| (c.revision, c.resource_key))
+            .collect();
+        assert_eq!(
+            changed,
+            [(first, "s1".to_owned()), (third, "s3".to_owned())]
+        );
+        repo.close().await;
     }
 
     #[tokio::test]
