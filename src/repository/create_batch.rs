@@ -1,34 +1,44 @@
-//! Concurrent CreateSubscription calls on PostgreSQL, several to a
-//! statement.
+//! Concurrent plain CreateSubscription calls, several to a statement.
 //!
-//! Each create alone is one statement and one commit (see
-//! `one_statement`); a commit, its round trip and its WAL flush cost more
-//! than the rows it writes. Here one task takes the creates that arrive
-//! while its last statement runs and writes them all in one statement, so
-//! under load a commit carries many creates and at low load a create waits
-//! for nothing. Only plain creates come here: those with a request id or a
-//! verification take their own path.
+//! Each create alone is one statement (see `one_statement`) and, on
+//! PostgreSQL, one commit; a commit, its round trip and its WAL flush cost
+//! more than the rows it writes. On SQLite each statement is a hand-off to
+//! the writer connection's thread and back, and creates take turns at the
+//! one writer: those hand-offs, not the disk, bounded the create rate. Here
+//! one task takes the creates that arrive while its last statement runs
+//! and writes them all in one, so under load a statement carries many
+//! creates and at low load a create waits for nothing. Only plain creates
+//! come here: those with a request id or a verification take their own
+//! path.
 //!
-//! A batch writes all its rows or none. When any check fails (a parent
-//! missing, suspended, changed or locked by another write) or a unique
-//! index refuses a row, every create of the batch is told to run alone,
-//! and the rare failing one then finds its own error as before. One
+//! On PostgreSQL a batch writes all its rows or none. When any check fails
+//! (a parent missing, suspended, changed or locked by another write) or a
+//! unique index refuses a row, every create of the batch is told to run
+//! alone, and the rare failing one then finds its own error as before. One
 //! statement runs at a time, so a batch never waits for a lock: a write
 //! holding one tenant must not hold up every tenant's creates.
+//!
+//! On SQLite the statements run in the open group-commit batch under a
+//! savepoint, and each create is checked on its own: one whose parent
+//! check fails writes nothing and runs alone, the others are written. A
+//! unique violation rolls the savepoint back and sends every create of the
+//! statement to run alone. A written create is answered once its
+//! group-commit batch is durable.
 
 use std::sync::Arc;
 
 use sea_orm::sqlx;
-use sea_orm::{DbErr, RuntimeErr};
+use sea_orm::{DatabaseConnection, DbErr, QueryResult, RuntimeErr};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::group_commit::GroupCommit;
 use super::one_statement::{self, BatchedCreate};
 use super::pg_lanes::PgLanes;
 use super::{RepoError, Revision};
 
-/// Creates per statement at most: 32 rows of 16 parameters stay far below
-/// PostgreSQL's limit, and the statement shapes a connection prepares stay
-/// few.
+/// Creates per statement at most: 32 rows of 16 parameters (26 on SQLite)
+/// stay far below either database's limit, and the statement shapes a
+/// connection prepares stay few.
 const MAX_BATCH: usize = 32;
 
 /// Low bits of a revision: the row's position in its transaction.
@@ -54,11 +64,22 @@ pub(super) struct CreateBatches {
     queue: mpsc::Sender<Pending>,
 }
 
+/// Where the batches are written.
+pub(super) enum Writer {
+    /// PostgreSQL, each batch one statement in its own transaction.
+    Postgres(Arc<PgLanes>),
+    /// SQLite, each batch in the open group-commit batch.
+    Sqlite {
+        group: Arc<GroupCommit>,
+        connection: DatabaseConnection,
+    },
+}
+
 impl CreateBatches {
     /// Starts the writing task; it ends when `closed` turns true.
-    pub(super) fn start(lanes: Arc<PgLanes>, closed: watch::Receiver<bool>) -> Self {
+    pub(super) fn start(writer: Writer, closed: watch::Receiver<bool>) -> Self {
         let (queue, pending) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(write_batches(pending, lanes, closed));
+        tokio::spawn(write_batches(pending, writer, closed));
         CreateBatches { queue }
     }
 
@@ -75,7 +96,7 @@ impl CreateBatches {
 
 async fn write_batches(
     mut pending: mpsc::Receiver<Pending>,
-    lanes: Arc<PgLanes>,
+    writer: Writer,
     mut closed: watch::Receiver<bool>,
 ) {
     loop {
@@ -95,12 +116,97 @@ async fn write_batches(
         }
         let (creates, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.create, p.reply)).unzip();
-        let statement = one_statement::create_subscriptions(&creates);
-        let outcomes = outcomes(lanes.query_all(statement).await, creates.len());
-        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-            let _ = reply.send(outcome);
+        match &writer {
+            Writer::Postgres(lanes) => {
+                let statement = one_statement::create_subscriptions(&creates);
+                let outcomes = outcomes(lanes.query_all(statement).await, creates.len());
+                answer(replies, outcomes);
+            }
+            Writer::Sqlite { group, connection } => {
+                write_sqlite(group, connection, &creates, replies).await;
+            }
         }
     }
+}
+
+fn answer(replies: Vec<oneshot::Sender<Outcome>>, outcomes: Vec<Outcome>) {
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        let _ = reply.send(outcome);
+    }
+}
+
+/// Writes `creates` in the open group-commit batch. Returns once the
+/// statements ran (the writers' lock is free again); the creates that
+/// wrote are answered when their batch is durable.
+async fn write_sqlite(
+    group: &Arc<GroupCommit>,
+    connection: &DatabaseConnection,
+    creates: &[BatchedCreate],
+    replies: Vec<oneshot::Sender<Outcome>>,
+) {
+    let count = creates.len();
+    let write = match group.enter(connection).await {
+        Ok(write) => write,
+        Err(e) => return answer(replies, failed(e, count)),
+    };
+    let first = write.reserve_revisions(count);
+    let statement = one_statement::create_subscriptions_sqlite(creates, first);
+    let rows = match write.query_all(statement).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            let savepoint = one_statement::SQLITE_SAVEPOINT;
+            let outcomes = match write
+                .execute(&format!("ROLLBACK TO {savepoint}; RELEASE {savepoint}"))
+                .await
+            {
+                Ok(()) if is_database_answer(&e) => (0..count).map(|_| Outcome::Alone).collect(),
+                Ok(()) => failed(e, count),
+                Err(rollback) => failed(rollback, count),
+            };
+            return answer(replies, outcomes);
+        }
+    };
+    let written = written_revisions(&rows, first, count);
+    let Some(newest) = written.iter().flatten().max().copied() else {
+        // Every parent check failed: nothing was written.
+        return answer(replies, (0..count).map(|_| Outcome::Alone).collect());
+    };
+    let durable = write.leave(newest);
+    tokio::spawn(async move {
+        let committed = durable.await;
+        for (reply, revision) in replies.into_iter().zip(written) {
+            let outcome = match (revision, &committed) {
+                (Some(revision), Ok(())) => Outcome::Written(revision),
+                (Some(_), Err(e)) => Outcome::Failed(RepoError::Unavailable(e.clone().into())),
+                // Its parent check failed and it wrote nothing.
+                (None, _) => Outcome::Alone,
+            };
+            let _ = reply.send(outcome);
+        }
+    });
+}
+
+/// Each create's revision, if it wrote: create `i` writes at `first + i`.
+fn written_revisions(rows: &[QueryResult], first: Revision, count: usize) -> Vec<Option<Revision>> {
+    let mut revisions = vec![None; count];
+    for row in rows {
+        if let Ok(revision) = row.try_get::<i64>("", "revision")
+            && let Some(slot) = usize::try_from(revision - first)
+                .ok()
+                .and_then(|i| revisions.get_mut(i))
+        {
+            *slot = Some(revision);
+        }
+    }
+    revisions
+}
+
+/// Every create of a batch reports the one error, whole.
+fn failed(e: DbErr, count: usize) -> Vec<Outcome> {
+    let shared = Arc::new(e);
+    (0..count)
+        .map(|_| Outcome::Failed(RepoError::Unavailable(Box::new(shared.clone()))))
+        .collect()
 }
 
 /// Each create's outcome from the statement's answer.
@@ -108,13 +214,7 @@ fn outcomes(answer: Result<Vec<sea_orm::QueryResult>, DbErr>, count: usize) -> V
     let rows = match answer {
         Ok(rows) => rows,
         Err(e) if is_database_answer(&e) => return (0..count).map(|_| Outcome::Alone).collect(),
-        Err(e) => {
-            // Every create of the batch reports the one error, whole.
-            let shared = Arc::new(e);
-            return (0..count)
-                .map(|_| Outcome::Failed(RepoError::Unavailable(Box::new(shared.clone()))))
-                .collect();
-        }
+        Err(e) => return failed(e, count),
     };
     let mut revisions: Vec<Option<Revision>> = vec![None; count];
     for row in rows {

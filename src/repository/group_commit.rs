@@ -111,7 +111,7 @@ impl WriteTxn {
         let Some(slot) = slot else {
             return Ok(Finished::Committed);
         };
-        slot.wait_for_commit(revision)
+        slot.leave(revision)
             .await
             .map(|()| Finished::Batched)
             .map_err(FinishError::Batch)
@@ -119,16 +119,18 @@ impl WriteTxn {
 }
 
 impl Slot {
-    /// Leaves the batch with the write's revision and waits until the
-    /// batch is durable.
-    async fn wait_for_commit(mut self, revision: Revision) -> Result<(), BatchError> {
+    /// Leaves the batch with the write's revision (the writers' lock is
+    /// free once this returns); the future tells when the batch is durable.
+    fn leave(mut self, revision: Revision) -> impl Future<Output = Result<(), BatchError>> {
         let (done, outcome) = oneshot::channel();
         self.batch.waiters.push(done);
         self.batch.newest = self.batch.newest.max(revision);
         drop(self);
-        match outcome.await {
-            Ok(result) => result,
-            Err(_) => Err("the server stopped before the write committed".into()),
+        async move {
+            match outcome.await {
+                Ok(result) => result,
+                Err(_) => Err("the server stopped before the write committed".into()),
+            }
         }
     }
 }
@@ -140,9 +142,13 @@ pub(super) struct BatchWrite {
 }
 
 impl BatchWrite {
-    /// The revision of the write's next change.
-    pub(super) fn next_revision(&self) -> Revision {
-        self.slot.group.next_revision.fetch_add(1, Ordering::SeqCst)
+    /// The first of `count` consecutive revisions for the write's changes.
+    pub(super) fn reserve_revisions(&self, count: usize) -> Revision {
+        let count = Revision::try_from(count).unwrap_or(Revision::MAX);
+        self.slot
+            .group
+            .next_revision
+            .fetch_add(count, Ordering::SeqCst)
     }
 
     /// Runs `statement` (which may be several) in the batch's transaction.
@@ -164,9 +170,10 @@ impl BatchWrite {
     }
 
     /// Leaves what the write's statements wrote in the batch (its savepoint
-    /// must be released) and waits until the batch is durable.
-    pub(super) async fn finish(self, revision: Revision) -> Result<(), BatchError> {
-        self.slot.wait_for_commit(revision).await
+    /// must be released), newest change at `revision`; the future tells
+    /// when the batch is durable.
+    pub(super) fn leave(self, revision: Revision) -> impl Future<Output = Result<(), BatchError>> {
+        self.slot.leave(revision)
     }
 }
 

@@ -17,22 +17,24 @@
 //!
 //! SQLite has no data-modifying `WITH`; there the writes are one text of
 //! several statements that sqlx runs in a single call on the writer's
-//! thread, inside the open group-commit batch: a savepoint, the
-//! subscription insert guarded by the same parent check, the nonce and the
-//! change row each only if the statement before wrote its row
-//! (`changes() = 1`), and the savepoint's release.
+//! thread, inside the open group-commit batch, for several creates at once
+//! (see `create_batch`): a savepoint; per create, the nonce and the
+//! subscription each under the same parent check and the change row only
+//! if the subscription was written (`changes() = 1`); the savepoint's
+//! release.
 //!
-//! Either returns the revision if it wrote, and nothing if a parent check
-//! failed. A unique violation (a taken id or name, a replayed nonce, a
-//! concurrent request id) aborts the write. In either case the caller
-//! falls back to the transactional path, which writes nothing or names the
-//! exact error; those are the rare cases.
+//! Either returns the revision of each create that wrote, and nothing for
+//! one whose parent check failed. A unique violation (a taken id or name,
+//! a replayed nonce, a concurrent request id) aborts the write. In either
+//! case the caller falls back to the transactional path, which writes
+//! nothing or names the exact error; those are the rare cases.
 
 use sea_orm::{
     ActiveModelTrait, DatabaseBackend, EntityName, EntityTrait, IntoActiveModel, Iterable,
     Statement, Value,
 };
 
+use super::Revision;
 use super::entities::{idempotency, nonce, subscription};
 use crate::model::TenantState;
 
@@ -134,41 +136,63 @@ pub(super) fn create_subscription(
     Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, p.0)
 }
 
-/// The savepoint [`create_subscription_sqlite`] opens; the caller rolls
+/// The savepoint [`create_subscriptions_sqlite`] opens; the caller rolls
 /// back to it when the statements fail part-way.
-pub(super) const SQLITE_SAVEPOINT: &str = "create_at_once";
+pub(super) const SQLITE_SAVEPOINT: &str = "create_batch";
 
-/// The SQLite statements creating `row` at `revision` inside the open
-/// batch's transaction; see the module documentation. They return one row
-/// (the revision) if they wrote, none if a parent check failed.
-pub(super) fn create_subscription_sqlite(
-    row: subscription::Model,
-    tenant_etag: &str,
-    nonce: Option<&nonce::ActiveModel>,
-    revision: i64,
-    change_time: i64,
+/// The SQLite statements creating `creates` inside the open group-commit
+/// batch's transaction, create `i` at revision `first_revision + i`; see
+/// the module documentation. Each create is checked against its own tenant
+/// and endpoint and writes its rows only if they pass: the nonce (if any)
+/// and the subscription each under the parent check, the change row only
+/// if the subscription was written. They return the revision of each
+/// create that wrote. A unique violation stops them part-way, with the
+/// savepoint still open.
+pub(super) fn create_subscriptions_sqlite(
+    creates: &[BatchedCreate],
+    first_revision: Revision,
 ) -> Statement {
     let mut p = Params(Vec::new());
-    let parents = format!("WHERE EXISTS ({})", live_parents(&mut p, &row, tenant_etag));
-    let (tenant_id, subscription_id) = (row.tenant_id.clone(), row.subscription_id.clone());
-    let row = row.into_active_model();
-    let mut statements = vec![
-        format!("SAVEPOINT {SQLITE_SAVEPOINT}"),
-        insert_select(&mut p, &row, &parents),
-    ];
-    if let Some(n) = nonce {
-        statements.push(insert_select(&mut p, n, "WHERE changes() = 1"));
+    let mut statements = vec![format!("SAVEPOINT {SQLITE_SAVEPOINT}")];
+    for (revision, c) in (first_revision..).zip(creates) {
+        let (api_id, nonce, nonce_expire) = nonce_values(c);
+        let parents = live_parents(&mut p, &c.row, &c.tenant_etag);
+        statements.push(format!(
+            "INSERT INTO request_nonces (api_id, nonce, expire_time) \
+             SELECT {}, {nonce}, {} WHERE {nonce} IS NOT NULL AND EXISTS ({parents})",
+            p.bind(api_id),
+            p.bind(nonce_expire),
+            nonce = p.bind(nonce),
+        ));
+        let row = c.row.clone().into_active_model();
+        statements.push(insert_select(
+            &mut p,
+            &row,
+            &format!("WHERE EXISTS ({parents})"),
+        ));
+        statements.push(format!(
+            "INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) \
+             SELECT {}, {}, 'subscription', {}, 'UPSERT', {} WHERE changes() = 1 RETURNING revision",
+            p.bind(revision),
+            p.bind(c.row.tenant_id.clone()),
+            p.bind(c.row.subscription_id.clone()),
+            p.bind(c.change_time),
+        ));
     }
-    statements.push(format!(
-        "INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) \
-         SELECT {}, {}, 'subscription', {}, 'UPSERT', {} WHERE changes() = 1 RETURNING revision",
-        p.bind(revision),
-        p.bind(tenant_id),
-        p.bind(subscription_id),
-        p.bind(change_time),
-    ));
     statements.push(format!("RELEASE {SQLITE_SAVEPOINT}"));
     Statement::from_sql_and_values(DatabaseBackend::Sqlite, statements.join("; "), p.0)
+}
+
+/// A create's nonce row as values (NULL when it has none).
+fn nonce_values(c: &BatchedCreate) -> (Option<String>, Option<String>, Option<i64>) {
+    match &c.nonce {
+        Some(n) => (
+            n.api_id.clone().take(),
+            n.nonce.clone().take(),
+            n.expire_time.clone().take(),
+        ),
+        None => (None, None, None),
+    }
 }
 
 /// One create of a batch (see `create_batch`).
@@ -193,14 +217,7 @@ pub(super) fn create_subscriptions(creates: &[BatchedCreate]) -> Statement {
     let mut p = Params(Vec::new());
     let mut rows = Vec::with_capacity(creates.len());
     for (i, c) in creates.iter().enumerate() {
-        let (api_id, nonce, nonce_expire) = match &c.nonce {
-            Some(n) => (
-                n.api_id.clone().take(),
-                n.nonce.clone().take(),
-                n.expire_time.clone().take(),
-            ),
-            None => (None, None, None),
-        };
+        let (api_id, nonce, nonce_expire) = nonce_values(c);
         let mut values = vec![
             i.to_string(),
             p.bind(c.tenant_etag.clone()),

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use tokio::sync::watch;
 
-use super::create_batch::{CreateBatches, Outcome};
+use super::create_batch::{CreateBatches, Outcome, Writer as BatchWriter};
 use super::entities::{
     change, confirmation_token, credential, endpoint, event_type, idempotency, nonce, outbox,
     subscription, tenant,
@@ -68,7 +68,7 @@ pub struct SeaRepository {
     committed: Option<watch::Sender<Revision>>,
     /// PostgreSQL only: connections held for single statements.
     lanes: Option<Arc<PgLanes>>,
-    /// PostgreSQL: plain creates, written several to a statement.
+    /// Plain creates, written several to a statement.
     batches: Option<CreateBatches>,
 }
 
@@ -165,9 +165,16 @@ impl SeaRepository {
         let lanes = (backend == DatabaseBackend::Postgres && settings.max_connections >= 2)
             .then(|| Arc::new(PgLanes::new(&writer, settings.max_connections as usize / 2)));
         let closed = watch::channel(false).0;
-        let batches = lanes
-            .as_ref()
-            .map(|lanes| CreateBatches::start(lanes.clone(), closed.subscribe()));
+        let group = (backend == DatabaseBackend::Sqlite).then(GroupCommit::new);
+        let batch_writer = match (&lanes, &group) {
+            (Some(lanes), _) => Some(BatchWriter::Postgres(lanes.clone())),
+            (None, Some(group)) => Some(BatchWriter::Sqlite {
+                group: group.clone(),
+                connection: writer.clone(),
+            }),
+            (None, None) => None,
+        };
+        let batches = batch_writer.map(|target| CreateBatches::start(target, closed.subscribe()));
         let repo = SeaRepository {
             writer,
             reader,
@@ -176,7 +183,7 @@ impl SeaRepository {
             revisions: watch::channel(0).0,
             outbox: watch::channel(0).0,
             closed,
-            group: (backend == DatabaseBackend::Sqlite).then(GroupCommit::new),
+            group,
             inline,
             committed: (backend == DatabaseBackend::Postgres).then(|| watch::channel(0).0),
             lanes,
@@ -384,10 +391,11 @@ impl SeaRepository {
         })
     }
 
-    /// PostgreSQL: creates the subscription in one statement (see
-    /// `one_statement`), shared with concurrent creates when it can be (see
-    /// `create_batch`). `None` when that wrote nothing because a check
-    /// failed: the transactional path then names the error.
+    /// Creates the subscription in one statement (see `one_statement`),
+    /// shared with concurrent creates when it can be (see `create_batch`).
+    /// `None` when that wrote nothing because a check failed, or when only
+    /// the transactional path can write it (on SQLite, a create with a
+    /// request id): that path then names the error.
     async fn create_subscription_at_once(
         &self,
         s: &Subscription,
@@ -412,6 +420,9 @@ impl SeaRepository {
                 Outcome::Alone => {}
             }
         }
+        if self.backend != DatabaseBackend::Postgres {
+            return Ok(None);
+        }
         let statement = one_statement::create_subscription(
             subscription_to_row(s)?,
             tenant_etag,
@@ -434,57 +445,6 @@ impl SeaRepository {
         let revision = row.try_get::<i64>("", "revision").map_err(classify)?;
         self.publish(revision);
         Ok(Some(revision))
-    }
-
-    /// SQLite: creates the subscription in one call to the writer's thread
-    /// inside the open batch (see `one_statement`). `None` when that wrote
-    /// nothing because a check failed or a unique index refused a row: the
-    /// transactional path then names the error.
-    async fn create_subscription_in_batch(
-        &self,
-        group: &Arc<GroupCommit>,
-        s: &Subscription,
-        tenant_etag: &str,
-        meta: &WriteMeta,
-    ) -> RepoResult<Option<Revision>> {
-        let row = subscription_to_row(s)?;
-        let nonce = nonce_row(meta);
-        let (tenant_etag, now) = (tenant_etag.to_owned(), meta.now);
-        let (group, writer) = (group.clone(), self.writer.clone());
-        // A task of its own, so the write runs to its end even if the
-        // caller goes away: statements that failed part-way must be rolled
-        // back to their savepoint before anything else uses the batch.
-        let task = tokio::spawn(async move {
-            let write = group.enter(&writer).await.map_err(classify)?;
-            let revision = write.next_revision();
-            let statement = one_statement::create_subscription_sqlite(
-                row,
-                &tenant_etag,
-                nonce.as_ref(),
-                revision,
-                now,
-            );
-            match write.query_all(statement).await {
-                Ok(rows) if rows.is_empty() => Ok(None),
-                Ok(_) => match write.finish(revision).await {
-                    Ok(()) => Ok(Some(revision)),
-                    Err(e) => Err(RepoError::Unavailable(e.into())),
-                },
-                Err(e) => {
-                    let savepoint = one_statement::SQLITE_SAVEPOINT;
-                    write
-                        .execute(&format!("ROLLBACK TO {savepoint}; RELEASE {savepoint}"))
-                        .await
-                        .map_err(classify)?;
-                    match e.sql_err() {
-                        Some(SqlErr::UniqueConstraintViolation(_)) => Ok(None),
-                        _ => Err(classify(e)),
-                    }
-                }
-            }
-        });
-        task.await
-            .map_err(|e| internal(format!("the create's task failed: {e}")))?
     }
 
     /// Kills the subscription's earlier tokens, stores the new token's hash
@@ -2339,21 +2299,12 @@ impl Repository for SeaRepository {
         tenant_etag: &str,
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
-        if verification.is_none() {
-            let written = match &self.group {
-                Some(group) if meta.idempotency.is_none() => {
-                    self.create_subscription_in_batch(group, s, tenant_etag, meta)
-                        .await?
-                }
-                Some(_) => None,
-                None => {
-                    self.create_subscription_at_once(s, tenant_etag, meta)
-                        .await?
-                }
-            };
-            if let Some(revision) = written {
-                return Ok(revision);
-            }
+        if verification.is_none()
+            && let Some(revision) = self
+                .create_subscription_at_once(s, tenant_etag, meta)
+                .await?
+        {
+            return Ok(revision);
         }
         let (txn, mut log) = self.begin_write(meta).await?;
         if ensure_parents(&txn, &s.tenant_id, &s.endpoint_id).await? != tenant_etag {
@@ -2787,12 +2738,13 @@ mod tests {
         }
     }
 
-    /// A create on SQLite runs as one text of statements in the batch; a
-    /// replayed nonce fails it after the subscription row was inserted, so
-    /// that row must be rolled back with its savepoint, not committed with
-    /// the batch.
+    /// A create on SQLite runs as one text of statements in the batch (see
+    /// `create_batch`). A unique violation stops the text part-way, after
+    /// rows were inserted; those must be rolled back with its savepoint,
+    /// not committed with the group-commit batch, and the create then runs
+    /// alone to name its error.
     #[tokio::test]
-    async fn a_replayed_sqlite_create_leaves_nothing_behind() {
+    async fn a_refused_sqlite_create_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let settings = DatabaseSettings {
             url: format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
@@ -2833,37 +2785,35 @@ mod tests {
             .await
             .unwrap();
 
-        let first = repo
-            .create_subscription(
-                &subscription("s1", now),
-                None,
-                &tenant.etag,
-                &signed("n2", now),
-            )
-            .await
-            .unwrap();
-        let replayed = repo
-            .create_subscription(
-                &subscription("s2", now),
-                None,
-                &tenant.etag,
-                &signed("n2", now),
-            )
-            .await;
+        let create = |id: &'static str, name: &'static str, nonce: &'static str| {
+            let mut s = subscription(id, now);
+            s.name = Some(name.into());
+            let (repo, etag) = (&repo, &tenant.etag);
+            async move {
+                repo.create_subscription(&s, None, etag, &signed(nonce, now))
+                    .await
+            }
+        };
+        let first = create("s1", "one", "n2").await.unwrap();
+        // The nonce row goes in first, then the subscription is refused.
+        let clash = create("s2", "one", "n3").await;
+        assert!(
+            matches!(clash, Err(RepoError::AlreadyExists("subscription name"))),
+            "{clash:?}"
+        );
+        // The subscription goes in under a new name, then its nonce is
+        // refused as a replay.
+        let replayed = create("s3", "three", "n2").await;
         assert!(matches!(replayed, Err(RepoError::Replay)), "{replayed:?}");
-        // Batches commit in order: once a later create has returned, the
-        // replayed one's batch is durable too.
-        let third = repo
-            .create_subscription(
-                &subscription("s3", now),
-                None,
-                &tenant.etag,
-                &signed("n3", now),
-            )
-            .await
-            .unwrap();
-        assert!(third > first);
-        assert!(repo.get_subscription("t1", "s2").await.unwrap().is_none());
+        // Nothing of the two was kept: the refused create's nonce is free,
+        // and the replayed create's subscription is not stored. (Batches
+        // commit in order, so once this create returned, the earlier
+        // batches are durable too.)
+        let last = create("s4", "four", "n3").await.unwrap();
+        assert!(last > first);
+        for id in ["s2", "s3"] {
+            assert!(repo.get_subscription("t1", id).await.unwrap().is_none());
+        }
         let changed: Vec<(Revision, String)> = repo
             .changes_since(0, 100)
             .await
@@ -2872,10 +2822,7 @@ mod tests {
             .filter(|c| c.resource_type == "subscription")
             .map(|c| (c.revision, c.resource_key))
             .collect();
-        assert_eq!(
-            changed,
-            [(first, "s1".to_owned()), (third, "s3".to_owned())]
-        );
+        assert_eq!(changed, [(first, "s1".to_owned()), (last, "s4".to_owned())]);
         repo.close().await;
     }
 
