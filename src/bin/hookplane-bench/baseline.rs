@@ -221,20 +221,23 @@ async fn sqlite_loop(
                 .fetch_one(&mut conn)
                 .await?;
         let rev = rev + 1;
-        // The create's own text: its savepoint, the subscription under the
-        // parent check (with the tenant's etag), the nonce and the change
-        // row each only if the row before was written, the release; one
-        // call to the connection's thread.
+        // The create's own text, for a batch of one: its savepoint, the
+        // nonce and the subscription each under the parent check (with the
+        // tenant's etag), the change row only if the subscription was
+        // written, the release; one call to the connection's thread.
         let written = sea_orm::sqlx::query(
-            "SAVEPOINT create_at_once; \
+            "SAVEPOINT create_batch; \
+             INSERT INTO request_nonces SELECT 'sqlite-bench', $2, 0 WHERE $2 IS NOT NULL AND EXISTS ( \
+             SELECT 1 FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id \
+             WHERE t.tenant_id = $1 AND e.endpoint_id = 'e0' AND t.state = 'ACTIVE' AND t.etag <> '' \
+             AND t.delete_time IS NULL AND e.delete_time IS NULL); \
              INSERT INTO subscriptions SELECT $1, $2, 'e0', $2, '[\"d0.e0.a0\"]', 'ACTIVE', NULL, 0, 0, 'x' \
              WHERE EXISTS (SELECT 1 FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id \
              WHERE t.tenant_id = $1 AND e.endpoint_id = 'e0' AND t.state = 'ACTIVE' AND t.etag <> '' \
              AND t.delete_time IS NULL AND e.delete_time IS NULL); \
-             INSERT INTO request_nonces SELECT 'sqlite-bench', $2, 0 WHERE changes() = 1; \
              INSERT INTO changes SELECT $3, $1, 'subscription', $2, 'UPSERT', 0 WHERE changes() = 1 \
              RETURNING revision; \
-             RELEASE create_at_once",
+             RELEASE create_batch",
         )
         .bind(&t)
         .bind(&id)
