@@ -159,17 +159,17 @@ async fn write_sqlite(
                 .execute(&format!("ROLLBACK TO {savepoint}; RELEASE {savepoint}"))
                 .await
             {
-                Ok(()) if is_database_answer(&e) => (0..count).map(|_| Outcome::Alone).collect(),
+                Ok(()) if is_database_answer(&e) => alone(count),
                 Ok(()) => failed(e, count),
                 Err(rollback) => failed(rollback, count),
             };
             return answer(replies, outcomes);
         }
     };
-    let written = written_revisions(&rows, first, count);
+    let written = by_position(&rows, count, |revision| revision - first);
     let Some(newest) = written.iter().flatten().max().copied() else {
         // Every parent check failed: nothing was written.
-        return answer(replies, (0..count).map(|_| Outcome::Alone).collect());
+        return answer(replies, alone(count));
     };
     let durable = write.leave(newest);
     tokio::spawn(async move {
@@ -186,12 +186,17 @@ async fn write_sqlite(
     });
 }
 
-/// Each create's revision, if it wrote: create `i` writes at `first + i`.
-fn written_revisions(rows: &[QueryResult], first: Revision, count: usize) -> Vec<Option<Revision>> {
+/// Each create's revision, if the rows name one: `position` tells which
+/// create of the batch a returned revision belongs to.
+fn by_position(
+    rows: &[QueryResult],
+    count: usize,
+    position: impl Fn(Revision) -> i64,
+) -> Vec<Option<Revision>> {
     let mut revisions = vec![None; count];
     for row in rows {
         if let Ok(revision) = row.try_get::<i64>("", "revision")
-            && let Some(slot) = usize::try_from(revision - first)
+            && let Some(slot) = usize::try_from(position(revision))
                 .ok()
                 .and_then(|i| revisions.get_mut(i))
         {
@@ -199,6 +204,11 @@ fn written_revisions(rows: &[QueryResult], first: Revision, count: usize) -> Vec
         }
     }
     revisions
+}
+
+/// Every create of a batch runs alone.
+fn alone(count: usize) -> Vec<Outcome> {
+    (0..count).map(|_| Outcome::Alone).collect()
 }
 
 /// Every create of a batch reports the one error, whole.
@@ -210,23 +220,16 @@ fn failed(e: DbErr, count: usize) -> Vec<Outcome> {
 }
 
 /// Each create's outcome from the statement's answer.
-fn outcomes(answer: Result<Vec<sea_orm::QueryResult>, DbErr>, count: usize) -> Vec<Outcome> {
+fn outcomes(answer: Result<Vec<QueryResult>, DbErr>, count: usize) -> Vec<Outcome> {
     let rows = match answer {
         Ok(rows) => rows,
-        Err(e) if is_database_answer(&e) => return (0..count).map(|_| Outcome::Alone).collect(),
+        Err(e) if is_database_answer(&e) => return alone(count),
         Err(e) => return failed(e, count),
     };
-    let mut revisions: Vec<Option<Revision>> = vec![None; count];
-    for row in rows {
-        if let Ok(revision) = row.try_get::<i64>("", "revision")
-            && let Some(slot) = revisions.get_mut((revision & POSITION_MASK) as usize)
-        {
-            *slot = Some(revision);
-        }
-    }
+    let revisions = by_position(&rows, count, |revision| revision & POSITION_MASK);
     if revisions.iter().all(Option::is_none) {
         // A check failed: nothing was written.
-        return (0..count).map(|_| Outcome::Alone).collect();
+        return alone(count);
     }
     revisions
         .into_iter()

@@ -119,6 +119,14 @@ impl WriteTxn {
 }
 
 impl Slot {
+    /// The batch's transaction, which `GroupCommit::slot` opened.
+    fn outer(&self) -> Result<&DatabaseTransaction, DbErr> {
+        self.batch
+            .outer
+            .as_ref()
+            .ok_or_else(|| DbErr::Custom("the batch's transaction is not open".into()))
+    }
+
     /// Leaves the batch with the write's revision (the writers' lock is
     /// free once this returns); the future tells when the batch is durable.
     fn leave(mut self, revision: Revision) -> impl Future<Output = Result<(), BatchError>> {
@@ -153,20 +161,12 @@ impl BatchWrite {
 
     /// Runs `statement` (which may be several) in the batch's transaction.
     pub(super) async fn query_all(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        self.outer()?.query_all_raw(statement).await
+        self.slot.outer()?.query_all_raw(statement).await
     }
 
     /// Runs `sql` (which may be several statements, without parameters).
     pub(super) async fn execute(&self, sql: &str) -> Result<(), DbErr> {
-        self.outer()?.execute_unprepared(sql).await.map(drop)
-    }
-
-    fn outer(&self) -> Result<&DatabaseTransaction, DbErr> {
-        self.slot
-            .batch
-            .outer
-            .as_ref()
-            .ok_or_else(|| DbErr::Custom("the batch's transaction is not open".into()))
+        self.slot.outer()?.execute_unprepared(sql).await.map(drop)
     }
 
     /// Leaves what the write's statements wrote in the batch (its savepoint
@@ -198,10 +198,7 @@ impl GroupCommit {
         writer: &DatabaseConnection,
     ) -> Result<WriteTxn, DbErr> {
         let slot = self.slot(writer).await?;
-        let txn = match &slot.batch.outer {
-            Some(outer) => outer.begin().await?,
-            None => return Err(DbErr::Custom("the batch's transaction is not open".into())),
-        };
+        let txn = slot.outer()?.begin().await?;
         Ok(WriteTxn {
             txn,
             slot: Some(slot),
