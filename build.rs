@@ -11,8 +11,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let includes = [PathBuf::from("proto"), include];
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
-    let mut config = tonic_prost_build::Config::new();
-    config.protoc_executable(protoc);
+    let config = || {
+        let mut config = tonic_prost_build::Config::new();
+        config.protoc_executable(protoc.clone());
+        config
+    };
 
     let files = [
         "proto/hookplane/v1/resources.proto",
@@ -22,9 +25,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/hookplane/v1/endpoint_service.proto",
         "proto/hookplane/v1/subscription_service.proto",
     ];
+    // Messages and clients.
     tonic_prost_build::configure()
+        .build_server(false)
         .file_descriptor_set_path(out_dir.join("hookplane_descriptor.bin"))
-        .compile_with_config(config, &files.map(PathBuf::from), &includes)?;
+        .compile_with_config(config(), &files.map(PathBuf::from), &includes)?;
+
+    // Servers, over the messages generated above, except that
+    // ResolveSubscribers answers with bytes the index encodes itself
+    // (`crate::grpc::wire`).
+    let servers_dir = out_dir.join("servers");
+    std::fs::create_dir_all(&servers_dir)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .out_dir(&servers_dir)
+        .extern_path(".hookplane.v1", "crate::proto")
+        .extern_path(
+            ".hookplane.v1.ResolveSubscribersResponse",
+            "crate::grpc::wire::EncodedResolve",
+        )
+        .compile_with_config(config(), &files.map(PathBuf::from), &includes)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

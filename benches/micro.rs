@@ -9,12 +9,15 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use hookplane::auth::NonceStore;
 use hookplane::auth::signature::{sign, verify};
 use hookplane::domain::EventPattern;
+use hookplane::grpc::wire::EncodedResolve;
 use hookplane::model::{
     Endpoint, Subscription, SubscriptionStatus, Tenant, TenantSettings, TenantState,
 };
+use hookplane::proto::ResolveSubscribersResponse;
 use hookplane::repository::Snapshot;
 use hookplane::resolve::ResolveIndex;
 use hookplane::service::PageTokens;
+use prost::Message;
 
 fn hmac_verify_and_nonce(c: &mut Criterion) {
     let key = b"hpsk_0123456789abcdef0123456789abcdef";
@@ -152,6 +155,24 @@ fn resolve_one_tenant(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 7) % names.len();
             black_box(index.resolve(tenant, black_box(&names[i]), 1, true))
+        })
+    });
+    // The answer's bytes as the server sends them, two ways: owned targets
+    // turned into the generated message and encoded by prost (the server
+    // before the seventh session's follow-up), and encoded in place.
+    c.bench_function("resolve to the wire via owned targets and prost", |b| {
+        b.iter(|| {
+            i = (i + 7) % names.len();
+            let (targets, revision) = index.resolve(tenant, black_box(&names[i]), 1, true);
+            let targets = targets.into_iter().map(Into::into).collect();
+            black_box(ResolveSubscribersResponse { targets, revision }.encode_to_vec())
+        })
+    });
+    c.bench_function("resolve to the wire in place", |b| {
+        b.iter(|| {
+            i = (i + 7) % names.len();
+            let name = black_box(&names[i]);
+            black_box(index.resolve_with(tenant, name, 1, true, EncodedResolve::new))
         })
     });
 }

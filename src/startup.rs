@@ -396,19 +396,19 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(authed!(
-            proto::tenant_service_server::TenantServiceServer<Api>
+            proto::server::tenant_service_server::TenantServiceServer<Api>
         ))
         .add_service(authed!(
-            proto::credential_service_server::CredentialServiceServer<Api>
+            proto::server::credential_service_server::CredentialServiceServer<Api>
         ))
         .add_service(authed!(
-            proto::event_type_service_server::EventTypeServiceServer<Api>
+            proto::server::event_type_service_server::EventTypeServiceServer<Api>
         ))
         .add_service(authed!(
-            proto::endpoint_service_server::EndpointServiceServer<Api>
+            proto::server::endpoint_service_server::EndpointServiceServer<Api>
         ))
         .add_service(authed!(
-            proto::subscription_service_server::SubscriptionServiceServer<Api>
+            proto::server::subscription_service_server::SubscriptionServiceServer<Api>
         ));
 
     tracing::info!(%grpc_addr, %http_addr, tls = args.tls_cert.is_some(), grpc_threads = args.grpc_threads(), "hookplane listening");

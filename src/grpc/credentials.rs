@@ -1,7 +1,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{Api, caller, convert, idempotency, paging, status, written};
-use crate::proto::{self, credential_service_server::CredentialService};
+use crate::proto::{self, server::credential_service_server::CredentialService};
 use crate::service::NewCredential;
 
 pub type CredentialApi = Api;

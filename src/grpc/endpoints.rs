@@ -2,7 +2,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Api, caller, convert, idempotency, mask_paths, paging, status, touches, written};
 use crate::error::Error;
-use crate::proto::{self, endpoint_service_server::EndpointService};
+use crate::proto::{self, server::endpoint_service_server::EndpointService};
 use crate::service::{EndpointChanges, NewEndpoint};
 
 pub type EndpointApi = Api;

@@ -1,7 +1,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{Api, caller, convert, idempotency, mask_paths, paging, status, touches, written};
-use crate::proto::{self, event_type_service_server::EventTypeService};
+use crate::proto::{self, server::event_type_service_server::EventTypeService};
 use crate::service::{EventTypeChanges, EventTypeKey, NewEventType};
 
 pub type EventTypeApi = Api;

@@ -6,6 +6,7 @@ mod endpoints;
 mod event_types;
 mod subscriptions;
 mod tenants;
+pub mod wire;
 
 use std::sync::Arc;
 

@@ -3,8 +3,9 @@ use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::wire::EncodedResolve;
 use super::{Api, caller, convert, idempotency, mask_paths, paging, status, touches, written};
-use crate::proto::{self, subscription_service_server::SubscriptionService};
+use crate::proto::{self, server::subscription_service_server::SubscriptionService};
 use crate::service::{NewSubscription, SubscriptionChanges, SubscriptionListFilter};
 
 pub type SubscriptionApi = Api;
@@ -203,28 +204,20 @@ impl SubscriptionService for Api {
     async fn resolve_subscribers(
         &self,
         request: Request<proto::ResolveSubscribersRequest>,
-    ) -> Result<Response<proto::ResolveSubscribersResponse>, Status> {
+    ) -> Result<Response<EncodedResolve>, Status> {
         let caller = caller(&request)?;
         let req = request.get_ref();
-        let (targets, revision) = self
+        let answer = self
             .services
-            .resolve_subscribers(&caller, &req.tenant_id, &req.event_type)
+            .resolve_subscribers(
+                &caller,
+                &req.tenant_id,
+                &req.event_type,
+                EncodedResolve::new,
+            )
             .await
             .map_err(status)?;
-        Ok(Response::new(proto::ResolveSubscribersResponse {
-            targets: targets
-                .into_iter()
-                .map(|t| proto::resolve_subscribers_response::Target {
-                    subscription_id: t.subscription_id,
-                    endpoint_id: t.endpoint_id,
-                    name: t.name,
-                    url: t.url,
-                    matched_pattern: t.matched_pattern,
-                    signing_secrets: t.signing_secrets,
-                })
-                .collect(),
-            revision,
-        }))
+        Ok(Response::new(answer))
     }
 
     type WatchSubscriptionsStream = WatchStream;

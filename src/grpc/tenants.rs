@@ -1,7 +1,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{Api, caller, convert, idempotency, mask_paths, paging, status, touches, written};
-use crate::proto::{self, tenant_service_server::TenantService};
+use crate::proto::{self, server::tenant_service_server::TenantService};
 use crate::service::{NewTenant, TenantChanges};
 
 pub type TenantApi = Api;

@@ -256,7 +256,9 @@ impl TenantIndex {
         });
     }
 
-    fn resolve(&self, event_type: &str, now: Micros, with_secrets: bool) -> Vec<Target> {
+    /// The live subscriptions `event_type` reaches, in the stable order of
+    /// answers: creation time, then id.
+    fn matches(&self, event_type: &str, now: Micros, with_secrets: bool) -> Vec<Match<'_>> {
         if !self
             .record
             .as_ref()
@@ -271,47 +273,89 @@ impl TenantIndex {
         self.wildcards.collect(&segments, &mut slots);
         slots.sort_unstable();
         slots.dedup();
-        let mut found: Vec<(&Entry, &IndexedEndpoint, &Arc<EventPattern>)> =
-            Vec::with_capacity(slots.len());
+        let mut found: Vec<Match<'_>> = Vec::with_capacity(slots.len());
         found.extend(slots.into_iter().filter_map(|slot| {
             let entry = self.entries.get(slot as usize)?.as_ref()?;
             if entry.expire_time.is_some_and(|t| t <= now) {
                 return None;
             }
             let endpoint = self.endpoints.get(entry.endpoint as usize)?.as_ref()?;
-            let matched = entry.patterns.iter().find(|p| p.matches(event_type))?;
-            Some((entry, endpoint, matched))
+            let pattern = entry.patterns.iter().find(|p| p.matches(event_type))?;
+            let secrets = if with_secrets {
+                let previous = endpoint
+                    .previous
+                    .as_ref()
+                    .filter(|(_, until)| *until > now)
+                    .map(|(previous, _)| &**previous);
+                [Some(endpoint.text.get(1)), previous]
+            } else {
+                [None, None]
+            };
+            Some(Match {
+                entry,
+                endpoint,
+                pattern,
+                secrets,
+            })
         }));
         found.sort_by(|a, b| {
-            (a.0.create_time, a.0.subscription_id()).cmp(&(b.0.create_time, b.0.subscription_id()))
+            (a.entry.create_time, a.entry.subscription_id())
+                .cmp(&(b.entry.create_time, b.entry.subscription_id()))
         });
         found
-            .into_iter()
-            .map(|(entry, endpoint, matched)| {
-                // String::from, not to_string(): the latter goes through
-                // the formatter and grows the buffer as it writes.
-                let signing_secrets = if with_secrets {
-                    let mut secrets = Vec::with_capacity(2);
-                    secrets.push(String::from(endpoint.text.get(1)));
-                    if let Some((previous, until)) = &endpoint.previous
-                        && *until > now
-                    {
-                        secrets.push(String::from(&**previous));
-                    }
-                    secrets
-                } else {
-                    Vec::new()
-                };
-                Target {
-                    subscription_id: String::from(entry.text.get(0)),
-                    endpoint_id: String::from(entry.text.get(2)),
-                    name: String::from(entry.text.get(1)),
-                    url: String::from(endpoint.text.get(0)),
-                    matched_pattern: matched.as_str().to_owned(),
-                    signing_secrets,
-                }
-            })
-            .collect()
+    }
+}
+
+/// One subscription an event reaches, read in place from a tenant's index
+/// while it is locked: answers are written from these without copying the
+/// strings first.
+pub struct Match<'a> {
+    entry: &'a Entry,
+    endpoint: &'a IndexedEndpoint,
+    pattern: &'a EventPattern,
+    /// The endpoint's live secrets, newest first, when asked for.
+    secrets: [Option<&'a str>; 2],
+}
+
+impl<'a> Match<'a> {
+    pub fn subscription_id(&self) -> &'a str {
+        self.entry.text.get(0)
+    }
+
+    pub fn endpoint_id(&self) -> &'a str {
+        self.entry.text.get(2)
+    }
+
+    /// Empty when the subscription has none.
+    pub fn name(&self) -> &'a str {
+        self.entry.text.get(1)
+    }
+
+    pub fn url(&self) -> &'a str {
+        self.endpoint.text.get(0)
+    }
+
+    /// The subscription's first pattern that matches the event type.
+    pub fn matched_pattern(&self) -> &'a str {
+        self.pattern.as_str()
+    }
+
+    /// Newest first; none unless the caller asked for secrets.
+    pub fn signing_secrets(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        self.secrets.into_iter().flatten()
+    }
+
+    pub fn to_target(&self) -> Target {
+        // String::from, not to_string(): the latter goes through the
+        // formatter and grows the buffer as it writes.
+        Target {
+            subscription_id: String::from(self.subscription_id()),
+            endpoint_id: String::from(self.endpoint_id()),
+            name: String::from(self.name()),
+            url: String::from(self.url()),
+            matched_pattern: String::from(self.matched_pattern()),
+            signing_secrets: self.signing_secrets().map(String::from).collect(),
+        }
     }
 }
 
@@ -615,26 +659,44 @@ impl ResolveIndex {
         now: Micros,
         with_secrets: bool,
     ) -> (Vec<Target>, Revision) {
+        self.resolve_with(
+            tenant_id,
+            event_type,
+            now,
+            with_secrets,
+            |matches, revision| (matches.iter().map(Match::to_target).collect(), revision),
+        )
+    }
+
+    /// What `render` makes of the subscriptions an event reaches and the
+    /// revision that answer reflects. `render` runs while the tenant's
+    /// index is read-locked, so it should be quick.
+    pub fn resolve_with<R>(
+        &self,
+        tenant_id: &str,
+        event_type: &str,
+        now: Micros,
+        with_secrets: bool,
+        render: impl FnOnce(&[Match<'_>], Revision) -> R,
+    ) -> R {
         let revision = self.applied();
         if !read(&self.catalog).contains_key(event_type) {
-            return (Vec::new(), revision);
+            return render(&[], revision);
         }
-        match self.tenant(tenant_id) {
-            Some(index) => (
-                read(&index).resolve(event_type, now, with_secrets),
-                revision,
-            ),
-            None => (Vec::new(), revision),
-        }
+        let Some(index) = self.tenant(tenant_id) else {
+            return render(&[], revision);
+        };
+        let index = read(&index);
+        render(&index.matches(event_type, now, with_secrets), revision)
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::PreviousSecret;
 
-    fn tenant() -> Tenant {
+    pub(crate) fn tenant() -> Tenant {
         Tenant {
             tenant_id: "acme".into(),
             display_name: "Acme".into(),
@@ -652,7 +714,7 @@ mod tests {
         }
     }
 
-    fn endpoint(id: &str, url: &str, enabled: bool) -> Endpoint {
+    pub(crate) fn endpoint(id: &str, url: &str, enabled: bool) -> Endpoint {
         Endpoint {
             tenant_id: "acme".into(),
             endpoint_id: id.into(),
@@ -671,7 +733,7 @@ mod tests {
         }
     }
 
-    fn subscription(
+    pub(crate) fn subscription(
         id: &str,
         endpoint_id: &str,
         name: Option<&str>,
@@ -699,6 +761,11 @@ mod tests {
         assert_eq!([p.get(0), p.get(1)], ["", "x"]);
     }
 
+    fn targets_of(index: &TenantIndex, now: Micros, with_secrets: bool) -> Vec<Target> {
+        let matches = index.matches("order.created", now, with_secrets);
+        matches.iter().map(Match::to_target).collect()
+    }
+
     #[test]
     fn targets_carry_every_field_and_follow_their_endpoint_by_slot() {
         let patterns = Patterns::default();
@@ -715,15 +782,15 @@ mod tests {
         );
         let ids = |index: &TenantIndex| -> Vec<String> {
             index
-                .resolve("order.created", 1_000, true)
-                .into_iter()
-                .map(|t| t.subscription_id)
+                .matches("order.created", 1_000, true)
+                .iter()
+                .map(|m| m.subscription_id().to_owned())
                 .collect()
         };
         assert_eq!(ids(&index), ["sub_1"], "ep_b is not known yet");
 
         index.upsert_endpoint(endpoint("ep_b", "https://b.example/hook", true));
-        let targets = index.resolve("order.created", 1_000, true);
+        let targets = targets_of(&index, 1_000, true);
         assert_eq!(
             targets[0],
             Target {
@@ -742,7 +809,7 @@ mod tests {
         index.upsert_endpoint(endpoint("ep_a", "https://a.example/hook", false));
         assert_eq!(ids(&index), ["sub_2"], "a disabled endpoint drops out");
         index.upsert_endpoint(endpoint("ep_a", "https://a2.example/hook", true));
-        let targets = index.resolve("order.created", 3_000, false);
+        let targets = targets_of(&index, 3_000, false);
         assert_eq!(
             targets[0].url, "https://a2.example/hook",
             "back, with its new URL"
@@ -756,7 +823,7 @@ mod tests {
     }
 
     /// The tenant "acme" with endpoint ep_a and `subscriptions`.
-    fn acme(subscriptions: Vec<Subscription>) -> Snapshot {
+    pub(crate) fn acme(subscriptions: Vec<Subscription>) -> Snapshot {
         Snapshot {
             tenants: vec![tenant()],
             endpoints: vec![endpoint("ep_a", "https://a.example/hook", true)],
@@ -764,7 +831,7 @@ mod tests {
         }
     }
 
-    fn index_of(subscriptions: Vec<Subscription>, followed: Revision) -> ResolveIndex {
+    pub(crate) fn index_of(subscriptions: Vec<Subscription>, followed: Revision) -> ResolveIndex {
         let index = ResolveIndex::default();
         index.set_catalog([("order.created".to_owned(), false)].into());
         index.load_tenant("acme", acme(subscriptions), followed);

@@ -7,5 +7,10 @@ mod sweeper;
 mod trie;
 
 pub use follower::Follower;
-pub use index::{Catalog, ResolveIndex, Target};
+pub use index::{Catalog, Match, ResolveIndex, Target};
 pub use sweeper::run_sweeper;
+
+/// Index fixtures for other modules' tests: the tenant "acme" and helpers
+/// to build its endpoints and subscriptions.
+#[cfg(test)]
+pub(crate) use index::tests as fixtures;

@@ -12,7 +12,7 @@ use crate::domain::{EventTypeName, TenantId};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{Endpoint, Subscription, now_micros};
 use crate::repository::{RepoResult, Revision};
-use crate::resolve::Target;
+use crate::resolve::Match;
 
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(250);
@@ -44,19 +44,23 @@ impl Services {
             .await;
     }
 
-    pub async fn resolve_subscribers(
+    /// What `render` makes of the subscriptions `event_type` reaches and
+    /// the revision that answer reflects; it runs with the tenant's index
+    /// read-locked (see [`crate::resolve::ResolveIndex::resolve_with`]).
+    pub async fn resolve_subscribers<R>(
         &self,
         caller: &Caller,
         tenant_id: &str,
         event_type: &str,
-    ) -> Result<(Vec<Target>, Revision)> {
+        render: impl FnOnce(&[Match<'_>], Revision) -> R,
+    ) -> Result<R> {
         let tenant_id = self.tenant_scope(caller, Permission::SubscribersResolve, tenant_id)?;
         TenantId::parse(&tenant_id).field("tenant_id")?;
         EventTypeName::parse(event_type).field("event_type")?;
         let with_secrets = caller.has(Permission::SecretsRead);
         Ok(self
             .index
-            .resolve(&tenant_id, event_type, now_micros(), with_secrets))
+            .resolve_with(&tenant_id, event_type, now_micros(), with_secrets, render))
     }
 
     /// Starts a watch; events arrive on the returned channel until the
