@@ -39,7 +39,7 @@ use super::{RepoError, Revision};
 /// Creates per statement at most: 32 rows of 16 parameters (26 on SQLite)
 /// stay far below either database's limit, and the statement shapes a
 /// connection prepares stay few.
-const MAX_BATCH: usize = 32;
+pub(super) const MAX_BATCH: usize = 32;
 
 /// Low bits of a revision: the row's position in its transaction.
 const POSITION_MASK: i64 = (1 << 20) - 1;

@@ -1152,6 +1152,51 @@ fn event_type_to_row(e: &EventType) -> event_type::Model {
     }
 }
 
+/// The change log after `$1`, at most `$2` rows, each subscription change
+/// with the subscription's row as of the same snapshot (NULLs when it is
+/// gone): one round trip where the follower took two. Written out, and its
+/// rows read by position, because the follower reads it after every batch
+/// of writes: building it with sea-query and mapping rows by prefixed
+/// column names were most of the follower's time in a create profile.
+const CHANGES_SINCE: &str = "SELECT c.revision, c.tenant_id, c.resource_type, c.resource_key, c.kind, \
+     s.tenant_id, s.subscription_id, s.endpoint_id, s.name, s.event_types, s.status, \
+     s.expire_time, s.create_time, s.update_time, s.etag \
+     FROM changes c LEFT JOIN subscriptions s ON c.resource_type = 'subscription' \
+     AND s.tenant_id = c.tenant_id AND s.subscription_id = c.resource_key \
+     WHERE c.revision > $1";
+const CHANGES_ORDER: &str = "ORDER BY c.revision LIMIT $2";
+
+/// One row of [`CHANGES_SINCE`]: the change, and the subscription's row if
+/// the change is a subscription's and the subscription is there.
+fn change_from_row(
+    row: &sea_orm::QueryResult,
+) -> Result<(ChangeRecord, Option<subscription::Model>), DbErr> {
+    let change = ChangeRecord {
+        revision: row.try_get_by_index(0)?,
+        tenant_id: row.try_get_by_index(1)?,
+        resource_type: row.try_get_by_index(2)?,
+        resource_key: row.try_get_by_index(3)?,
+        kind: row.try_get_by_index(4)?,
+        subscription: None,
+    };
+    let subscription = match row.try_get_by_index::<Option<String>>(5)? {
+        None => None,
+        Some(tenant_id) => Some(subscription::Model {
+            tenant_id,
+            subscription_id: row.try_get_by_index(6)?,
+            endpoint_id: row.try_get_by_index(7)?,
+            name: row.try_get_by_index(8)?,
+            event_types: row.try_get_by_index(9)?,
+            status: row.try_get_by_index(10)?,
+            expire_time: row.try_get_by_index(11)?,
+            create_time: row.try_get_by_index(12)?,
+            update_time: row.try_get_by_index(13)?,
+            etag: row.try_get_by_index(14)?,
+        }),
+    };
+    Ok((change, subscription))
+}
+
 fn subscription_from_row(row: subscription::Model) -> RepoResult<Subscription> {
     Ok(Subscription {
         event_types: serde_json::from_str(&row.event_types)
@@ -1435,54 +1480,28 @@ impl Repository for SeaRepository {
     }
 
     async fn changes_since(&self, after: Revision, limit: u64) -> RepoResult<Vec<ChangeRecord>> {
-        use sea_orm::sea_query::{Expr, ExprTrait, IntoCondition};
-        use sea_orm::{IdenStatic, JoinType, SelectA, SelectB};
-        let mut query = change::Entity::find().filter(change::Column::Revision.gt(after));
-        if self.backend == DatabaseBackend::Postgres {
-            // Hold readers below the oldest running writer (see PG_REVISION_SHIFT).
-            query = query.filter(
-                Expr::col((change::Entity, change::Column::Revision))
-                    .lt(Expr::cust(PG_HORIZON_SQL)),
-            );
-        }
-        // A subscription change comes with the subscription's row as of the
-        // same snapshot: one round trip where the follower took two.
-        let changed_subscription = change::Entity::belongs_to(subscription::Entity)
-            .from((change::Column::TenantId, change::Column::ResourceKey))
-            .to((
-                subscription::Column::TenantId,
-                subscription::Column::SubscriptionId,
-            ))
-            .on_condition(|change, _| {
-                Expr::col((change, change::Column::ResourceType))
-                    .eq("subscription")
-                    .into_condition()
-            })
-            .into();
-        let select = query
-            .join(JoinType::LeftJoin, changed_subscription)
-            .select_also(subscription::Entity)
-            .order_by_asc(change::Column::Revision)
-            .limit(limit);
-        let statement = sea_orm::QueryTrait::build(&select, self.backend);
+        let sql = match self.backend {
+            // Hold readers below the oldest running writer (see
+            // PG_REVISION_SHIFT).
+            DatabaseBackend::Postgres => {
+                format!("{CHANGES_SINCE} AND c.revision < {PG_HORIZON_SQL} {CHANGES_ORDER}")
+            }
+            _ => format!("{CHANGES_SINCE} {CHANGES_ORDER}"),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let statement =
+            Statement::from_sql_and_values(self.backend, sql, [after.into(), limit.into()]);
         self.read_rows(statement)
             .await?
             .iter()
-            .map(|row| {
-                let c =
-                    change::Model::from_query_result(row, SelectA.as_str()).map_err(classify)?;
-                let subscription =
-                    subscription::Model::from_query_result_optional(row, SelectB.as_str())
-                        .map_err(classify)?
-                        .map(subscription_from_row)
-                        .transpose()?;
+            .map(change_from_row)
+            .collect::<Result<Vec<_>, DbErr>>()
+            .map_err(classify)?
+            .into_iter()
+            .map(|(change, subscription)| {
                 Ok(ChangeRecord {
-                    revision: c.revision,
-                    tenant_id: c.tenant_id,
-                    resource_type: c.resource_type,
-                    resource_key: c.resource_key,
-                    kind: c.kind,
-                    subscription,
+                    subscription: subscription.map(subscription_from_row).transpose()?,
+                    ..change
                 })
             })
             .collect()
