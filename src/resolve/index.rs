@@ -521,7 +521,10 @@ impl ResolveIndex {
     /// Applies one subscription's current state (None: it is gone), read
     /// with the change log up to `followed`, where the subscription's last
     /// change was at `changed`. A direct write newer than `changed` stays:
-    /// the read was taken before it.
+    /// the read was taken before it. So does one at `changed` itself: that
+    /// change is this process's own write, already applied as written, and
+    /// rebuilding it from the read was the follower's main cost under
+    /// creates.
     pub fn apply_subscription(
         &self,
         tenant_id: &str,
@@ -534,12 +537,12 @@ impl ResolveIndex {
             return;
         };
         let mut index = write(&index);
-        let newer_written = index
+        let written = index
             .written
             .get(subscription_id)
-            .is_some_and(|(revision, _)| *revision > changed);
+            .is_some_and(|(revision, _)| *revision >= changed);
         index.follow(followed);
-        if newer_written {
+        if written {
             return;
         }
         match current {
@@ -852,6 +855,35 @@ pub(crate) mod tests {
         // The follower then reads that change with the row as it is now
         // (deleted since, by another replica): the log wins.
         index.apply_subscription("acme", "sub_1", None, 12, 12);
+        assert!(resolved(&index).is_empty());
+    }
+
+    #[test]
+    fn the_follower_leaves_a_write_of_this_process_as_it_applied_it() {
+        let index = index_of(Vec::new(), 10);
+        index.apply_written(&with_patterns("sub_1", &["order.created"]), 11);
+        // The same change read back: the entry is not rebuilt from the
+        // read (a read that differs shows whether it was), and the write
+        // is forgotten once followed.
+        index.apply_subscription(
+            "acme",
+            "sub_1",
+            Some(with_patterns("sub_1", &["invoice.paid"])),
+            11,
+            11,
+        );
+        assert_eq!(resolved(&index), ["sub_1"]);
+        let tenant = index.tenant("acme").unwrap();
+        assert!(read(&tenant).written.is_empty());
+
+        // A later change to it (another replica's) is applied as read.
+        index.apply_subscription(
+            "acme",
+            "sub_1",
+            Some(with_patterns("sub_1", &["invoice.paid"])),
+            12,
+            12,
+        );
         assert!(resolved(&index).is_empty());
     }
 
