@@ -215,7 +215,8 @@ pub(super) struct BatchedCreate {
 /// locked by another write fails the statement at once (`NOWAIT`) instead
 /// of holding every create of the batch behind that write.
 pub(super) fn create_subscriptions(creates: &[BatchedCreate]) -> Statement {
-    let mut values = Vec::with_capacity(creates.len() * (BATCH_INPUTS + 10));
+    let per_row = BATCH_INPUTS + subscription::Column::iter().len();
+    let mut values = Vec::with_capacity(creates.len() * per_row);
     for c in creates {
         let (api_id, nonce, nonce_expire) = nonce_values(c);
         values.extend([

@@ -1166,35 +1166,37 @@ const CHANGES_SINCE: &str = "SELECT c.revision, c.tenant_id, c.resource_type, c.
      WHERE c.revision > $1";
 const CHANGES_ORDER: &str = "ORDER BY c.revision LIMIT $2";
 
-/// One row of [`CHANGES_SINCE`]: the change, and the subscription's row if
-/// the change is a subscription's and the subscription is there.
-fn change_from_row(
-    row: &sea_orm::QueryResult,
-) -> Result<(ChangeRecord, Option<subscription::Model>), DbErr> {
-    let change = ChangeRecord {
-        revision: row.try_get_by_index(0)?,
-        tenant_id: row.try_get_by_index(1)?,
-        resource_type: row.try_get_by_index(2)?,
-        resource_key: row.try_get_by_index(3)?,
-        kind: row.try_get_by_index(4)?,
-        subscription: None,
-    };
-    let subscription = match row.try_get_by_index::<Option<String>>(5)? {
+/// One row of [`CHANGES_SINCE`]: the change, with the subscription if the
+/// change is a subscription's and the subscription is there.
+fn change_from_row(row: &sea_orm::QueryResult) -> RepoResult<ChangeRecord> {
+    let subscription = match at::<Option<String>>(row, 5)? {
         None => None,
-        Some(tenant_id) => Some(subscription::Model {
+        Some(tenant_id) => Some(subscription_from_row(subscription::Model {
             tenant_id,
-            subscription_id: row.try_get_by_index(6)?,
-            endpoint_id: row.try_get_by_index(7)?,
-            name: row.try_get_by_index(8)?,
-            event_types: row.try_get_by_index(9)?,
-            status: row.try_get_by_index(10)?,
-            expire_time: row.try_get_by_index(11)?,
-            create_time: row.try_get_by_index(12)?,
-            update_time: row.try_get_by_index(13)?,
-            etag: row.try_get_by_index(14)?,
-        }),
+            subscription_id: at(row, 6)?,
+            endpoint_id: at(row, 7)?,
+            name: at(row, 8)?,
+            event_types: at(row, 9)?,
+            status: at(row, 10)?,
+            expire_time: at(row, 11)?,
+            create_time: at(row, 12)?,
+            update_time: at(row, 13)?,
+            etag: at(row, 14)?,
+        })?),
     };
-    Ok((change, subscription))
+    Ok(ChangeRecord {
+        revision: at(row, 0)?,
+        tenant_id: at(row, 1)?,
+        resource_type: at(row, 2)?,
+        resource_key: at(row, 3)?,
+        kind: at(row, 4)?,
+        subscription,
+    })
+}
+
+/// Column `index` of `row`.
+fn at<T: sea_orm::TryGetable>(row: &sea_orm::QueryResult, index: usize) -> RepoResult<T> {
+    row.try_get_by_index(index).map_err(classify)
 }
 
 fn subscription_from_row(row: subscription::Model) -> RepoResult<Subscription> {
@@ -1495,15 +1497,6 @@ impl Repository for SeaRepository {
             .await?
             .iter()
             .map(change_from_row)
-            .collect::<Result<Vec<_>, DbErr>>()
-            .map_err(classify)?
-            .into_iter()
-            .map(|(change, subscription)| {
-                Ok(ChangeRecord {
-                    subscription: subscription.map(subscription_from_row).transpose()?,
-                    ..change
-                })
-            })
             .collect()
     }
 

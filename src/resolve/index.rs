@@ -865,25 +865,13 @@ pub(crate) mod tests {
         // The same change read back: the entry is not rebuilt from the
         // read (a read that differs shows whether it was), and the write
         // is forgotten once followed.
-        index.apply_subscription(
-            "acme",
-            "sub_1",
-            Some(with_patterns("sub_1", &["invoice.paid"])),
-            11,
-            11,
-        );
+        read_back(&index, "sub_1", &["invoice.paid"], 11, 11);
         assert_eq!(resolved(&index), ["sub_1"]);
         let tenant = index.tenant("acme").unwrap();
         assert!(read(&tenant).written.is_empty());
 
         // A later change to it (another replica's) is applied as read.
-        index.apply_subscription(
-            "acme",
-            "sub_1",
-            Some(with_patterns("sub_1", &["invoice.paid"])),
-            12,
-            12,
-        );
+        read_back(&index, "sub_1", &["invoice.paid"], 12, 12);
         assert!(resolved(&index).is_empty());
     }
 
@@ -917,6 +905,19 @@ pub(crate) mod tests {
         s
     }
 
+    /// The follower applying its read of `id` with `patterns`, last changed
+    /// at `changed`, with the log followed up to `followed`.
+    fn read_back(
+        index: &ResolveIndex,
+        id: &str,
+        patterns: &[&str],
+        changed: Revision,
+        followed: Revision,
+    ) {
+        let current = Some(with_patterns(id, patterns));
+        index.apply_subscription("acme", id, current, changed, followed);
+    }
+
     #[test]
     fn a_follower_read_from_before_a_write_does_not_undo_it() {
         let index = index_of(vec![with_patterns("sub_1", &["order.*"])], 10);
@@ -925,13 +926,7 @@ pub(crate) mod tests {
         // applies that first.
         index.apply_written(&with_patterns("sub_1", &["invoice.paid"]), 13);
         assert!(resolved(&index).is_empty());
-        index.apply_subscription(
-            "acme",
-            "sub_1",
-            Some(with_patterns("sub_1", &["order.*"])),
-            11,
-            12,
-        );
+        read_back(&index, "sub_1", &["order.*"], 11, 12);
         assert!(resolved(&index).is_empty(), "the older read is skipped");
 
         // A direct delete is not undone by an older read either.
@@ -939,24 +934,12 @@ pub(crate) mod tests {
         let mut deleted = with_patterns("sub_2", &["order.created"]);
         deleted.status = SubscriptionStatus::Deleted;
         index.apply_written(&deleted, 15);
-        index.apply_subscription(
-            "acme",
-            "sub_2",
-            Some(with_patterns("sub_2", &["order.created"])),
-            14,
-            14,
-        );
+        read_back(&index, "sub_2", &["order.created"], 14, 14);
         assert!(resolved(&index).is_empty(), "still deleted");
 
         // Once the follower reads the writes themselves, it applies them
         // (here: changed again since, by another replica) and forgets them.
-        index.apply_subscription(
-            "acme",
-            "sub_1",
-            Some(with_patterns("sub_1", &["order.created"])),
-            16,
-            16,
-        );
+        read_back(&index, "sub_1", &["order.created"], 16, 16);
         assert_eq!(resolved(&index), ["sub_1"]);
         index.apply_subscription("acme", "sub_2", None, 15, 16);
         let tenant = index.tenant("acme").unwrap();
