@@ -81,7 +81,15 @@ where
             .and_then(|v| v.to_str().ok())
             .filter(|v| is_visible_ascii(v, MAX_ID_LEN))
             .map_or_else(new_request_id, str::to_owned);
-        let header = http::HeaderValue::from_str(&request_id).ok();
+        let header = http::HeaderValue::from_str(&request_id)
+            .ok()
+            .map(|mut value| {
+                // Usually unique to the call, so HPACK should send it as a
+                // never-indexed literal: indexing it would only push reusable
+                // headers out of the table (RFC 7541, 7.1.3).
+                value.set_sensitive(true);
+                value
+            });
         if let Some(value) = &header {
             req.headers_mut().insert(REQUEST_ID_HEADER, value.clone());
         }

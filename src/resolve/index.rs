@@ -280,7 +280,12 @@ impl TenantIndex {
                 return None;
             }
             let endpoint = self.endpoints.get(entry.endpoint as usize)?.as_ref()?;
-            let pattern = entry.patterns.iter().find(|p| p.matches(event_type))?;
+            // The slot was reached through one of its patterns; with only
+            // one, that is the match, and it need not be tested again.
+            let pattern = match &*entry.patterns {
+                [only] => only,
+                many => many.iter().find(|p| p.matches(event_type))?,
+            };
             let secrets = if with_secrets {
                 let previous = endpoint
                     .previous

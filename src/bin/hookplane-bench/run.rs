@@ -339,10 +339,7 @@ async fn drive(
     workloads: &[Workload],
     server: &Server,
 ) -> anyhow::Result<Vec<WorkloadReport>> {
-    let signer = Signer {
-        api_id: BENCH_API_ID.into(),
-        secret: BENCH_SECRET.into(),
-    };
+    let signer = Signer::new(BENCH_API_ID, BENCH_SECRET);
     let shape = Shape {
         tenants: args.tenants.max(1),
         subs_per_tenant: args.subscriptions / args.tenants.max(1),
@@ -461,10 +458,7 @@ pub async fn propagation(args: PropagationArgs) -> anyhow::Result<()> {
     let a = Server::start(&opts(&binary, &dir_a, &args)).await?;
     let b = Server::start(&opts(&binary, &dir_b, &args)).await?;
     let result = async {
-        let signer = Signer {
-            api_id: BENCH_API_ID.into(),
-            secret: BENCH_SECRET.into(),
-        };
+        let signer = Signer::new(BENCH_API_ID, BENCH_SECRET);
         let shape = Shape {
             tenants: 1,
             subs_per_tenant: 1,
