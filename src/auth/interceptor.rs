@@ -75,12 +75,7 @@ where
         use tracing::Instrument;
 
         let path = req.uri().path().to_owned();
-        let request_id = req
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| is_visible_ascii(v, MAX_ID_LEN))
-            .map_or_else(new_request_id, str::to_owned);
+        let request_id = request_id_in(req.headers());
         let header = http::HeaderValue::from_str(&request_id)
             .ok()
             .map(|mut value| {
@@ -262,7 +257,12 @@ impl std::fmt::Debug for Authenticator {
 /// The client's `x-request-id` if it is 1..=128 visible ASCII characters,
 /// else a fresh UUID v4.
 pub fn request_id(metadata: &MetadataMap) -> String {
-    metadata
+    request_id_in(metadata.as_ref())
+}
+
+/// [`request_id`] over plain HTTP headers, as the tower layer sees them.
+fn request_id_in(headers: &http::HeaderMap) -> String {
+    headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_visible_ascii(v, MAX_ID_LEN))
