@@ -167,7 +167,7 @@ mod tests {
         let mut named = subscription("sub_1", "ep_a", Some("Bestellungen – für Zürich"), 10);
         named.event_types = vec!["invoice.*".into(), "order.created".into()];
         let index = ResolveIndex::default();
-        index.set_catalog([("order.created".to_owned(), false)].into());
+        index.set_catalog([("order.created".to_owned(), false)].into_iter().collect());
         let snapshot = Snapshot {
             tenants: vec![tenant()],
             endpoints: vec![

@@ -97,13 +97,34 @@ impl Entry {
 }
 
 /// One parsed pattern per distinct pattern text, shared by every
-/// subscription that uses it.
+/// subscription that uses it; and one id per distinct segment of pattern
+/// and event type names, which the tries compare instead of strings.
 #[derive(Default)]
-pub(crate) struct Patterns(std::sync::Mutex<HashMap<Box<str>, Arc<EventPattern>>>);
+pub(crate) struct Patterns {
+    parsed: std::sync::Mutex<HashMap<Box<str>, Arc<EventPattern>>>,
+    segments: std::sync::Mutex<FastMap<Box<str>, u32>>,
+}
 
 impl Patterns {
+    /// The id of one segment, the same for the process's lifetime (ids
+    /// are never given back: there is one per distinct segment ever seen).
+    fn segment(&self, segment: &str) -> u32 {
+        let mut ids = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = ids.get(segment) {
+            return *id;
+        }
+        let id = ids.len() as u32;
+        ids.insert(segment.into(), id);
+        id
+    }
+
+    /// The ids of an event type's segments.
+    fn segment_ids(&self, event_type: &str) -> Box<[u32]> {
+        event_type.split('.').map(|s| self.segment(s)).collect()
+    }
+
     fn get(&self, raw: &str) -> Option<Arc<EventPattern>> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = map.get(raw) {
             return Some(p.clone());
         }
@@ -212,14 +233,15 @@ impl TenantIndex {
         }
     }
 
-    fn remove_subscription(&mut self, subscription_id: &str) {
+    fn remove_subscription(&mut self, subscription_id: &str, interner: &Patterns) {
         let Some(slot) = self.slots.remove(subscription_id) else {
             return;
         };
         if let Some(entry) = self.entries[slot as usize].take() {
             for p in entry.patterns() {
                 if p.is_wildcard() {
-                    self.wildcards.remove(p.as_str(), slot);
+                    self.wildcards
+                        .remove(p.as_str(), slot, |s| interner.segment(s));
                 } else if let Some(list) = self.exact.get_mut(p.as_str()) {
                     list.retain(|s| *s != slot);
                     if list.is_empty() {
@@ -233,7 +255,7 @@ impl TenantIndex {
 
     /// Indexes an ACTIVE subscription; anything else leaves the index.
     fn upsert_subscription(&mut self, s: &Subscription, interner: &Patterns) {
-        self.remove_subscription(&s.subscription_id);
+        self.remove_subscription(&s.subscription_id, interner);
         if s.status != SubscriptionStatus::Active {
             return;
         }
@@ -252,7 +274,8 @@ impl TenantIndex {
         };
         for p in std::iter::once(&pattern).chain(more_patterns.iter()) {
             if p.is_wildcard() {
-                self.wildcards.insert(p.as_str(), slot);
+                self.wildcards
+                    .insert(p.as_str(), slot, |s| interner.segment(s));
             } else {
                 self.exact.entry(p.as_str().into()).or_default().push(slot);
             }
@@ -271,16 +294,22 @@ impl TenantIndex {
     }
 
     /// The live subscriptions `event_type` reaches, in the stable order of
-    /// answers: creation time, then id.
-    fn matches(&self, event_type: &str, now: Micros, with_secrets: bool) -> Vec<Match<'_>> {
+    /// answers: creation time, then id. `segments` are the ids of its
+    /// segments (see [`Patterns::segment`]).
+    fn matches(
+        &self,
+        event_type: &str,
+        segments: &[u32],
+        now: Micros,
+        with_secrets: bool,
+    ) -> Vec<Match<'_>> {
         if !self.active {
             return Vec::new();
         }
         let exact = self.exact.get(event_type).map_or(&[][..], Vec::as_slice);
         let mut slots: Vec<u32> = Vec::with_capacity(exact.len() + 16);
         slots.extend_from_slice(exact);
-        let segments: Vec<&str> = event_type.split('.').collect();
-        self.wildcards.collect(&segments, &mut slots);
+        self.wildcards.collect(segments, &mut slots);
         slots.sort_unstable();
         slots.dedup();
         // In an index larger than the CPU's caches, each entry reached and
@@ -419,6 +448,9 @@ pub type Catalog = FastMap<String, bool>;
 pub struct ResolveIndex {
     tenants: RwLock<FastMap<String, Arc<RwLock<TenantIndex>>>>,
     catalog: RwLock<Arc<Catalog>>,
+    /// The catalog's names with the ids of their segments: what a resolve
+    /// looks the event type up in.
+    resolvable: RwLock<FastMap<Box<str>, Box<[u32]>>>,
     patterns: Patterns,
     applied: watch::Sender<Revision>,
     /// The same revision, for readers that only look: every resolve reads
@@ -436,6 +468,7 @@ impl Default for ResolveIndex {
         ResolveIndex {
             tenants: RwLock::default(),
             catalog: RwLock::default(),
+            resolvable: RwLock::default(),
             patterns: Patterns::default(),
             applied: watch::channel(0).0,
             applied_now: AtomicI64::new(0),
@@ -540,7 +573,7 @@ impl ResolveIndex {
         }
         *current = tenants;
         drop(current);
-        *write(&self.catalog) = Arc::new(catalog);
+        self.set_catalog(catalog);
         Ok(())
     }
 
@@ -605,7 +638,7 @@ impl ResolveIndex {
         }
         match current {
             Some(s) => index.upsert_subscription(&s, &self.patterns),
-            None => index.remove_subscription(subscription_id),
+            None => index.remove_subscription(subscription_id, &self.patterns),
         }
     }
 
@@ -663,6 +696,11 @@ impl ResolveIndex {
     }
 
     pub fn set_catalog(&self, catalog: Catalog) {
+        let resolvable = catalog
+            .keys()
+            .map(|name| (name.as_str().into(), self.patterns.segment_ids(name)))
+            .collect();
+        *write(&self.resolvable) = resolvable;
         *write(&self.catalog) = Arc::new(catalog);
     }
 
@@ -742,14 +780,18 @@ impl ResolveIndex {
         render: impl FnOnce(&[Match<'_>], Revision) -> R,
     ) -> R {
         let revision = self.applied();
-        if !read(&self.catalog).contains_key(event_type) {
+        let resolvable = read(&self.resolvable);
+        let Some(segments) = resolvable.get(event_type) else {
             return render(&[], revision);
-        }
+        };
         let Some(index) = self.tenant(tenant_id) else {
             return render(&[], revision);
         };
         let index = read(&index);
-        render(&index.matches(event_type, now, with_secrets), revision)
+        render(
+            &index.matches(event_type, segments, now, with_secrets),
+            revision,
+        )
     }
 }
 
@@ -823,8 +865,14 @@ pub(crate) mod tests {
         assert_eq!([p.get(0), p.get(1)], ["", "x"]);
     }
 
-    fn targets_of(index: &TenantIndex, now: Micros, with_secrets: bool) -> Vec<Target> {
-        let matches = index.matches("order.created", now, with_secrets);
+    fn targets_of(
+        index: &TenantIndex,
+        patterns: &Patterns,
+        now: Micros,
+        with_secrets: bool,
+    ) -> Vec<Target> {
+        let segments = patterns.segment_ids("order.created");
+        let matches = index.matches("order.created", &segments, now, with_secrets);
         matches.iter().map(Match::to_target).collect()
     }
 
@@ -842,9 +890,10 @@ pub(crate) mod tests {
             &patterns,
             0,
         );
+        let segments = patterns.segment_ids("order.created");
         let ids = |index: &TenantIndex| -> Vec<String> {
             index
-                .matches("order.created", 1_000, true)
+                .matches("order.created", &segments, 1_000, true)
                 .iter()
                 .map(|m| m.subscription_id().to_owned())
                 .collect()
@@ -852,7 +901,7 @@ pub(crate) mod tests {
         assert_eq!(ids(&index), ["sub_1"], "ep_b is not known yet");
 
         index.upsert_endpoint(endpoint("ep_b", "https://b.example/hook", true));
-        let targets = targets_of(&index, 1_000, true);
+        let targets = targets_of(&index, &patterns, 1_000, true);
         assert_eq!(
             targets[0],
             Target {
@@ -871,7 +920,7 @@ pub(crate) mod tests {
         index.upsert_endpoint(endpoint("ep_a", "https://a.example/hook", false));
         assert_eq!(ids(&index), ["sub_2"], "a disabled endpoint drops out");
         index.upsert_endpoint(endpoint("ep_a", "https://a2.example/hook", true));
-        let targets = targets_of(&index, 3_000, false);
+        let targets = targets_of(&index, &patterns, 3_000, false);
         assert_eq!(
             targets[0].url, "https://a2.example/hook",
             "back, with its new URL"
@@ -895,7 +944,7 @@ pub(crate) mod tests {
 
     pub(crate) fn index_of(subscriptions: Vec<Subscription>, followed: Revision) -> ResolveIndex {
         let index = ResolveIndex::default();
-        index.set_catalog([("order.created".to_owned(), false)].into());
+        index.set_catalog([("order.created".to_owned(), false)].into_iter().collect());
         index.load_tenant("acme", acme(subscriptions), followed);
         index
     }

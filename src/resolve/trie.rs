@@ -1,17 +1,28 @@
 //! Wildcard patterns in a segment trie, so matching an event type walks its
 //! segments instead of testing every pattern.
 
-use super::index::FastMap;
-
 #[derive(Default, Debug)]
 struct Node {
-    literal: FastMap<Box<str>, u32>,
+    /// Children by the id of their literal segment (ids come from the
+    /// index's segment interner, so no string is compared or hashed on the
+    /// way down), sorted by id. One allocation: a resolve reads each node's
+    /// children from one place in memory.
+    literal: Vec<(u32, u32)>,
     /// Child reached through a `*` that is not the last segment.
     star: Option<u32>,
     /// Entries whose pattern ends here with a final `*` (one or more segments).
     tail: Vec<u32>,
     /// Entries whose pattern ends exactly here.
     end: Vec<u32>,
+}
+
+impl Node {
+    fn child(&self, segment: u32) -> Option<u32> {
+        self.literal
+            .binary_search_by_key(&segment, |(s, _)| *s)
+            .ok()
+            .map(|i| self.literal[i].1)
+    }
 }
 
 #[derive(Debug)]
@@ -28,8 +39,9 @@ impl Default for PatternTrie {
 }
 
 impl PatternTrie {
-    /// Adds `entry` under a wildcard pattern (segments split on '.').
-    pub fn insert(&mut self, pattern: &str, entry: u32) {
+    /// Adds `entry` under a wildcard pattern (segments split on '.');
+    /// `segment_id` names each literal segment.
+    pub fn insert(&mut self, pattern: &str, entry: u32, mut segment_id: impl FnMut(&str) -> u32) {
         let segments: Vec<&str> = pattern.split('.').collect();
         let mut node = 0usize;
         for (i, segment) in segments.iter().enumerate() {
@@ -38,20 +50,23 @@ impl PatternTrie {
                 self.nodes[node].tail.push(entry);
                 return;
             }
-            let next = if *segment == "*" {
-                self.nodes[node].star
-            } else {
-                self.nodes[node].literal.get(*segment).copied()
+            let id = (*segment != "*").then(|| segment_id(segment));
+            let next = match id {
+                None => self.nodes[node].star,
+                Some(id) => self.nodes[node].child(id),
             };
             node = match next {
                 Some(n) => n as usize,
                 None => {
                     let n = self.nodes.len() as u32;
                     self.nodes.push(Node::default());
-                    if *segment == "*" {
-                        self.nodes[node].star = Some(n);
-                    } else {
-                        self.nodes[node].literal.insert((*segment).into(), n);
+                    let parent = &mut self.nodes[node];
+                    match id {
+                        None => parent.star = Some(n),
+                        Some(id) => {
+                            let at = parent.literal.partition_point(|(s, _)| *s < id);
+                            parent.literal.insert(at, (id, n));
+                        }
                     }
                     n as usize
                 }
@@ -61,7 +76,7 @@ impl PatternTrie {
     }
 
     /// Removes `entry` from under a wildcard pattern (no-op when absent).
-    pub fn remove(&mut self, pattern: &str, entry: u32) {
+    pub fn remove(&mut self, pattern: &str, entry: u32, mut segment_id: impl FnMut(&str) -> u32) {
         let segments: Vec<&str> = pattern.split('.').collect();
         let mut node = 0usize;
         for (i, segment) in segments.iter().enumerate() {
@@ -73,7 +88,7 @@ impl PatternTrie {
             let next = if *segment == "*" {
                 self.nodes[node].star
             } else {
-                self.nodes[node].literal.get(*segment).copied()
+                self.nodes[node].child(segment_id(segment))
             };
             match next {
                 Some(n) => node = n as usize,
@@ -83,19 +98,20 @@ impl PatternTrie {
         self.nodes[node].end.retain(|e| *e != entry);
     }
 
-    /// Appends every entry whose pattern matches the event type's segments.
-    pub fn collect(&self, segments: &[&str], out: &mut Vec<u32>) {
+    /// Appends every entry whose pattern matches the event type, given as
+    /// the ids of its segments.
+    pub fn collect(&self, segments: &[u32], out: &mut Vec<u32>) {
         self.walk(0, segments, out);
     }
 
-    fn walk(&self, node: usize, rest: &[&str], out: &mut Vec<u32>) {
+    fn walk(&self, node: usize, rest: &[u32], out: &mut Vec<u32>) {
         let n = &self.nodes[node];
         let Some((head, tail)) = rest.split_first() else {
             out.extend_from_slice(&n.end);
             return;
         };
         out.extend_from_slice(&n.tail);
-        if let Some(&child) = n.literal.get(*head) {
+        if let Some(child) = n.child(*head) {
             self.walk(child as usize, tail, out);
         }
         if let Some(child) = n.star {
@@ -108,8 +124,25 @@ impl PatternTrie {
 mod tests {
     use super::*;
 
-    fn matches(trie: &PatternTrie, event: &str) -> Vec<u32> {
-        let segments: Vec<&str> = event.split('.').collect();
+    /// Segment ids as the index's interner hands them out: one per
+    /// distinct string.
+    #[derive(Default)]
+    struct Ids(Vec<String>);
+
+    impl Ids {
+        fn id(&mut self, segment: &str) -> u32 {
+            match self.0.iter().position(|s| s == segment) {
+                Some(i) => i as u32,
+                None => {
+                    self.0.push(segment.to_owned());
+                    (self.0.len() - 1) as u32
+                }
+            }
+        }
+    }
+
+    fn matches(trie: &PatternTrie, ids: &mut Ids, event: &str) -> Vec<u32> {
+        let segments: Vec<u32> = event.split('.').map(|s| ids.id(s)).collect();
         let mut out = Vec::new();
         trie.collect(&segments, &mut out);
         out.sort_unstable();
@@ -119,19 +152,41 @@ mod tests {
     #[test]
     fn wildcard_semantics_follow_the_contract() {
         let mut trie = PatternTrie::default();
-        trie.insert("command.*", 1);
-        trie.insert("*.completed", 2);
-        trie.insert("a.*.c", 3);
-        trie.insert("*", 4);
-        assert_eq!(matches(&trie, "command.completed"), vec![1, 2, 4]);
-        assert_eq!(matches(&trie, "command.a.b"), vec![1, 4]);
-        assert_eq!(matches(&trie, "command"), vec![4]);
-        assert_eq!(matches(&trie, "a.x.c"), vec![3, 4]);
-        assert_eq!(matches(&trie, "a.x.y.c"), vec![4]);
-        assert_eq!(matches(&trie, "x.y.completed"), vec![4]);
-        assert_eq!(matches(&trie, "Command.completed"), vec![2, 4]);
-        trie.remove("*.completed", 2);
-        trie.remove("*", 4);
-        assert_eq!(matches(&trie, "command.completed"), vec![1]);
+        let mut ids = Ids::default();
+        trie.insert("command.*", 1, |s| ids.id(s));
+        trie.insert("*.completed", 2, |s| ids.id(s));
+        trie.insert("a.*.c", 3, |s| ids.id(s));
+        trie.insert("*", 4, |s| ids.id(s));
+        assert_eq!(matches(&trie, &mut ids, "command.completed"), vec![1, 2, 4]);
+        assert_eq!(matches(&trie, &mut ids, "command.a.b"), vec![1, 4]);
+        assert_eq!(matches(&trie, &mut ids, "command"), vec![4]);
+        assert_eq!(matches(&trie, &mut ids, "a.x.c"), vec![3, 4]);
+        assert_eq!(matches(&trie, &mut ids, "a.x.y.c"), vec![4]);
+        assert_eq!(matches(&trie, &mut ids, "x.y.completed"), vec![4]);
+        assert_eq!(matches(&trie, &mut ids, "Command.completed"), vec![2, 4]);
+        trie.remove("*.completed", 2, |s| ids.id(s));
+        trie.remove("*", 4, |s| ids.id(s));
+        assert_eq!(matches(&trie, &mut ids, "command.completed"), vec![1]);
+    }
+
+    #[test]
+    fn many_children_of_one_node_are_each_found_and_removed() {
+        let mut trie = PatternTrie::default();
+        let mut ids = Ids::default();
+        // Segment ids handed out out of order, so children are inserted
+        // in the middle of the sorted list as well as at its ends.
+        for i in [7u32, 2, 9, 0, 5, 3, 8, 1, 6, 4] {
+            ids.id(&format!("s{i}"));
+        }
+        for i in 0..10u32 {
+            trie.insert(&format!("s{}.*", (i * 7) % 10), (i * 7) % 10, |s| ids.id(s));
+        }
+        for i in 0..10u32 {
+            assert_eq!(matches(&trie, &mut ids, &format!("s{i}.x")), vec![i]);
+        }
+        trie.remove("s3.*", 3, |s| ids.id(s));
+        assert_eq!(matches(&trie, &mut ids, "s3.x"), Vec::<u32>::new());
+        assert_eq!(matches(&trie, &mut ids, "s4.x"), vec![4]);
+        assert_eq!(matches(&trie, &mut ids, "s11.x"), Vec::<u32>::new());
     }
 }
