@@ -97,30 +97,34 @@ impl Entry {
 }
 
 /// One parsed pattern per distinct pattern text, shared by every
-/// subscription that uses it; and one id per distinct segment of pattern
-/// and event type names, which the tries compare instead of strings.
+/// subscription that uses it; and one id per distinct event type name and
+/// name segment, which the index compares instead of strings.
 #[derive(Default)]
 pub(crate) struct Patterns {
     parsed: std::sync::Mutex<HashMap<Box<str>, Arc<EventPattern>>>,
-    segments: std::sync::Mutex<FastMap<Box<str>, u32>>,
+    ids: std::sync::Mutex<FastMap<Box<str>, u32>>,
 }
 
 impl Patterns {
-    /// The id of one segment, the same for the process's lifetime (ids
-    /// are never given back: there is one per distinct segment ever seen).
-    fn segment(&self, segment: &str) -> u32 {
-        let mut ids = self.segments.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(id) = ids.get(segment) {
+    /// The id of a segment or a whole name, the same for the process's
+    /// lifetime (ids are never given back: there is one per distinct
+    /// string ever seen).
+    fn id(&self, text: &str) -> u32 {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = ids.get(text) {
             return *id;
         }
         let id = ids.len() as u32;
-        ids.insert(segment.into(), id);
+        ids.insert(text.into(), id);
         id
     }
 
-    /// The ids of an event type's segments.
-    fn segment_ids(&self, event_type: &str) -> Box<[u32]> {
-        event_type.split('.').map(|s| self.segment(s)).collect()
+    /// The ids of an event type's name and segments.
+    fn resolvable(&self, event_type: &str) -> Resolvable {
+        Resolvable {
+            name: self.id(event_type),
+            segments: event_type.split('.').map(|s| self.id(s)).collect(),
+        }
     }
 
     fn get(&self, raw: &str) -> Option<Arc<EventPattern>> {
@@ -159,7 +163,8 @@ struct TenantIndex {
     entries: Vec<Option<Entry>>,
     free: Vec<u32>,
     slots: FastMap<Box<str>, u32>,
-    exact: FastMap<Box<str>, Vec<u32>>,
+    /// By the interned id of the event type name (see [`Patterns::id`]).
+    exact: FastMap<u32, Vec<Tagged>>,
     wildcards: PatternTrie,
 }
 
@@ -238,14 +243,17 @@ impl TenantIndex {
             return;
         };
         if let Some(entry) = self.entries[slot as usize].take() {
-            for p in entry.patterns() {
+            for (i, p) in entry.patterns().enumerate() {
                 if p.is_wildcard() {
                     self.wildcards
-                        .remove(p.as_str(), slot, |s| interner.segment(s));
-                } else if let Some(list) = self.exact.get_mut(p.as_str()) {
-                    list.retain(|s| *s != slot);
-                    if list.is_empty() {
-                        self.exact.remove(p.as_str());
+                        .remove(p.as_str(), tagged(slot, i), |s| interner.id(s));
+                } else {
+                    let name = interner.id(p.as_str());
+                    if let Some(list) = self.exact.get_mut(&name) {
+                        list.retain(|t| slot_of(*t) != slot);
+                        if list.is_empty() {
+                            self.exact.remove(&name);
+                        }
                     }
                 }
             }
@@ -272,12 +280,16 @@ impl TenantIndex {
                 (self.entries.len() - 1) as u32
             }
         };
-        for p in std::iter::once(&pattern).chain(more_patterns.iter()) {
+        for (i, p) in std::iter::once(&pattern)
+            .chain(more_patterns.iter())
+            .enumerate()
+        {
             if p.is_wildcard() {
                 self.wildcards
-                    .insert(p.as_str(), slot, |s| interner.segment(s));
+                    .insert(p.as_str(), tagged(slot, i), |s| interner.id(s));
             } else {
-                self.exact.entry(p.as_str().into()).or_default().push(slot);
+                let name = interner.id(p.as_str());
+                self.exact.entry(name).or_default().push(tagged(slot, i));
             }
         }
         self.slots.insert(s.subscription_id.as_str().into(), slot);
@@ -294,53 +306,56 @@ impl TenantIndex {
     }
 
     /// The live subscriptions `event_type` reaches, in the stable order of
-    /// answers: creation time, then id. `segments` are the ids of its
-    /// segments (see [`Patterns::segment`]).
+    /// answers: creation time, then id. `ids` are the interned ids of its
+    /// name and segments.
     fn matches(
         &self,
         event_type: &str,
-        segments: &[u32],
+        ids: &Resolvable,
         now: Micros,
         with_secrets: bool,
     ) -> Vec<Match<'_>> {
         if !self.active {
             return Vec::new();
         }
-        let exact = self.exact.get(event_type).map_or(&[][..], Vec::as_slice);
-        let mut slots: Vec<u32> = Vec::with_capacity(exact.len() + 16);
-        slots.extend_from_slice(exact);
-        self.wildcards.collect(segments, &mut slots);
-        slots.sort_unstable();
-        slots.dedup();
+        let exact = self.exact.get(&ids.name).map_or(&[][..], Vec::as_slice);
+        let mut tags: Vec<Tagged> = Vec::with_capacity(exact.len() + 16);
+        tags.extend_from_slice(exact);
+        self.wildcards.collect(&ids.segments, &mut tags);
+        tags.sort_unstable();
+        // A slot's lowest tag names the first of its patterns that matched.
+        tags.dedup_by_key(|t| slot_of(*t));
         // In an index larger than the CPU's caches, each entry reached and
         // each string it points to is a likely miss. Asking for all the
         // entries first, then for all their strings, lets those misses
         // overlap instead of queueing one behind the other (profiles of
         // resolve over 1M subscriptions were dominated by them).
-        for &slot in &slots {
-            if let Some(entry) = self.entries.get(slot as usize) {
+        for &tag in &tags {
+            if let Some(entry) = self.entries.get(slot_of(tag) as usize) {
                 prefetch(entry);
             }
         }
-        let mut live: Vec<(&Entry, &IndexedEndpoint)> = Vec::with_capacity(slots.len());
-        live.extend(slots.into_iter().filter_map(|slot| {
-            let entry = self.entries.get(slot as usize)?.as_ref()?;
+        let mut live: Vec<(&Entry, &IndexedEndpoint, Tagged)> = Vec::with_capacity(tags.len());
+        live.extend(tags.into_iter().filter_map(|tag| {
+            let entry = self.entries.get(slot_of(tag) as usize)?.as_ref()?;
             if entry.expire_time.is_some_and(|t| t <= now) {
                 return None;
             }
             let endpoint = self.endpoints.get(entry.endpoint as usize)?.as_ref()?;
             prefetch(entry.text.text.as_ptr());
             prefetch(endpoint.text.text.as_ptr());
-            Some((entry, endpoint))
+            Some((entry, endpoint, tag))
         }));
         let mut found: Vec<Match<'_>> = Vec::with_capacity(live.len());
-        found.extend(live.into_iter().filter_map(|(entry, endpoint)| {
-            // The slot was reached through one of its patterns; with only
-            // one, that is the match, and it need not be tested again.
-            let pattern = if entry.more_patterns.is_empty() {
-                &entry.pattern
-            } else {
-                entry.patterns().find(|p| p.matches(event_type))?
+        found.extend(live.into_iter().filter_map(|(entry, endpoint, tag)| {
+            let pattern = match pattern_of(tag) {
+                0 => &entry.pattern,
+                n if n < LAST_PATTERN => entry.more_patterns.get(n - 1)?,
+                // Past the tags' range: test those patterns.
+                _ => entry
+                    .patterns()
+                    .skip(LAST_PATTERN)
+                    .find(|p| p.matches(event_type))?,
             };
             let secrets = if with_secrets {
                 let previous = endpoint
@@ -365,6 +380,33 @@ impl TenantIndex {
         });
         found
     }
+}
+
+/// An entry in a slot list: the entry's slot and the index of the pattern
+/// that filed it there (capped at [`LAST_PATTERN`]), so that a resolve names
+/// the matched pattern without testing patterns again.
+type Tagged = u64;
+
+const PATTERN_BITS: u32 = 8;
+const LAST_PATTERN: usize = (1 << PATTERN_BITS) - 1;
+
+fn tagged(slot: u32, pattern: usize) -> Tagged {
+    (u64::from(slot) << PATTERN_BITS) | pattern.min(LAST_PATTERN) as u64
+}
+
+fn slot_of(tag: Tagged) -> u32 {
+    (tag >> PATTERN_BITS) as u32
+}
+
+fn pattern_of(tag: Tagged) -> usize {
+    (tag & LAST_PATTERN as u64) as usize
+}
+
+/// What a resolve needs of a catalog entry: the interned ids of its name
+/// and of its segments.
+struct Resolvable {
+    name: u32,
+    segments: Box<[u32]>,
 }
 
 /// Asks the CPU to start loading the memory `value` starts at (its first
@@ -450,7 +492,7 @@ pub struct ResolveIndex {
     catalog: RwLock<Arc<Catalog>>,
     /// The catalog's names with the ids of their segments: what a resolve
     /// looks the event type up in.
-    resolvable: RwLock<FastMap<Box<str>, Box<[u32]>>>,
+    resolvable: RwLock<FastMap<Box<str>, Resolvable>>,
     patterns: Patterns,
     applied: watch::Sender<Revision>,
     /// The same revision, for readers that only look: every resolve reads
@@ -698,7 +740,7 @@ impl ResolveIndex {
     pub fn set_catalog(&self, catalog: Catalog) {
         let resolvable = catalog
             .keys()
-            .map(|name| (name.as_str().into(), self.patterns.segment_ids(name)))
+            .map(|name| (name.as_str().into(), self.patterns.resolvable(name)))
             .collect();
         *write(&self.resolvable) = resolvable;
         *write(&self.catalog) = Arc::new(catalog);
@@ -781,17 +823,14 @@ impl ResolveIndex {
     ) -> R {
         let revision = self.applied();
         let resolvable = read(&self.resolvable);
-        let Some(segments) = resolvable.get(event_type) else {
+        let Some(ids) = resolvable.get(event_type) else {
             return render(&[], revision);
         };
         let Some(index) = self.tenant(tenant_id) else {
             return render(&[], revision);
         };
         let index = read(&index);
-        render(
-            &index.matches(event_type, segments, now, with_secrets),
-            revision,
-        )
+        render(&index.matches(event_type, ids, now, with_secrets), revision)
     }
 }
 
@@ -871,8 +910,8 @@ pub(crate) mod tests {
         now: Micros,
         with_secrets: bool,
     ) -> Vec<Target> {
-        let segments = patterns.segment_ids("order.created");
-        let matches = index.matches("order.created", &segments, now, with_secrets);
+        let ids = patterns.resolvable("order.created");
+        let matches = index.matches("order.created", &ids, now, with_secrets);
         matches.iter().map(Match::to_target).collect()
     }
 
@@ -890,10 +929,10 @@ pub(crate) mod tests {
             &patterns,
             0,
         );
-        let segments = patterns.segment_ids("order.created");
+        let order_created = patterns.resolvable("order.created");
         let ids = |index: &TenantIndex| -> Vec<String> {
             index
-                .matches("order.created", &segments, 1_000, true)
+                .matches("order.created", &order_created, 1_000, true)
                 .iter()
                 .map(|m| m.subscription_id().to_owned())
                 .collect()
@@ -947,6 +986,58 @@ pub(crate) mod tests {
         index.set_catalog([("order.created".to_owned(), false)].into_iter().collect());
         index.load_tenant("acme", acme(subscriptions), followed);
         index
+    }
+
+    #[test]
+    fn the_matched_pattern_is_the_first_that_matches_also_past_the_tagged_ones() {
+        // Past the 255th pattern the slot lists no longer say which one
+        // filed the entry, and the patterns from there on are tested.
+        let mut many: Vec<String> = (0..300).map(|i| format!("other.e{i}")).collect();
+        many[280] = "order.*".into();
+        many[290] = "order.created".into();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let index = index_of(
+            vec![
+                with_patterns("sub_1", &["order.*", "order.created", "*"]),
+                with_patterns("sub_2", &["shipment.sent", "*", "order.created"]),
+                with_patterns("sub_3", &["shipment.*", "order.created", "order.*"]),
+                with_patterns("sub_4", &many),
+            ],
+            0,
+        );
+        index.set_catalog(
+            [("order.created", false), ("shipment.sent", false)]
+                .map(|(n, d)| (n.to_owned(), d))
+                .into_iter()
+                .collect(),
+        );
+        let (targets, _) = index.resolve("acme", "order.created", 1_000, false);
+        let matched: Vec<(&str, &str)> = targets
+            .iter()
+            .map(|t| (t.subscription_id.as_str(), t.matched_pattern.as_str()))
+            .collect();
+        assert_eq!(
+            matched,
+            [
+                ("sub_1", "order.*"),
+                ("sub_2", "*"),
+                ("sub_3", "order.created"),
+                ("sub_4", "order.*"),
+            ]
+        );
+        let (targets, _) = index.resolve("acme", "shipment.sent", 1_000, false);
+        let matched: Vec<(&str, &str)> = targets
+            .iter()
+            .map(|t| (t.subscription_id.as_str(), t.matched_pattern.as_str()))
+            .collect();
+        assert_eq!(
+            matched,
+            [
+                ("sub_1", "*"),
+                ("sub_2", "shipment.sent"),
+                ("sub_3", "shipment.*")
+            ]
+        );
     }
 
     fn resolved(index: &ResolveIndex) -> Vec<String> {

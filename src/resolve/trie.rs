@@ -11,9 +11,9 @@ struct Node {
     /// Child reached through a `*` that is not the last segment.
     star: Option<u32>,
     /// Entries whose pattern ends here with a final `*` (one or more segments).
-    tail: Vec<u32>,
+    tail: Vec<u64>,
     /// Entries whose pattern ends exactly here.
-    end: Vec<u32>,
+    end: Vec<u64>,
 }
 
 impl Node {
@@ -39,9 +39,10 @@ impl Default for PatternTrie {
 }
 
 impl PatternTrie {
-    /// Adds `entry` under a wildcard pattern (segments split on '.');
-    /// `segment_id` names each literal segment.
-    pub fn insert(&mut self, pattern: &str, entry: u32, mut segment_id: impl FnMut(&str) -> u32) {
+    /// Adds `entry` (any value the caller files entries by) under a
+    /// wildcard pattern (segments split on '.'); `segment_id` names each
+    /// literal segment.
+    pub fn insert(&mut self, pattern: &str, entry: u64, mut segment_id: impl FnMut(&str) -> u32) {
         let segments: Vec<&str> = pattern.split('.').collect();
         let mut node = 0usize;
         for (i, segment) in segments.iter().enumerate() {
@@ -76,7 +77,7 @@ impl PatternTrie {
     }
 
     /// Removes `entry` from under a wildcard pattern (no-op when absent).
-    pub fn remove(&mut self, pattern: &str, entry: u32, mut segment_id: impl FnMut(&str) -> u32) {
+    pub fn remove(&mut self, pattern: &str, entry: u64, mut segment_id: impl FnMut(&str) -> u32) {
         let segments: Vec<&str> = pattern.split('.').collect();
         let mut node = 0usize;
         for (i, segment) in segments.iter().enumerate() {
@@ -100,11 +101,11 @@ impl PatternTrie {
 
     /// Appends every entry whose pattern matches the event type, given as
     /// the ids of its segments.
-    pub fn collect(&self, segments: &[u32], out: &mut Vec<u32>) {
+    pub fn collect(&self, segments: &[u32], out: &mut Vec<u64>) {
         self.walk(0, segments, out);
     }
 
-    fn walk(&self, node: usize, rest: &[u32], out: &mut Vec<u32>) {
+    fn walk(&self, node: usize, rest: &[u32], out: &mut Vec<u64>) {
         let n = &self.nodes[node];
         let Some((head, tail)) = rest.split_first() else {
             out.extend_from_slice(&n.end);
@@ -141,7 +142,7 @@ mod tests {
         }
     }
 
-    fn matches(trie: &PatternTrie, ids: &mut Ids, event: &str) -> Vec<u32> {
+    fn matches(trie: &PatternTrie, ids: &mut Ids, event: &str) -> Vec<u64> {
         let segments: Vec<u32> = event.split('.').map(|s| ids.id(s)).collect();
         let mut out = Vec::new();
         trie.collect(&segments, &mut out);
@@ -178,15 +179,15 @@ mod tests {
         for i in [7u32, 2, 9, 0, 5, 3, 8, 1, 6, 4] {
             ids.id(&format!("s{i}"));
         }
-        for i in 0..10u32 {
+        for i in 0..10u64 {
             trie.insert(&format!("s{}.*", (i * 7) % 10), (i * 7) % 10, |s| ids.id(s));
         }
-        for i in 0..10u32 {
+        for i in 0..10u64 {
             assert_eq!(matches(&trie, &mut ids, &format!("s{i}.x")), vec![i]);
         }
         trie.remove("s3.*", 3, |s| ids.id(s));
-        assert_eq!(matches(&trie, &mut ids, "s3.x"), Vec::<u32>::new());
+        assert_eq!(matches(&trie, &mut ids, "s3.x"), Vec::<u64>::new());
         assert_eq!(matches(&trie, &mut ids, "s4.x"), vec![4]);
-        assert_eq!(matches(&trie, &mut ids, "s11.x"), Vec::<u32>::new());
+        assert_eq!(matches(&trie, &mut ids, "s11.x"), Vec::<u64>::new());
     }
 }
