@@ -1011,32 +1011,35 @@ pub(crate) mod tests {
                 .into_iter()
                 .collect(),
         );
-        let (targets, _) = index.resolve("acme", "order.created", 1_000, false);
-        let matched: Vec<(&str, &str)> = targets
-            .iter()
-            .map(|t| (t.subscription_id.as_str(), t.matched_pattern.as_str()))
-            .collect();
+        let matched = |event_type: &str| -> Vec<(String, String)> {
+            let (targets, _) = index.resolve("acme", event_type, 1_000, false);
+            targets
+                .into_iter()
+                .map(|t| (t.subscription_id, t.matched_pattern))
+                .collect()
+        };
+        let pairs = |expected: &[(&str, &str)]| -> Vec<(String, String)> {
+            expected
+                .iter()
+                .map(|(s, p)| ((*s).to_owned(), (*p).to_owned()))
+                .collect()
+        };
         assert_eq!(
-            matched,
-            [
+            matched("order.created"),
+            pairs(&[
                 ("sub_1", "order.*"),
                 ("sub_2", "*"),
                 ("sub_3", "order.created"),
                 ("sub_4", "order.*"),
-            ]
+            ])
         );
-        let (targets, _) = index.resolve("acme", "shipment.sent", 1_000, false);
-        let matched: Vec<(&str, &str)> = targets
-            .iter()
-            .map(|t| (t.subscription_id.as_str(), t.matched_pattern.as_str()))
-            .collect();
         assert_eq!(
-            matched,
-            [
+            matched("shipment.sent"),
+            pairs(&[
                 ("sub_1", "*"),
                 ("sub_2", "shipment.sent"),
-                ("sub_3", "shipment.*")
-            ]
+                ("sub_3", "shipment.*"),
+            ])
         );
     }
 
