@@ -418,12 +418,16 @@ fn prefetch<T>(value: *const T) {
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let first = value.cast::<i8>();
-        let last = first.wrapping_add(std::mem::size_of::<T>() - 1);
         // SAFETY: a prefetch never faults, whatever the address, and
         // changes nothing but the cache.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(first);
-            _mm_prefetch::<_MM_HINT_T0>(last);
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(first) };
+        // For a single byte (the start of a string) there is no last line
+        // to ask for; the size is known when compiling, so this costs
+        // nothing on the request path.
+        if std::mem::size_of::<T>() > 1 {
+            let last = first.wrapping_add(std::mem::size_of::<T>() - 1);
+            // SAFETY: as above.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(last) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
