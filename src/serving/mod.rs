@@ -35,6 +35,10 @@ use tonic::transport::server::{Connected, Router, TcpConnectInfo};
 
 use crate::auth::MethodPathLayer;
 
+mod write_behind;
+
+use write_behind::WriteBehind;
+
 pub type Routes = Router<tower::layer::util::Stack<MethodPathLayer, tower::layer::util::Identity>>;
 
 /// TCP keepalive on accepted connections.
@@ -162,7 +166,8 @@ impl LaneThread {
             let incoming = UnboundedReceiverStream::new(self.connections).map(move |s| {
                 match TcpStream::from_std(s) {
                     Ok(stream) => Ok(Counted {
-                        stream,
+                        info: stream.connect_info(),
+                        stream: WriteBehind::new(stream),
                         open: open.clone(),
                     }),
                     Err(e) => {
@@ -188,7 +193,8 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 /// A connection that counts itself out of its lane when it closes.
 struct Counted {
-    stream: TcpStream,
+    stream: WriteBehind,
+    info: TcpConnectInfo,
     open: Arc<AtomicUsize>,
 }
 
@@ -202,7 +208,7 @@ impl Connected for Counted {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+        self.info.clone()
     }
 }
 
