@@ -14,6 +14,9 @@
 //! open several connections; `--grpc-threads 0` serves on the shared
 //! runtime instead.
 //!
+//! A lane's connection writes through [`write_behind`]: what the connection
+//! produces in one turn of the lane leaves in one write.
+//!
 //! Database connections a lane's calls open are driven by that lane's
 //! reactor, so lanes keep running (idle) after they stop serving until the
 //! server releases them, after the background tasks and pools are done.
