@@ -83,6 +83,13 @@ impl WriteBehind {
     fn queue(&self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let mut state = self.shared.lock();
         state.check()?;
+        if state.shutdown != Shutdown::Open {
+            // As a shut socket would: the writer sends nothing more.
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after shutdown",
+            )));
+        }
         if state.outbox.len() >= OUTBOX_LIMIT {
             state.waiting = Some(cx.waker().clone());
             return Poll::Pending;
@@ -298,6 +305,14 @@ mod tests {
         let mut got = String::new();
         within(client.read_to_string(&mut got)).await.unwrap();
         assert_eq!(got, "last words");
+    }
+
+    #[tokio::test]
+    async fn a_write_after_shutdown_is_refused() {
+        let (mut server, _client) = pair().await;
+        server.shutdown().await.unwrap();
+        let error = server.write_all(b"late").await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
     }
 
     #[tokio::test]
