@@ -22,19 +22,16 @@
 //! server releases them, after the background tasks and pools are done.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::server::{Connected, Router, TcpConnectInfo};
+use tonic::transport::server::Router;
 
 use crate::auth::MethodPathLayer;
 
@@ -168,11 +165,7 @@ impl LaneThread {
             // Registered with this thread's reactor, so its I/O is driven here.
             let incoming = UnboundedReceiverStream::new(self.connections).map(move |s| {
                 match TcpStream::from_std(s) {
-                    Ok(stream) => Ok(Counted {
-                        info: stream.connect_info(),
-                        stream: WriteBehind::new(stream),
-                        open: open.clone(),
-                    }),
+                    Ok(stream) => Ok(WriteBehind::new(stream, Seat(open.clone()))),
                     Err(e) => {
                         open.fetch_sub(1, Ordering::Relaxed);
                         Err(e)
@@ -194,63 +187,12 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// A connection that counts itself out of its lane when it closes.
-struct Counted {
-    stream: WriteBehind,
-    info: TcpConnectInfo,
-    open: Arc<AtomicUsize>,
-}
+/// A connection's place in its lane's count of open connections, given up
+/// when the connection closes.
+struct Seat(Arc<AtomicUsize>);
 
-impl Drop for Counted {
+impl Drop for Seat {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Connected for Counted {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.info.clone()
-    }
-}
-
-impl AsyncRead for Counted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Counted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -25,6 +25,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use super::Seat;
 
 /// Bytes a connection may queue before its writes wait for the writer. The
 /// writer takes the whole outbox at once, so up to twice this (plus one
@@ -35,6 +38,8 @@ const OUTBOX_LIMIT: usize = 64 * 1024;
 pub struct WriteBehind {
     read: OwnedReadHalf,
     shared: Arc<Shared>,
+    info: TcpConnectInfo,
+    _seat: Seat,
 }
 
 struct Shared {
@@ -67,8 +72,10 @@ enum Shutdown {
 }
 
 impl WriteBehind {
-    /// Splits `stream` and starts its writer on the current runtime.
-    pub fn new(stream: TcpStream) -> Self {
+    /// Splits `stream` and starts its writer on the current runtime. The
+    /// connection holds `seat` until it is dropped.
+    pub(super) fn new(stream: TcpStream, seat: Seat) -> Self {
+        let info = stream.connect_info();
         let (read, write) = stream.into_split();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -76,7 +83,12 @@ impl WriteBehind {
             gone: Notify::new(),
         });
         tokio::spawn(write_out(write, shared.clone()));
-        Self { read, shared }
+        Self {
+            read,
+            shared,
+            info,
+            _seat: seat,
+        }
     }
 
     /// Appends `bufs` to the outbox, or waits while it is full.
@@ -139,11 +151,16 @@ async fn write_out(mut write: OwnedWriteHalf, shared: Arc<Shared>) {
         let (shutdown, closed) = {
             let mut state = shared.lock();
             std::mem::swap(&mut state.outbox, &mut batch);
+            if !batch.is_empty() {
+                // The outbox has room again. (A connection waiting for its
+                // shutdown is woken early; it only asks again.)
+                if let Some(waker) = state.waiting.take() {
+                    waker.wake();
+                }
+            }
             (state.shutdown == Shutdown::Requested, state.closed)
         };
         if !batch.is_empty() {
-            // The outbox has room again.
-            shared.wake_connection();
             let written = tokio::select! {
                 biased;
                 written = write.write_all(&batch) => written,
@@ -184,6 +201,14 @@ impl Drop for WriteBehind {
         self.shared.lock().closed = true;
         self.shared.kick.notify_one();
         self.shared.gone.notify_one();
+    }
+}
+
+impl Connected for WriteBehind {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.info.clone()
     }
 }
 
@@ -253,13 +278,20 @@ mod tests {
     }
 
     async fn pair() -> (WriteBehind, TcpStream) {
+        let (server, client, _open) = counted_pair().await;
+        (server, client)
+    }
+
+    /// Also returns the count the connection's seat is in.
+    async fn counted_pair() -> (WriteBehind, TcpStream, Arc<std::sync::atomic::AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (accepted, client) = tokio::join!(listener.accept(), client);
-        let server = WriteBehind::new(accepted.unwrap().0);
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(1));
+        let server = WriteBehind::new(accepted.unwrap().0, Seat(open.clone()));
         // Let the writer start and wait for work, as it does between calls.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        (server, client.unwrap())
+        (server, client.unwrap(), open)
     }
 
     #[tokio::test]
@@ -317,9 +349,14 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_connection_still_sends_what_was_queued() {
-        let (mut server, mut client) = pair().await;
+        let (mut server, mut client, open) = counted_pair().await;
         server.write_all(b"bye").await.unwrap();
         drop(server);
+        assert_eq!(
+            open.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "seat kept"
+        );
         let mut got = String::new();
         within(client.read_to_string(&mut got)).await.unwrap();
         assert_eq!(got, "bye");
