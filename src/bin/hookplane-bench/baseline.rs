@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::report::median;
 use crate::run::{RunArgs, run_collect};
 
 /// The statements one CreateSubscription issues on PostgreSQL, in order,
@@ -98,66 +99,129 @@ pub async fn pg(args: PgArgs) -> anyhow::Result<()> {
         .database_url
         .clone()
         .context("--database-url postgres://... is required")?;
-    let mut run_args = args.run.clone();
-    run_args.workloads = "create".into();
-    let reports = run_collect(run_args.clone()).await?;
-    let create = reports
-        .first()
-        .map(|r| {
-            let mut v: Vec<f64> = r.pairs.iter().map(|p| p.workload.calls_per_sec).collect();
-            v.sort_by(|a, b| a.total_cmp(b));
-            v[v.len() / 2]
-        })
-        .context("no create measurement")?;
     let db = sea_orm::Database::connect(url.as_str()).await?;
     use sea_orm::ConnectionTrait;
     db.execute_unprepared(
         "DROP TABLE IF EXISTS bench_single_insert; CREATE TABLE bench_single_insert (LIKE subscriptions INCLUDING ALL)",
     )
     .await?;
-    let same = pgbench(
-        &args.pgbench,
-        &url,
-        PG_CREATE_SCRIPT,
-        args.run.tenants,
-        args.run.concurrency,
-        args.run.duration * 2,
-    )?;
-    let single = pgbench(
-        &args.pgbench,
-        &url,
-        PG_INSERT_SCRIPT,
-        args.run.tenants,
-        args.run.concurrency,
-        args.run.duration * 2,
-    )?;
+    let (tenants, clients, seconds) = (args.run.tenants, args.run.concurrency, args.run.duration);
+    let measured = rounds(&args.run, async || {
+        let same = pgbench(
+            &args.pgbench,
+            &url,
+            PG_CREATE_SCRIPT,
+            tenants,
+            clients,
+            seconds,
+        )?;
+        let single = pgbench(
+            &args.pgbench,
+            &url,
+            PG_INSERT_SCRIPT,
+            tenants,
+            clients,
+            seconds,
+        )?;
+        Ok((same, single))
+    })
+    .await;
     db.execute_unprepared("DROP TABLE IF EXISTS bench_single_insert")
         .await?;
     // Remove the rows pgbench added, so later runs see the seeded data set.
     db.execute_unprepared("DELETE FROM subscriptions WHERE subscription_id LIKE 'pgb%'")
         .await?;
+    let measured = measured?;
+    let s = Summary::of(&measured);
     let out = serde_json::json!({
-        "clients": args.run.concurrency,
-        "create_per_sec": create,
-        "pgbench_same_statements_tps": same,
-        "pgbench_single_insert_tps": single,
-        "ratio_to_same_statements": create / same,
-        "ratio_to_single_insert": create / single,
+        "clients": clients,
+        "create_per_sec": s.create,
+        "pgbench_same_statements_tps": s.same,
+        "pgbench_single_insert_tps": s.single,
+        "ratio_to_same_statements": s.ratio_same,
+        "ratio_to_single_insert": s.ratio_single,
+        "rounds": measured,
     });
     if args.run.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "PostgreSQL, {} clients: create {:.0}/s; pgbench same statements {:.0} tps (ratio {:.2}); single-row INSERT {:.0} tps (ratio {:.2})",
-            args.run.concurrency,
-            create,
-            same,
-            create / same,
-            single,
-            create / single
+            "PostgreSQL, {clients} clients, medians of {} rounds: create {:.0}/s; pgbench same statements {:.0} tps (ratio {:.2}); single-row INSERT {:.0} tps (ratio {:.2})",
+            measured.len(),
+            s.create,
+            s.same,
+            s.ratio_same,
+            s.single,
+            s.ratio_single
         );
     }
     Ok(())
+}
+
+/// One round of a write baseline: the server's creates, then the database
+/// alone running the same statements and a single-row INSERT, one after
+/// the other.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Round {
+    create_per_sec: f64,
+    same_statements_per_sec: f64,
+    single_insert_per_sec: f64,
+}
+
+/// `--pairs` rounds, each a fresh server's health/create pair followed by
+/// `baselines`. The machine is shared and its speed drifts by a fifth
+/// within minutes, so a create rate is only compared with the baselines
+/// measured right after it, as the run compares each workload with the
+/// health check right before it.
+async fn rounds(
+    run: &RunArgs,
+    mut baselines: impl AsyncFnMut() -> anyhow::Result<(f64, f64)>,
+) -> anyhow::Result<Vec<Round>> {
+    let mut one = run.clone();
+    one.workloads = "create".into();
+    one.pairs = 1;
+    let mut rounds = Vec::new();
+    for i in 0..run.pairs.max(1) {
+        let create = run_collect(one.clone())
+            .await?
+            .first()
+            .and_then(|r| r.pairs.first())
+            .map(|p| p.workload.calls_per_sec)
+            .context("no create measurement")?;
+        let (same, single) = baselines().await?;
+        eprintln!(
+            "round {}: create {create:.0}/s, same statements {same:.0}/s, single-row insert {single:.0}/s",
+            i + 1
+        );
+        rounds.push(Round {
+            create_per_sec: create,
+            same_statements_per_sec: same,
+            single_insert_per_sec: single,
+        });
+    }
+    Ok(rounds)
+}
+
+/// Medians over the rounds; each ratio is the median of the rounds' own ratios.
+struct Summary {
+    create: f64,
+    same: f64,
+    single: f64,
+    ratio_same: f64,
+    ratio_single: f64,
+}
+
+impl Summary {
+    fn of(rounds: &[Round]) -> Self {
+        let over = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+        Summary {
+            create: over(&|r| r.create_per_sec),
+            same: over(&|r| r.same_statements_per_sec),
+            single: over(&|r| r.single_insert_per_sec),
+            ratio_same: over(&|r| r.create_per_sec / r.same_statements_per_sec),
+            ratio_single: over(&|r| r.create_per_sec / r.single_insert_per_sec),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -267,44 +331,43 @@ async fn sqlite_loop(
             .await?;
         conn.execute("DELETE FROM changes WHERE resource_key LIKE 'sqb%'")
             .await?;
+        conn.execute("DELETE FROM request_nonces WHERE api_id = 'sqlite-bench'")
+            .await?;
     }
     Ok(rate)
 }
 
 pub async fn sqlite(args: SqliteArgs) -> anyhow::Result<()> {
-    let mut run_args = args.run.clone();
-    run_args.workloads = "create".into();
-    let reports = run_collect(run_args).await?;
-    let create = reports
-        .first()
-        .map(|r| {
-            let mut v: Vec<f64> = r.pairs.iter().map(|p| p.workload.calls_per_sec).collect();
-            v.sort_by(|a, b| a.total_cmp(b));
-            v[v.len() / 2]
-        })
-        .context("no create measurement")?;
     let path = args.run.data_dir.join("hookplane.db");
-    let seconds = args.run.duration * 2;
-    let same = sqlite_loop(&path, args.run.tenants, seconds, false).await?;
-    let single = sqlite_loop(&path, args.run.tenants, seconds, true).await?;
+    let (tenants, seconds) = (args.run.tenants, args.run.duration);
+    // The server is stopped while the loops run on its file.
+    let measured = rounds(&args.run, async || {
+        let same = sqlite_loop(&path, tenants, seconds, false).await?;
+        let single = sqlite_loop(&path, tenants, seconds, true).await?;
+        Ok((same, single))
+    })
+    .await?;
+    let s = Summary::of(&measured);
     let out = serde_json::json!({
-        "create_per_sec": create,
-        "bare_loop_same_statements_per_sec": same,
-        "single_insert_commit_per_sec": single,
-        "ratio_to_same_statements": create / same,
-        "ratio_to_single_insert": create / single,
+        "create_per_sec": s.create,
+        "bare_loop_same_statements_per_sec": s.same,
+        "single_insert_commit_per_sec": s.single,
+        "ratio_to_same_statements": s.ratio_same,
+        "ratio_to_single_insert": s.ratio_single,
+        "rounds": measured,
     });
     if args.run.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "SQLite (synchronous FULL): create {:.0}/s at C={}; bare loop same statements {:.0}/s (ratio {:.2}); INSERT+COMMIT {:.0}/s (ratio {:.2})",
-            create,
+            "SQLite (synchronous FULL), medians of {} rounds: create {:.0}/s at C={}; bare loop same statements {:.0}/s (ratio {:.2}); INSERT+COMMIT {:.0}/s (ratio {:.2})",
+            measured.len(),
+            s.create,
             args.run.concurrency,
-            same,
-            create / same,
-            single,
-            create / single
+            s.same,
+            s.ratio_same,
+            s.single,
+            s.ratio_single
         );
     }
     Ok(())

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -59,6 +58,11 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+/// Numbers the names of created subscriptions across every run of this
+/// process: a write baseline's rounds create on the same data set, and a
+/// live name must be unique within its tenant.
+static CREATED: AtomicU64 = AtomicU64::new(0);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
     Health,
@@ -109,7 +113,6 @@ struct Caller {
     health: tonic_health::pb::health_client::HealthClient<Channel>,
     subs: Subscriptions,
     rng: Rng,
-    counter: Arc<AtomicU64>,
 }
 
 impl Caller {
@@ -150,7 +153,7 @@ impl Caller {
             Workload::Create => {
                 // Spread over the seeded tenants (endpoint e0 exists in each),
                 // as many tenants' writes arrive in production.
-                let n = self.counter.fetch_add(1, Ordering::Relaxed);
+                let n = CREATED.fetch_add(1, Ordering::Relaxed);
                 self.subs
                     .create_subscription(proto::CreateSubscriptionRequest {
                         subscription: Some(proto::Subscription {
@@ -349,7 +352,6 @@ async fn drive(
     };
     let chans = channels(server.grpc, args.connections).await?;
     admin_setup(chans[0].clone(), signer.clone(), &shape).await?;
-    let counter = Arc::new(AtomicU64::new(0));
     let mut callers: Vec<Caller> = (0..args.concurrency.max(1))
         .map(|i| {
             let ch = chans[i % chans.len()].clone();
@@ -361,7 +363,6 @@ async fn drive(
                         signer.clone(),
                     ),
                 rng: Rng::new(i as u64 + 7),
-                counter: counter.clone(),
             }
         })
         .collect();
