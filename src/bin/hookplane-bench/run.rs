@@ -332,7 +332,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<(Vec<WorkloadReport>, Durati
     );
     let startup = server.startup;
     let idle_rss = server.rss();
-    let result = drive(&args, &workloads, &server).await;
+    let result = drive(&args, &workloads, &server, idle_rss).await;
     server.stop().await;
     Ok((result?, startup, idle_rss))
 }
@@ -341,6 +341,7 @@ async fn drive(
     args: &RunArgs,
     workloads: &[Workload],
     server: &Server,
+    idle_rss: Option<u64>,
 ) -> anyhow::Result<Vec<WorkloadReport>> {
     let signer = Signer::new(BENCH_API_ID, BENCH_SECRET);
     let shape = Shape {
@@ -415,7 +416,7 @@ async fn drive(
             .iter()
             .any(|p| !p.workload.errors.is_empty() || !p.health.errors.is_empty())
     }) {
-        let _ = print_reports(&reports, server.startup, None, args, args.json);
+        let _ = print_reports(&reports, server.startup, idle_rss, args, args.json);
         bail!("some calls failed (see the errors column)");
     }
     Ok(reports)
