@@ -277,6 +277,13 @@ mod tests {
             .expect("the writer did not deliver in time")
     }
 
+    /// Everything the peer sent until it closed, as text.
+    async fn text_until_closed(client: &mut TcpStream) -> String {
+        let mut got = String::new();
+        within(client.read_to_string(&mut got)).await.unwrap();
+        got
+    }
+
     async fn pair() -> (WriteBehind, TcpStream) {
         let (server, client, _open) = counted_pair().await;
         (server, client)
@@ -334,9 +341,7 @@ mod tests {
         let (mut server, mut client) = pair().await;
         server.write_all(b"last words").await.unwrap();
         server.shutdown().await.unwrap();
-        let mut got = String::new();
-        within(client.read_to_string(&mut got)).await.unwrap();
-        assert_eq!(got, "last words");
+        assert_eq!(text_until_closed(&mut client).await, "last words");
     }
 
     #[tokio::test]
@@ -357,9 +362,7 @@ mod tests {
             0,
             "seat kept"
         );
-        let mut got = String::new();
-        within(client.read_to_string(&mut got)).await.unwrap();
-        assert_eq!(got, "bye");
+        assert_eq!(text_until_closed(&mut client).await, "bye");
     }
 
     #[tokio::test]
