@@ -651,11 +651,17 @@ async fn a_confirmation_link_issued_by_one_replica_works_on_the_other(db: Arc<Pg
         ..Default::default()
     };
     setup(&on_a, verifying, &receiver.url("/hooks")).await;
-    let created = create_subscription(
-        &on_a,
-        subscription(TENANT, ENDPOINT, &["command.completed"]),
-    )
-    .await;
+    let response = on_a
+        .subscriptions()
+        .create_subscription(create_subscription_request(subscription(
+            TENANT,
+            ENDPOINT,
+            &["command.completed"],
+        )))
+        .await
+        .expect("create on A");
+    let created_revision = revision(response.metadata());
+    let created = response.into_inner();
     assert_eq!(status_of(&created), SubStatus::PendingVerification);
     let id = created.subscription_id;
 
@@ -666,6 +672,26 @@ async fn a_confirmation_link_issued_by_one_replica_works_on_the_other(db: Arc<Pg
         "A issued the link: {}",
         c.url
     );
+    // What A wrote (the endpoint, the catalog, the pending subscription)
+    // reaches B within the propagation deadline, not at once; B may still
+    // be loading it (a replica's first catch-up after start-up can take a
+    // tenth of a second). Wait for it, so that "at once" below is about
+    // B's own write.
+    eventually("B to follow A's writes", PROPAGATION_DEADLINE, || {
+        let on_b = on_b.clone();
+        async move {
+            let seen = ok(on_b
+                .subscriptions()
+                .resolve_subscribers(ResolveSubscribersRequest {
+                    tenant_id: TENANT.to_owned(),
+                    event_type: "command.completed".to_owned(),
+                })
+                .await)
+            .revision;
+            (seen >= created_revision).then_some(())
+        }
+    })
+    .await;
     let on_b_link = format!("http://{}/v1/confirm?token={}", b.http_addr, c.token);
     assert_eq!(http_get(&on_b_link).await, 200, "B confirms A's link");
     assert_eq!(
