@@ -10,11 +10,18 @@
 //! takes a fresh one from the pool next time. When every lane is busy, the
 //! statement goes through the pool as before, so lanes never add waiting.
 //!
+//! A statement takes the lowest free lane, not the next in turn: at low
+//! concurrency the same one or two connections then carry nearly every
+//! statement (the create batches, the change-log reads), so the same
+//! database backends stay warm instead of four taking turns. At 8
+//! PostgreSQL clients that gave 2-3 % more creates a second (see
+//! BENCHMARKS.md).
+//!
 //! A statement cancelled half-way (a dropped request) leaves its answer
 //! unread; sqlx reads and discards it before the lane's next statement.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sea_orm::sqlx;
 use sea_orm::sqlx::pool::PoolConnection;
@@ -28,7 +35,6 @@ use tokio::sync::Mutex;
 pub(super) struct PgLanes {
     db: DatabaseConnection,
     lanes: Vec<Mutex<Option<PoolConnection<Postgres>>>>,
-    next: AtomicUsize,
     /// Set by `close`: from then on statements go through the pool.
     closed: AtomicBool,
 }
@@ -39,7 +45,6 @@ impl PgLanes {
         PgLanes {
             db: db.clone(),
             lanes: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
         }
     }
@@ -68,9 +73,7 @@ impl PgLanes {
     }
 
     async fn run(&self, statement: Statement, fetch: Fetch) -> Result<Vec<QueryResult>, DbErr> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let free = (0..self.lanes.len())
-            .find_map(|i| self.lanes[(start + i) % self.lanes.len()].try_lock().ok());
+        let free = self.lanes.iter().find_map(|lane| lane.try_lock().ok());
         let Some(mut lane) = free.filter(|_| !self.closed.load(Ordering::SeqCst)) else {
             return fetch.through_pool(&self.db, statement).await;
         };
