@@ -362,6 +362,22 @@ async fn setup(admin: &Clients, settings: Settings, url: &str) {
     create_endpoint(admin, TENANT, ENDPOINT, url).await;
 }
 
+/// Creates a subscription to `command.completed` through `on_a`; returns it
+/// with the revision of the write.
+async fn create_on_a(on_a: &Clients) -> (Subscription, i64) {
+    let response = on_a
+        .subscriptions()
+        .create_subscription(create_subscription_request(subscription(
+            TENANT,
+            ENDPOINT,
+            &["command.completed"],
+        )))
+        .await
+        .expect("create on A");
+    let created_revision = revision(response.metadata());
+    (response.into_inner(), created_revision)
+}
+
 /// Waits until `replica` knows `cred` (credentials reach it through the
 /// change log): a call is no longer UNAUTHENTICATED, whatever the role.
 async fn await_credential(replica: &Replica, cred: &Cred) {
@@ -477,18 +493,9 @@ async fn a_write_on_one_replica_takes_effect_on_the_other(db: Arc<PgDb>) {
     let mut watch_b = Watch::open(&on_b, TENANT, 0).await;
     watch_b.snapshot().await;
 
-    let response = on_a
-        .subscriptions()
-        .create_subscription(create_subscription_request(subscription(
-            TENANT,
-            ENDPOINT,
-            &["command.completed"],
-        )))
-        .await
-        .expect("create on A");
+    let (created, created_revision) = create_on_a(&on_a).await;
     let written_at = Instant::now();
-    let created_revision = revision(response.metadata());
-    let id = response.into_inner().subscription_id;
+    let id = created.subscription_id;
     assert_eq!(
         target_ids(&resolve(&on_a, TENANT, "command.completed").await),
         [id.as_str()],
@@ -651,17 +658,7 @@ async fn a_confirmation_link_issued_by_one_replica_works_on_the_other(db: Arc<Pg
         ..Default::default()
     };
     setup(&on_a, verifying, &receiver.url("/hooks")).await;
-    let response = on_a
-        .subscriptions()
-        .create_subscription(create_subscription_request(subscription(
-            TENANT,
-            ENDPOINT,
-            &["command.completed"],
-        )))
-        .await
-        .expect("create on A");
-    let created_revision = revision(response.metadata());
-    let created = response.into_inner();
+    let (created, created_revision) = create_on_a(&on_a).await;
     assert_eq!(status_of(&created), SubStatus::PendingVerification);
     let id = created.subscription_id;
 
