@@ -28,8 +28,9 @@ use hookplane::proto::{
     ConfirmSubscriptionRequest, CreateSubscriptionRequest, DeleteSubscriptionRequest, Endpoint,
     GetEndpointRequest, GetSubscriptionRequest, ListSubscriptionsRequest, PingEndpointRequest,
     PingEndpointResponse, RenewSubscriptionRequest, ResendConfirmationRequest,
-    ResolveSubscribersRequest, RotateEndpointSecretRequest, Subscription, UpdateEndpointRequest,
-    UpdateSubscriptionRequest, WatchSubscriptionsRequest, WatchSubscriptionsResponse,
+    ResolveSubscribersRequest, ResolveSubscribersResponse, RotateEndpointSecretRequest,
+    Subscription, UpdateEndpointRequest, UpdateSubscriptionRequest, WatchSubscriptionsRequest,
+    WatchSubscriptionsResponse,
 };
 use http::{HeaderMap, Method, StatusCode, Uri};
 use sha2::Sha256;
@@ -938,6 +939,16 @@ pub async fn sleep_past(t: &prost_types::Timestamp) {
 }
 
 pub async fn resolve(clients: &Clients, tenant_id: &str, event_type: &str) -> Vec<Target> {
+    resolve_answer(clients, tenant_id, event_type).await.targets
+}
+
+/// The whole ResolveSubscribers answer: the targets and the revision the
+/// replica's index was at.
+pub async fn resolve_answer(
+    clients: &Clients,
+    tenant_id: &str,
+    event_type: &str,
+) -> ResolveSubscribersResponse {
     ok(clients
         .subscriptions()
         .resolve_subscribers(ResolveSubscribersRequest {
@@ -945,7 +956,6 @@ pub async fn resolve(clients: &Clients, tenant_id: &str, event_type: &str) -> Ve
             event_type: event_type.to_owned(),
         })
         .await)
-    .targets
 }
 
 /// The subscription ids of `targets`, sorted.

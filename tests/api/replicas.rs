@@ -32,8 +32,8 @@ use tonic::transport::Channel;
 use crate::data_plane::{WRITERS, assert_commit_order, concurrent_writes, watched_until};
 use crate::harness::*;
 use crate::lifecycle::{
-    Receiver, Watch, eventually, get_subscription, http_get, kind_of, resolve, subscription_of,
-    target_ids,
+    Receiver, Watch, eventually, get_subscription, http_get, kind_of, resolve, resolve_answer,
+    subscription_of, target_ids,
 };
 
 /// How long a change may take to reach the other replica before a test
@@ -677,15 +677,8 @@ async fn a_confirmation_link_issued_by_one_replica_works_on_the_other(db: Arc<Pg
     eventually("B to follow A's writes", PROPAGATION_DEADLINE, || {
         let on_b = on_b.clone();
         async move {
-            let seen = ok(on_b
-                .subscriptions()
-                .resolve_subscribers(ResolveSubscribersRequest {
-                    tenant_id: TENANT.to_owned(),
-                    event_type: "command.completed".to_owned(),
-                })
-                .await)
-            .revision;
-            (seen >= created_revision).then_some(())
+            let seen = resolve_answer(&on_b, TENANT, "command.completed").await;
+            (seen.revision >= created_revision).then_some(())
         }
     })
     .await;
