@@ -1,0 +1,10 @@
+//! The fault suite: real processes killed, a real PostgreSQL stopped, a real
+//! disk filled. These tests disturb the machine (they mount file systems and
+//! stop database servers), so they are not part of `cargo test`: run them on
+//! their own, one at a time, with
+//! `cargo test --test faults -- --test-threads=1` (`.ci/run` does, in a
+//! serial step). Each test leaves PostgreSQL running, whatever its outcome.
+
+#[path = "../api/harness.rs"]
+#[allow(dead_code)]
+mod harness;
