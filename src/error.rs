@@ -35,6 +35,11 @@ pub enum Error {
     Unimplemented(String),
     #[error("the database is unavailable")]
     Unavailable(#[source] BoxError),
+    /// Retryable like any outage, but its cause is worth saying.
+    #[error(
+        "the database's disk is full; nothing was written, and writes resume once space is freed"
+    )]
+    StorageFull(#[source] BoxError),
     #[error("internal error")]
     Internal(#[source] BoxError),
 }
@@ -111,6 +116,10 @@ impl From<Error> for tonic::Status {
             Error::Unimplemented(_) => tonic::Status::unimplemented(message),
             Error::Unavailable(ref source) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "database unavailable");
+                tonic::Status::unavailable(message)
+            }
+            Error::StorageFull(ref source) => {
+                tracing::error!(error = %error_chain(source.as_ref()), "database disk full");
                 tonic::Status::unavailable(message)
             }
             Error::Internal(ref source) => {

@@ -290,7 +290,9 @@ async fn confirm(
                 Error::InvalidArgument(_) => http::StatusCode::BAD_REQUEST,
                 Error::NotFound(_) => http::StatusCode::NOT_FOUND,
                 Error::FailedPrecondition(_) => http::StatusCode::GONE,
-                Error::Unavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+                Error::Unavailable(_) | Error::StorageFull(_) => {
+                    http::StatusCode::SERVICE_UNAVAILABLE
+                }
                 _ => http::StatusCode::INTERNAL_SERVER_ERROR,
             };
             let message = tonic::Status::from(e).message().to_owned();

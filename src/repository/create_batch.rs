@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::group_commit::GroupCommit;
 use super::one_statement::{self, BatchedCreate};
 use super::pg_lanes::PgLanes;
+use super::sqlite_writer::is_storage_full;
 use super::{RepoError, Revision};
 
 /// Creates per statement at most: 32 rows of 16 parameters (26 on SQLite)
@@ -177,7 +178,7 @@ async fn write_sqlite(
         for (reply, revision) in replies.into_iter().zip(written) {
             let outcome = match (revision, &committed) {
                 (Some(revision), Ok(())) => Outcome::Written(revision),
-                (Some(_), Err(e)) => Outcome::Failed(RepoError::Unavailable(e.clone().into())),
+                (Some(_), Err(e)) => Outcome::Failed(e.clone().into()),
                 // Its parent check failed and it wrote nothing.
                 (None, _) => Outcome::Alone,
             };
@@ -213,9 +214,17 @@ fn alone(count: usize) -> Vec<Outcome> {
 
 /// Every create of a batch reports the one error, whole.
 fn failed(e: DbErr, count: usize) -> Vec<Outcome> {
+    let full = is_storage_full(&e);
     let shared = Arc::new(e);
     (0..count)
-        .map(|_| Outcome::Failed(RepoError::Unavailable(Box::new(shared.clone()))))
+        .map(|_| {
+            let source = Box::new(shared.clone());
+            Outcome::Failed(if full {
+                RepoError::StorageFull(source)
+            } else {
+                RepoError::Unavailable(source)
+            })
+        })
         .collect()
 }
 

@@ -16,6 +16,19 @@
 //! round trip to the connection's thread for each of its statements, or
 //! brings its savepoint in its own statement text ([`GroupCommit::enter`])
 //! and runs all of it in one.
+//!
+//! After some errors (a full disk, an I/O error) SQLite rolls back the whole
+//! transaction on its own, savepoints and all, and the connection is back in
+//! autocommit mode. A later SAVEPOINT would then open a transaction of its
+//! own and its RELEASE commit it, outside the batch, and the batch's commit
+//! would fail for writes that were in fact written (or, once sqlx's count of
+//! open transactions has drifted, "commit" nothing at all). So a batch that
+//! one of its writes left without committing is suspect: before the next
+//! write joins it or the committer commits it, [`GroupCommit::check`] asks
+//! SQLite whether the transaction is still open. If it is not, every write
+//! of the batch is told it failed, and the connection goes back to the pool,
+//! which replaces a connection whose state is not clean (see
+//! `writer_is_clean` in `sea`).
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -27,10 +40,20 @@ use sea_orm::{
 };
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, oneshot, watch};
 
-use super::Revision;
+use super::sqlite_writer::is_storage_full;
+use super::{RepoError, Revision};
 
-/// Why a write in a batch was not committed.
-pub(super) type BatchError = String;
+/// Why a write in a batch was not committed; every write of the batch gets
+/// the same one.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(super) enum BatchError {
+    #[error("the write batch failed to commit")]
+    Commit(#[source] Arc<DbErr>),
+    #[error("SQLite rolled the write batch back after an error in one of its writes")]
+    RolledBack,
+    #[error("the server stopped before the write committed")]
+    Stopped,
+}
 
 pub(super) struct GroupCommit {
     batch: Arc<Mutex<Batch>>,
@@ -51,6 +74,18 @@ struct Batch {
     /// One per write whose savepoint was released into the batch.
     waiters: Vec<oneshot::Sender<Result<(), BatchError>>>,
     newest: Revision,
+    /// A write left the batch without committing into it (it failed, or its
+    /// caller went away): the transaction may have been rolled back.
+    suspect: bool,
+}
+
+impl From<BatchError> for RepoError {
+    fn from(e: BatchError) -> Self {
+        match &e {
+            BatchError::Commit(db) if is_storage_full(db) => RepoError::StorageFull(Box::new(e)),
+            _ => RepoError::Unavailable(Box::new(e)),
+        }
+    }
 }
 
 /// The transaction a write runs in: its own (PostgreSQL), or a savepoint in
@@ -64,10 +99,15 @@ pub(super) struct WriteTxn {
 struct Slot {
     group: Arc<GroupCommit>,
     batch: OwnedMutexGuard<Batch>,
+    /// Set by `leave`: the write's savepoint was released into the batch.
+    left: bool,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if !self.left {
+            self.batch.suspect = true;
+        }
         // Runs before the lock is released, so the committer cannot miss
         // this write (Notify keeps the wake-up if nobody is waiting yet).
         self.group.wake.notify_one();
@@ -133,13 +173,9 @@ impl Slot {
         let (done, outcome) = oneshot::channel();
         self.batch.waiters.push(done);
         self.batch.newest = self.batch.newest.max(revision);
+        self.left = true;
         drop(self);
-        async move {
-            match outcome.await {
-                Ok(result) => result,
-                Err(_) => Err("the server stopped before the write committed".into()),
-            }
-        }
+        async move { outcome.await.unwrap_or(Err(BatchError::Stopped)) }
     }
 }
 
@@ -216,9 +252,11 @@ impl GroupCommit {
         })
     }
 
-    /// Takes the writers' lock, opening a batch if there is none.
+    /// Takes the writers' lock, opening a batch if there is none (or if the
+    /// open one turns out to be lost).
     async fn slot(self: &Arc<Self>, writer: &DatabaseConnection) -> Result<Slot, DbErr> {
         let mut batch = self.batch.clone().lock_owned().await;
+        Self::check(&mut batch).await;
         if batch.outer.is_none() {
             let outer = writer
                 .begin_with_options(TransactionOptions {
@@ -240,7 +278,43 @@ impl GroupCommit {
         Ok(Slot {
             group: self.clone(),
             batch,
+            left: false,
         })
+    }
+
+    /// If the batch is suspect, asks SQLite whether its transaction is still
+    /// open; if it is not, fails every write of the batch and closes it.
+    async fn check(batch: &mut Batch) {
+        if !batch.suspect {
+            return;
+        }
+        let Some(outer) = &batch.outer else {
+            batch.suspect = false;
+            return;
+        };
+        // BEGIN inside an open transaction is refused and changes nothing;
+        // accepted, it means SQLite had already ended the batch's one (and
+        // the rollback below ends the probe's).
+        let open = match outer.execute_unprepared("BEGIN").await {
+            Err(e) => e.to_string().contains("within a transaction"),
+            Ok(_) => false,
+        };
+        batch.suspect = false;
+        if open {
+            return;
+        }
+        tracing::error!(
+            "SQLite rolled back an open write batch after an error; failing its writes"
+        );
+        if let Some(outer) = batch.outer.take() {
+            // Whatever this answers, the connection's state is checked as it
+            // goes back to the pool, and replaced if it is not clean.
+            let _ = outer.rollback().await;
+        }
+        batch.newest = 0;
+        for w in std::mem::take(&mut batch.waiters) {
+            let _ = w.send(Err(BatchError::RolledBack));
+        }
     }
 
     /// Commits batches until `closed` turns true; `announce` is told the
@@ -256,6 +330,7 @@ impl GroupCommit {
                 _ = self.wake.notified() => {}
             }
             let mut batch = self.batch.lock().await;
+            Self::check(&mut batch).await;
             let Some(outer) = batch.outer.take() else {
                 continue;
             };
@@ -264,9 +339,10 @@ impl GroupCommit {
             // The lock is held through the commit: the next batch needs the
             // connection this one is using.
             let result = match self.store_counter(&outer).await {
-                Ok(()) => outer.commit().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+                Ok(()) => outer.commit().await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| BatchError::Commit(Arc::new(e)));
             drop(batch);
             if result.is_ok() && !waiters.is_empty() {
                 announce(newest);

@@ -16,6 +16,7 @@ mod inline_read;
 mod one_statement;
 mod pg_lanes;
 mod sea;
+mod sqlite_writer;
 
 use crate::model::{
     Credential, Endpoint, EventType, Micros, Subscription, SubscriptionStatus, Tenant,
@@ -42,6 +43,9 @@ pub enum RepoError {
     IdempotencyRace,
     #[error("database unavailable")]
     Unavailable(#[source] crate::error::BoxError),
+    /// The database's disk (or file system) is full: nothing was written.
+    #[error("the database's disk is full")]
+    StorageFull(#[source] crate::error::BoxError),
     #[error("database error")]
     Internal(#[source] crate::error::BoxError),
 }

@@ -23,6 +23,7 @@ use super::group_commit::{FinishError, Finished, GroupCommit, WriteTxn};
 use super::inline_read::InlineReader;
 use super::one_statement;
 use super::pg_lanes::PgLanes;
+use super::sqlite_writer;
 use super::{
     ChangeRecord, CredentialFilter, DeliveryOutcome, IdempotencyRecord, OutboxItem, Page,
     PageRequest, RepoError, RepoResult, Repository, Revision, Snapshot, SubscriptionFilter,
@@ -81,6 +82,12 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 const CHANGES_CHANNEL: &str = "hookplane_changes";
 
 fn classify(err: DbErr) -> RepoError {
+    if sqlite_writer::is_storage_full(&err) {
+        return RepoError::StorageFull(Box::new(err));
+    }
+    if sqlite_writer::is_storage_error(&err) {
+        return RepoError::Unavailable(Box::new(err));
+    }
     if let Some(SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
         return RepoError::AlreadyExists("resource");
     }
@@ -372,7 +379,7 @@ impl SeaRepository {
             Ok(Finished::Committed) => self.publish(revision),
             Ok(Finished::Batched) => {}
             Err(FinishError::Db(e)) => return Err(classify(e)),
-            Err(FinishError::Batch(e)) => return Err(RepoError::Unavailable(e.into())),
+            Err(FinishError::Batch(e)) => return Err(e.into()),
         }
         Ok(revision)
     }
@@ -797,6 +804,8 @@ const SQLITE_READER_CACHE_KIB: u32 = 16_384;
 pub(crate) const SQLITE_MMAP_BYTES: i64 = 1 << 31;
 
 fn sqlite_options(settings: &DatabaseSettings, pool: u32) -> ConnectOptions {
+    // The writer is the pool of one.
+    let writer = pool == 1;
     let cache_kib = if pool == 1 {
         SQLITE_WRITER_CACHE_KIB
     } else {
@@ -825,8 +834,13 @@ fn sqlite_options(settings: &DatabaseSettings, pool: u32) -> ConnectOptions {
                 // release instead.
                 .pragma("temp_store", if pool == 1 { "memory" } else { "default" })
         })
-        .map_sqlx_sqlite_pool_opts(|pool| {
-            pool.after_connect(|conn, _| Box::pin(stable_plans(conn)))
+        .map_sqlx_sqlite_pool_opts(move |pool| {
+            let pool = pool.after_connect(|conn, _| Box::pin(stable_plans(conn)));
+            if writer {
+                pool.after_release(|conn, _| Box::pin(sqlite_writer::writer_is_clean(conn)))
+            } else {
+                pool
+            }
         });
     opts
 }

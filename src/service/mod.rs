@@ -113,6 +113,7 @@ impl From<RepoError> for Error {
                 Error::Aborted("a call with the same request_id is in progress; retry".into())
             }
             RepoError::Unavailable(source) => Error::Unavailable(source),
+            RepoError::StorageFull(source) => Error::StorageFull(source),
             RepoError::Internal(source) => Error::Internal(source),
         }
     }

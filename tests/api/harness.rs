@@ -149,6 +149,37 @@ impl Backend {
         }
     }
 
+    /// `serve` and the flags that put a server on this backend's data, with
+    /// ports picked by the system and the bootstrap admin.
+    pub fn serve_args(&self) -> Vec<String> {
+        let data_dir = self.data_dir().to_str().expect("utf-8 temp dir");
+        let mut args: Vec<String> = [
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir,
+            "--bootstrap-api-id",
+            ADMIN_API_ID,
+            "--bootstrap-secret",
+            ADMIN_SECRET,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(pg) = &self.store.postgres {
+            args.extend([
+                "--database-url".to_owned(),
+                pg.url.clone(),
+                "--master-key".to_owned(),
+                pg.master_key.clone(),
+            ]);
+        }
+        args
+    }
+
     /// Starts a server with the default flags.
     pub async fn start(&self) -> TestServer {
         self.start_with(&[]).await
@@ -244,36 +275,8 @@ pub struct TestServer {
 
 impl TestServer {
     async fn start(backend: Backend, extra: Vec<String>) -> TestServer {
-        let data_dir = backend
-            .data_dir()
-            .to_str()
-            .expect("utf-8 temp dir")
-            .to_owned();
-        let mut argv: Vec<String> = [
-            "hookplane",
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data_dir,
-            "--bootstrap-api-id",
-            ADMIN_API_ID,
-            "--bootstrap-secret",
-            ADMIN_SECRET,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if let Some(pg) = &backend.store.postgres {
-            argv.extend([
-                "--database-url".to_owned(),
-                pg.url.clone(),
-                "--master-key".to_owned(),
-                pg.master_key.clone(),
-            ]);
-        }
+        let mut argv: Vec<String> = vec!["hookplane".to_owned()];
+        argv.extend(backend.serve_args());
         argv.extend(extra.iter().cloned());
         let cli = hookplane::config::Cli::try_parse_from(&argv)
             .unwrap_or_else(|e| panic!("bad test command line {argv:?}: {e}"));

@@ -5,6 +5,8 @@
 //! `cargo test --test faults -- --test-threads=1` (`.ci/run` does, in a
 //! serial step). Each test leaves PostgreSQL running, whatever its outcome.
 
+mod disk_full;
 #[path = "../api/harness.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_macros, unused_imports)]
 mod harness;
+mod kill9;
