@@ -83,13 +83,16 @@ impl Drop for Process {
 }
 
 /// What the load was told.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Ledger {
     /// Acknowledged and not deleted since: id -> name last acknowledged.
     live: BTreeMap<String, String>,
     deleted: BTreeSet<String>,
     /// Creates with a request id whose answer never came: request id -> name.
     unanswered: BTreeMap<String, String>,
+    /// Renames (Some) and deletes (None) whose answer never came, by id:
+    /// either outcome is right.
+    in_flight: BTreeMap<String, Option<String>>,
     acknowledged: usize,
 }
 
@@ -109,6 +112,11 @@ async fn write_load(admin: Clients, round: usize, worker: usize, ledger: Arc<Mut
             4 if !own.is_empty() => {
                 let target = own[i % own.len()].clone();
                 let name = format!("renamed-{tag}");
+                ledger
+                    .lock()
+                    .unwrap()
+                    .in_flight
+                    .insert(target.clone(), Some(name.clone()));
                 let answer = admin
                     .subscriptions()
                     .update_subscription(UpdateSubscriptionRequest {
@@ -125,11 +133,17 @@ async fn write_load(admin: Clients, round: usize, worker: usize, ledger: Arc<Mut
                 answer.map(|_| {
                     let mut l = ledger.lock().unwrap();
                     l.acknowledged += 1;
+                    l.in_flight.remove(&target);
                     l.live.insert(target, name);
                 })
             }
             5 if !own.is_empty() => {
                 let target = own.swap_remove(i % own.len());
+                ledger
+                    .lock()
+                    .unwrap()
+                    .in_flight
+                    .insert(target.clone(), None);
                 let answer = admin
                     .subscriptions()
                     .delete_subscription(DeleteSubscriptionRequest {
@@ -141,6 +155,7 @@ async fn write_load(admin: Clients, round: usize, worker: usize, ledger: Arc<Mut
                 answer.map(|_| {
                     let mut l = ledger.lock().unwrap();
                     l.acknowledged += 1;
+                    l.in_flight.remove(&target);
                     l.live.remove(&target);
                     l.deleted.insert(target);
                 })
@@ -181,7 +196,10 @@ async fn write_load(admin: Clients, round: usize, worker: usize, ledger: Arc<Mut
         if let Err(status) = result {
             // The server died under the call; anything else is a defect.
             assert!(
-                matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled),
+                matches!(
+                    status.code(),
+                    Code::Unavailable | Code::Unknown | Code::Cancelled
+                ),
                 "a write under load answered {:?}: {}",
                 status.code(),
                 status.message()
@@ -208,6 +226,27 @@ async fn retry_unanswered(admin: &Clients, ledger: &Arc<Mutex<Ledger>>) {
         let mut l = ledger.lock().unwrap();
         l.acknowledged += 1;
         l.live.insert(created.subscription_id, name);
+    }
+}
+
+/// Settles the renames and deletes whose answers were lost: each either
+/// happened or did not, and the ledger follows what is stored.
+async fn settle_in_flight(admin: &Clients, ledger: &Arc<Mutex<Ledger>>) {
+    let in_flight = std::mem::take(&mut ledger.lock().unwrap().in_flight);
+    let stored = stored(admin).await;
+    let mut l = ledger.lock().unwrap();
+    for (id, op) in in_flight {
+        match (op, stored.get(&id)) {
+            (Some(name), Some(s)) if s.name == name => {
+                l.live.insert(id, name);
+            }
+            (None, None) => {
+                l.live.remove(&id);
+                l.deleted.insert(id);
+            }
+            // It did not happen: the ledger already says what is stored.
+            _ => {}
+        }
     }
 }
 
@@ -280,7 +319,9 @@ async fn kill_9_loses_no_acknowledged_write(backend: Backend) {
         let process = Process::start(&backend);
         let admin = process.admin();
         retry_unanswered(&admin, &ledger).await;
-        check(&admin, &ledger.lock().unwrap()).await;
+        settle_in_flight(&admin, &ledger).await;
+        let seen = ledger.lock().unwrap().clone();
+        check(&admin, &seen).await;
 
         let before = ledger.lock().unwrap().acknowledged;
         let load: Vec<_> = (0..WORKERS)
@@ -304,7 +345,8 @@ async fn kill_9_loses_no_acknowledged_write(backend: Backend) {
     let process = Process::start(&backend);
     let admin = process.admin();
     retry_unanswered(&admin, &ledger).await;
-    let ledger = ledger.lock().unwrap();
+    settle_in_flight(&admin, &ledger).await;
+    let ledger = ledger.lock().unwrap().clone();
     check(&admin, &ledger).await;
     println!(
         "kill -9 x{KILLS}: {} acknowledged writes, all present",
