@@ -35,6 +35,9 @@ pub enum Error {
     Unimplemented(String),
     #[error("the database is unavailable")]
     Unavailable(#[source] BoxError),
+    /// The server is stopping: open streams end with this.
+    #[error("the server is shutting down; reconnect")]
+    ShuttingDown,
     #[error("internal error")]
     Internal(#[source] BoxError),
 }
@@ -113,6 +116,7 @@ impl From<Error> for tonic::Status {
                 tracing::error!(error = %error_chain(source.as_ref()), "database unavailable");
                 tonic::Status::unavailable(message)
             }
+            Error::ShuttingDown => tonic::Status::unavailable(message),
             Error::Internal(ref source) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "internal error");
                 tonic::Status::internal(message)

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use tokio::sync::watch;
 
+use super::availability::{Availability, Gated, Probe, lost_connection};
 use super::create_batch::{CreateBatches, Outcome, Writer as BatchWriter};
 use super::entities::{
     change, confirmation_token, credential, endpoint, event_type, idempotency, nonce, outbox,
@@ -50,8 +51,10 @@ pub struct DatabaseSettings {
 pub struct SeaRepository {
     /// On SQLite one connection, so writers queue in-process instead of
     /// failing with "database is locked".
-    writer: DatabaseConnection,
-    reader: DatabaseConnection,
+    writer: Gated,
+    reader: Gated,
+    /// Whether the database answers (see `availability`).
+    availability: Arc<Availability>,
     backend: DatabaseBackend,
     key: MasterKey,
     revisions: watch::Sender<Revision>,
@@ -95,19 +98,8 @@ fn classify(err: DbErr) -> RepoError {
         {
             RepoError::Unavailable(Box::new(err))
         }
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => RepoError::Unavailable(Box::new(err)),
-        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
-        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
-            if matches!(
-                e.as_ref(),
-                sea_orm::sqlx::Error::Io(_)
-                    | sea_orm::sqlx::Error::PoolTimedOut
-                    | sea_orm::sqlx::Error::PoolClosed
-                    | sea_orm::sqlx::Error::Tls(_)
-            ) =>
-        {
-            RepoError::Unavailable(Box::new(err))
-        }
+        // The database went away, restarted or refuses connections.
+        _ if lost_connection(&err) => RepoError::Unavailable(Box::new(err)),
         _ => RepoError::Internal(Box::new(err)),
     }
 }
@@ -138,6 +130,7 @@ impl SeaRepository {
                 "database url must start with sqlite: or postgres://".into(),
             ));
         };
+        let availability = Availability::new();
         let (writer, reader, inline) = match backend {
             DatabaseBackend::Sqlite => {
                 let writer = Database::connect(sqlite_options(settings, 1)).await?;
@@ -155,6 +148,16 @@ impl SeaRepository {
                     .acquire_timeout(settings.acquire_timeout)
                     .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
                     .sqlx_logging(false);
+                // A connection opened before another one broke is dropped
+                // instead of used (see `availability`).
+                let outdated = availability.clone();
+                opts.map_sqlx_postgres_before_acquire(move |_, meta| {
+                    let opened = std::time::Instant::now()
+                        .checked_sub(meta.age)
+                        .unwrap_or_else(std::time::Instant::now);
+                    let usable = !outdated.outdated(opened);
+                    Box::pin(async move { Ok(usable) })
+                });
                 let pool = Database::connect(opts).await?;
                 migrate(&pool, backend).await?;
                 (pool.clone(), pool, None)
@@ -163,7 +166,20 @@ impl SeaRepository {
         // Half the pool, and none from a pool of one: transactions need
         // connections the lanes do not hold.
         let lanes = (backend == DatabaseBackend::Postgres && settings.max_connections >= 2)
-            .then(|| Arc::new(PgLanes::new(&writer, settings.max_connections as usize / 2)));
+            .then(|| {
+                Arc::new(PgLanes::new(
+                    &writer,
+                    settings.max_connections as usize / 2,
+                    availability.clone(),
+                ))
+            });
+        let probe = match backend {
+            DatabaseBackend::Postgres => Probe::Postgres {
+                url: settings.url.clone(),
+                conn: None,
+            },
+            _ => Probe::Pool(reader.clone()),
+        };
         let closed = watch::channel(false).0;
         let group = (backend == DatabaseBackend::Sqlite).then(GroupCommit::new);
         let batch_writer = match (&lanes, &group) {
@@ -176,8 +192,9 @@ impl SeaRepository {
         };
         let batches = batch_writer.map(|target| CreateBatches::start(target, closed.subscribe()));
         let repo = SeaRepository {
-            writer,
-            reader,
+            writer: Gated::new(writer, availability.clone()),
+            reader: Gated::new(reader, availability.clone()),
+            availability,
             backend,
             key,
             revisions: watch::channel(0).0,
@@ -189,13 +206,21 @@ impl SeaRepository {
             lanes,
             batches,
         };
+        tokio::spawn(
+            repo.availability
+                .clone()
+                .run_probe(probe, repo.closed.subscribe()),
+        );
         if let Some(group) = &repo.group {
             let revisions = repo.revisions.clone();
             tokio::spawn(group.clone().run(
                 move |revision| announce(&revisions, revision),
                 repo.closed.subscribe(),
             ));
-            tokio::spawn(checkpoint_wal(repo.reader.clone(), repo.closed.subscribe()));
+            tokio::spawn(checkpoint_wal(
+                repo.reader.pool().clone(),
+                repo.closed.subscribe(),
+            ));
         }
         if let Some(committed) = &repo.committed {
             tokio::spawn(notify_replicas(
@@ -224,11 +249,24 @@ impl SeaRepository {
     /// Closes the pools; later calls fail as unavailable.
     pub async fn close(&self) {
         self.closed.send_replace(true);
-        if let Some(lanes) = &self.lanes {
-            lanes.close().await;
-        }
-        let _ = self.writer.close_by_ref().await;
-        let _ = self.reader.close_by_ref().await;
+        // At once: the pools stop handing out connections while the lanes
+        // give theirs back.
+        let lanes = async {
+            if let Some(lanes) = &self.lanes {
+                lanes.close().await;
+            }
+        };
+        let _ = tokio::join!(
+            lanes,
+            self.writer.pool().close_by_ref(),
+            self.reader.pool().close_by_ref()
+        );
+    }
+
+    /// True while the database answers, as a background probe finds at
+    /// most once a second (see `availability`).
+    pub fn database_up(&self) -> watch::Receiver<bool> {
+        self.availability.subscribe()
     }
 
     pub fn backend(&self) -> DatabaseBackend {
@@ -306,7 +344,7 @@ impl SeaRepository {
     /// the request nonce (one statement on PostgreSQL).
     async fn begin_write(&self, meta: &WriteMeta) -> RepoResult<(WriteTxn, ChangeLog)> {
         let txn = match &self.group {
-            Some(group) => group.join(&self.writer).await.map_err(classify)?,
+            Some(group) => group.join(self.writer.pool()).await.map_err(classify)?,
             None => WriteTxn::single(self.begin().await?),
         };
         let replay = |e: DbErr| match classify(e) {
@@ -1416,7 +1454,11 @@ fn live_subscriptions() -> sea_orm::Condition {
 #[async_trait::async_trait]
 impl Repository for SeaRepository {
     async fn ping(&self) -> RepoResult<()> {
-        self.reader.ping().await.map_err(classify)
+        self.reader
+            .execute_unprepared("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(classify)
     }
 
     async fn current_revision(&self) -> RepoResult<Revision> {

@@ -52,6 +52,8 @@ pub struct Services {
     tokens: PageTokens,
     index: Arc<ResolveIndex>,
     sender: Arc<crate::delivery::Sender>,
+    /// Turns true when the server begins to stop.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A write's result: the value, and the change-log revision it produced
@@ -126,6 +128,7 @@ impl Services {
         tokens: PageTokens,
         index: Arc<ResolveIndex>,
         sender: Arc<crate::delivery::Sender>,
+        stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Services {
             repo,
@@ -134,6 +137,7 @@ impl Services {
             tokens,
             index,
             sender,
+            stopping,
         }
     }
 
