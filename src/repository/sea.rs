@@ -80,6 +80,14 @@ pub struct SeaRepository {
 /// statement; sqlx still pings each connection as it goes back).
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
+/// How long a pooled PostgreSQL connection is used. PostgreSQL keeps a
+/// prepared statement's generic plan, made with the table sizes of that
+/// moment, for as long as the connection lives: one made on empty tables
+/// (autovacuum off, nothing analyzed) can scan a table that has since
+/// grown. A new connection plans afresh. (The held lanes drop their plans
+/// more often; see `pg_lanes`.)
+const PG_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
 /// The PostgreSQL channel on which every commit announces its revision.
 const CHANGES_CHANNEL: &str = "hookplane_changes";
 
@@ -147,6 +155,7 @@ impl SeaRepository {
                     .min_connections(1)
                     .acquire_timeout(settings.acquire_timeout)
                     .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
+                    .max_lifetime(PG_CONNECTION_LIFETIME)
                     .sqlx_logging(false);
                 // A connection opened before another one broke is dropped
                 // instead of used (see `availability`).

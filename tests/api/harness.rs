@@ -136,7 +136,9 @@ impl Backend {
             .expect("connect to the server's database")
     }
 
-    async fn drop_database(&self) {
+    /// Drops the test's PostgreSQL database (ending its sessions); the
+    /// harness does so after every test.
+    pub async fn drop_database(&self) {
         if let Some(pg) = &self.store.postgres {
             let admin = sea_orm::Database::connect(pg.base_url.as_str())
                 .await
