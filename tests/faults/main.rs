@@ -6,5 +6,8 @@
 //! serial step). Each test leaves PostgreSQL running, whatever its outcome.
 
 #[path = "../api/harness.rs"]
-#[allow(dead_code)]
+// Not every helper is used here, nor the backend_tests! macro.
+#[allow(dead_code, unused_macros, unused_imports)]
 mod harness;
+
+mod postgres;
