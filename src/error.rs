@@ -40,6 +40,9 @@ pub enum Error {
         "the database's disk is full; nothing was written, and writes resume once space is freed"
     )]
     StorageFull(#[source] BoxError),
+    /// The server is stopping: open streams end with this.
+    #[error("the server is shutting down; reconnect")]
+    ShuttingDown,
     #[error("internal error")]
     Internal(#[source] BoxError),
 }
@@ -122,6 +125,7 @@ impl From<Error> for tonic::Status {
                 tracing::error!(error = %error_chain(source.as_ref()), "database disk full");
                 tonic::Status::unavailable(message)
             }
+            Error::ShuttingDown => tonic::Status::unavailable(message),
             Error::Internal(ref source) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "internal error");
                 tonic::Status::internal(message)

@@ -219,48 +219,50 @@ fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
 
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
-    for name in SERVICE_NAMES {
+    for name in SERVICE_NAMES.into_iter().chain([DATABASE_HEALTH]) {
         reporter.set_service_status(name, status).await;
     }
 }
 
-/// Reports NOT_SERVING while the database does not answer.
-async fn watch_database(
-    repo: Arc<SeaRepository>,
+/// The health entry of the database itself: NOT_SERVING while it does not
+/// answer. The overall status stays SERVING meanwhile: ResolveSubscribers
+/// still answers from memory, and a load balancer must not take every
+/// replica out during a database outage.
+pub const DATABASE_HEALTH: &str = "hookplane.database";
+
+/// Publishes the database's availability (see `SeaRepository::database_up`)
+/// as the health of [`DATABASE_HEALTH`], until `stop` turns true.
+async fn report_database(
+    mut up: watch::Receiver<bool>,
     reporter: HealthReporter,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut serving = true;
     loop {
+        let status = if *up.borrow_and_update() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter.set_service_status(DATABASE_HEALTH, status).await;
         tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-        let ok = tokio::time::timeout(Duration::from_secs(2), repo.ping())
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if ok != serving {
-            serving = ok;
-            if ok {
-                tracing::info!("database reachable again; serving");
-                set_all(&reporter, ServingStatus::Serving).await;
-            } else {
-                tracing::error!("database unreachable; health is NOT_SERVING");
-                set_all(&reporter, ServingStatus::NotServing).await;
-            }
+            _ = stop.wait_for(|stop| *stop) => return,
+            changed = up.changed() => if changed.is_err() { return },
         }
     }
 }
 
+/// GET /healthz: 200 while the database answers, 503 while it does not,
+/// from the state the probe keeps; it never waits for the database.
 async fn healthz(
-    axum::extract::State(repo): axum::extract::State<Arc<SeaRepository>>,
+    axum::extract::State(up): axum::extract::State<watch::Receiver<bool>>,
 ) -> (http::StatusCode, &'static str) {
-    match repo.ping().await {
-        Ok(()) => (http::StatusCode::OK, "ok\n"),
-        Err(_) => (
+    if *up.borrow() {
+        (http::StatusCode::OK, "ok\n")
+    } else {
+        (
             http::StatusCode::SERVICE_UNAVAILABLE,
             "database unreachable\n",
-        ),
+        )
     }
 }
 
@@ -326,6 +328,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     );
     let credentials = Arc::new(CredentialCache::new());
     let index = Arc::new(ResolveIndex::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
     let key = master_key(&args.database)?;
     let dyn_repo = repo.clone() as Arc<dyn Repository>;
     let services = Arc::new(Services::new(
@@ -340,6 +343,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         PageTokens::new(&key.derive(b"hookplane page tokens")),
         index.clone(),
         sender.clone(),
+        stop_rx.clone(),
     ));
     let change_retention = Duration::from_secs(args.change_retention_hours as u64 * 3600);
     let follower = Follower::new(dyn_repo.clone(), index.clone(), credentials.clone());
@@ -415,9 +419,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
 
     tracing::info!(%grpc_addr, %http_addr, tls = args.tls_cert.is_some(), grpc_threads = args.grpc_threads(), "hookplane listening");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(watch_database(
-        repo.clone(),
+    tokio::spawn(report_database(
+        repo.database_up(),
         reporter.clone(),
         stop_rx.clone(),
     ));
@@ -430,7 +433,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
 
     let http_app = axum::Router::new()
         .route("/healthz", axum::routing::get(healthz))
-        .with_state(repo.clone())
+        .with_state(repo.database_up())
         .merge(
             axum::Router::new()
                 .route("/v1/confirm", axum::routing::get(confirm))
@@ -471,33 +474,59 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
                 (result, Some(lanes))
             }
         };
-        // Draining is bounded: after the grace period, remaining calls are cut.
-        let deadline = async move {
-            let _ = grace_stop.wait_for(|stop| *stop).await;
-            tokio::time::sleep(grace).await;
+        tokio::pin!(serve);
+        let served = tokio::select! {
+            served = &mut serve => Some(served),
+            _ = grace_stop.wait_for(|stop| *stop) => None,
         };
+        // From the stop request on, everything below shares one deadline:
+        // shutdown takes at most the grace period, whatever the database
+        // and the callers do. Calls still running then are cut.
+        let deadline = tokio::time::Instant::now() + grace;
         // `_lanes` keeps the serving threads' runtimes (and the database
         // connections they drive) up until the pools are closed below.
-        let (result, _lanes) = tokio::select! {
-            r = serve => r,
-            _ = deadline => {
-                tracing::warn!("calls still running after the shutdown grace period; stopping anyway");
-                (Ok(()), None)
-            }
+        let (result, _lanes) = match served {
+            Some(served) => served,
+            None => match tokio::time::timeout_at(deadline, serve).await {
+                Ok(served) => served,
+                Err(_) => {
+                    tracing::warn!(
+                        "calls still running after the shutdown grace period; stopping anyway"
+                    );
+                    (Ok(()), None)
+                }
+            },
         };
-        if let Ok(Err(e)) = http_task.await {
-            tracing::warn!(error = %e, "HTTP listener failed");
+        let mut http_task = http_task;
+        match tokio::time::timeout_at(deadline, &mut http_task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP listener failed"),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!("HTTP requests still running after the grace period");
+                http_task.abort();
+            }
         }
         // Let deliveries in flight record their outcome before the pools close.
-        let background = async {
-            let _ = worker_task.await;
-            let _ = follower_task.await;
-            let _ = sweeper_task.await;
+        let mut background = [worker_task, follower_task, sweeper_task];
+        let finished = async {
+            for task in &mut background {
+                let _ = task.await;
+            }
         };
-        if tokio::time::timeout(grace, background).await.is_err() {
+        if tokio::time::timeout_at(deadline, finished).await.is_err() {
             tracing::warn!("background tasks still running after the grace period");
+            for task in &background {
+                task.abort();
+            }
         }
-        repo.close().await;
+        if tokio::time::timeout_at(deadline, repo.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "database connections still in use after the grace period; they close with the process"
+            );
+        }
         tracing::info!("hookplane stopped");
         result
     });

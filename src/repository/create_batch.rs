@@ -31,6 +31,7 @@ use sea_orm::sqlx;
 use sea_orm::{DatabaseConnection, DbErr, QueryResult, RuntimeErr};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::availability::lost_connection;
 use super::group_commit::GroupCommit;
 use super::one_statement::{self, BatchedCreate};
 use super::pg_lanes::PgLanes;
@@ -254,11 +255,14 @@ fn outcomes(answer: Result<Vec<QueryResult>, DbErr>, count: usize) -> Vec<Outcom
 }
 
 /// Whether the database answered with an error (a check or constraint),
-/// rather than the connection failing.
+/// rather than the connection failing. PostgreSQL ending the session
+/// (57P01 at a restart) is an error message too, but not an answer: the
+/// batch may or may not have committed, so its creates are not run again.
 fn is_database_answer(e: &DbErr) -> bool {
     let runtime = match e {
         DbErr::Query(r) | DbErr::Exec(r) | DbErr::Conn(r) => r,
         _ => return false,
     };
     matches!(runtime, RuntimeErr::SqlxError(e) if matches!(**e, sqlx::Error::Database(_)))
+        && !lost_connection(e)
 }

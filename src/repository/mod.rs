@@ -9,6 +9,7 @@
 //! CreateSubscription does all of that in one statement (see
 //! `one_statement`), falling back to the transaction to name an error.
 
+mod availability;
 mod create_batch;
 mod entities;
 mod group_commit;

@@ -5,10 +5,28 @@
 //! sqlx pings every connection it takes back into its pool, a round trip
 //! per checkout; in a CreateSubscription profile those pings were 15 % of
 //! the server's CPU (and as many wake-ups on the database). A lane keeps
-//! its connection, so a statement on it costs one round trip. A lane whose
-//! statement failed on the connection itself gives the connection up and
-//! takes a fresh one from the pool next time. When every lane is busy, the
-//! statement goes through the pool as before, so lanes never add waiting.
+//! its connection, so a statement on it costs one round trip. When every
+//! lane is busy, the statement goes through the pool as before, so lanes
+//! never add waiting.
+//!
+//! A lane whose connection broke (see `availability`) gives it up and takes
+//! a fresh one from the pool next time; so does every other lane whose
+//! connection is older than the failure, since a PostgreSQL restart ends
+//! them all: after a restart only the call that found a broken connection
+//! fails, with UNAVAILABLE.
+//!
+//! Lanes plan generically (`plan_cache_mode = force_generic_plan`): without
+//! it PostgreSQL plans the change-log range read afresh on every execution
+//! (18 % of its CPU in a create profile). But a generic plan is made once,
+//! with the table sizes of that moment, and kept: made on empty tables (a
+//! new database, and on these machines autovacuum is off) it scans by
+//! whichever index leads with the right column, or the whole table. The
+//! follower's change-log read then joined through `subscriptions_by_endpoint`
+//! and read every subscription of the tenant per change, and even a
+//! primary-key lookup plans as a sequential scan once an empty table has
+//! been analyzed. No statement is safe from that, so a lane drops its plans
+//! (`DISCARD PLANS`, which keeps the prepared statements) at most once per
+//! [`REPLAN_EVERY`]; the next plans see the tables as they are then.
 //!
 //! A statement takes the lowest free lane, not the next in turn: at low
 //! concurrency the same one or two connections then carry nearly every
@@ -22,6 +40,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use sea_orm::sqlx;
 use sea_orm::sqlx::pool::PoolConnection;
@@ -32,20 +51,48 @@ use sea_orm::{
 };
 use tokio::sync::Mutex;
 
+use super::availability::{Availability, sqlx_broken_connection};
+
+/// How long a lane keeps its plans at most (see the module notes).
+pub(super) const REPLAN_EVERY: Duration = Duration::from_secs(1);
+
 pub(super) struct PgLanes {
     db: DatabaseConnection,
-    lanes: Vec<Mutex<Option<PoolConnection<Postgres>>>>,
+    lanes: Vec<Mutex<Option<Held>>>,
     /// Set by `close`: from then on statements go through the pool.
     closed: AtomicBool,
+    availability: Arc<Availability>,
+}
+
+/// A lane's connection.
+struct Held {
+    conn: PoolConnection<Postgres>,
+    /// When it came from the pool (which checked it then).
+    taken: Instant,
+    /// When its plans were last dropped.
+    planned: Instant,
+}
+
+impl Held {
+    /// Closes the connection: it carries the lane's plan setting, so it does
+    /// not go back to the pool.
+    fn close(self) {
+        drop(self.conn.detach());
+    }
 }
 
 impl PgLanes {
     /// Up to `count` lanes over the pool behind `db`.
-    pub(super) fn new(db: &DatabaseConnection, count: usize) -> Self {
+    pub(super) fn new(
+        db: &DatabaseConnection,
+        count: usize,
+        availability: Arc<Availability>,
+    ) -> Self {
         PgLanes {
             db: db.clone(),
             lanes: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
             closed: AtomicBool::new(false),
+            availability,
         }
     }
 
@@ -53,7 +100,9 @@ impl PgLanes {
     pub(super) async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         for lane in &self.lanes {
-            lane.lock().await.take();
+            if let Some(held) = lane.lock().await.take() {
+                held.close();
+            }
         }
     }
 
@@ -72,57 +121,82 @@ impl PgLanes {
         self.run(statement, Fetch::All).await
     }
 
+    /// Runs one statement, unless the database is known to be down (see
+    /// `availability`).
     async fn run(&self, statement: Statement, fetch: Fetch) -> Result<Vec<QueryResult>, DbErr> {
+        self.availability
+            .guard(self.run_on_lane(statement, fetch))
+            .await
+    }
+
+    async fn run_on_lane(
+        &self,
+        statement: Statement,
+        fetch: Fetch,
+    ) -> Result<Vec<QueryResult>, DbErr> {
         let free = self.lanes.iter().find_map(|lane| lane.try_lock().ok());
         let Some(mut lane) = free.filter(|_| !self.closed.load(Ordering::SeqCst)) else {
             return fetch.through_pool(&self.db, statement).await;
         };
-        if lane.is_none() {
-            let mut conn = self
-                .db
-                .get_postgres_connection_pool()
-                .acquire()
-                .await
-                .map_err(sqlx_err)?;
-            // A lane runs only key lookups, writes through primary keys and
-            // the change-log range read, whose generic plans are their best
-            // plans; without this PostgreSQL plans the range read afresh on
-            // every execution (18 % of its CPU in a create profile). Servers
-            // without the setting (before 12) just plan as before.
-            let _ = sqlx::query("SET plan_cache_mode = force_generic_plan")
-                .execute(&mut *conn)
-                .await;
-            *lane = Some(conn);
+        if let Some(held) = lane.take_if(|held| self.availability.outdated(held.taken)) {
+            held.close();
         }
-        let Some(conn) = lane.as_mut() else {
-            return fetch.through_pool(&self.db, statement).await;
+        let held = match lane.as_mut() {
+            Some(held) => held,
+            None => lane.insert(self.take().await?),
         };
         let query = bind(
             sqlx::query(sqlx::AssertSqlSafe(statement.sql.as_str())),
             statement.values,
         )?;
-        let rows = match fetch {
-            Fetch::One => query
-                .fetch_optional(&mut **conn)
-                .await
-                .map(|r| r.into_iter().collect()),
-            Fetch::All => query.fetch_all(&mut **conn).await,
+        let rows = async {
+            if held.planned.elapsed() >= REPLAN_EVERY {
+                sqlx::raw_sql("DISCARD PLANS")
+                    .execute(&mut *held.conn)
+                    .await?;
+                held.planned = Instant::now();
+            }
+            match fetch {
+                Fetch::One => query
+                    .fetch_optional(&mut *held.conn)
+                    .await
+                    .map(|r| r.into_iter().collect()),
+                Fetch::All => query.fetch_all(&mut *held.conn).await,
+            }
         };
-        match rows {
+        match rows.await {
             Ok(rows) => Ok(rows.into_iter().map(QueryResult::from).collect()),
             Err(e) => {
-                if !matches!(e, sqlx::Error::Database(_)) {
-                    // Not an answer from the database: the connection may be
-                    // broken; close it (it carries the lane's plan setting,
-                    // so it does not go back to the pool) and take another
-                    // next time.
-                    if let Some(conn) = lane.take() {
-                        drop(conn.detach());
+                // An error that is not the database's answer to the
+                // statement may have left the connection unusable.
+                if sqlx_broken_connection(&e) || !matches!(e, sqlx::Error::Database(_)) {
+                    if let Some(held) = lane.take() {
+                        held.close();
                     }
                 }
                 Err(sqlx_err(e))
             }
         }
+    }
+
+    /// A connection from the pool, set up for a lane.
+    async fn take(&self) -> Result<Held, DbErr> {
+        let mut conn = self
+            .db
+            .get_postgres_connection_pool()
+            .acquire()
+            .await
+            .map_err(sqlx_err)?;
+        let taken = Instant::now();
+        // Servers without the setting (before 12) just plan as before.
+        let _ = sqlx::query("SET plan_cache_mode = force_generic_plan")
+            .execute(&mut *conn)
+            .await;
+        Ok(Held {
+            conn,
+            taken,
+            planned: Instant::now(),
+        })
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use tokio::sync::watch;
 
+use super::availability::{Availability, Gated, Probe, lost_connection};
 use super::create_batch::{CreateBatches, Outcome, Writer as BatchWriter};
 use super::entities::{
     change, confirmation_token, credential, endpoint, event_type, idempotency, nonce, outbox,
@@ -51,8 +52,10 @@ pub struct DatabaseSettings {
 pub struct SeaRepository {
     /// On SQLite one connection, so writers queue in-process instead of
     /// failing with "database is locked".
-    writer: DatabaseConnection,
-    reader: DatabaseConnection,
+    writer: Gated,
+    reader: Gated,
+    /// Whether the database answers (see `availability`).
+    availability: Arc<Availability>,
     backend: DatabaseBackend,
     key: MasterKey,
     revisions: watch::Sender<Revision>,
@@ -78,6 +81,14 @@ pub struct SeaRepository {
 /// statement; sqlx still pings each connection as it goes back).
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
+/// How long a pooled PostgreSQL connection is used. PostgreSQL keeps a
+/// prepared statement's generic plan, made with the table sizes of that
+/// moment, for as long as the connection lives: one made on empty tables
+/// (autovacuum off, nothing analyzed) can scan a table that has since
+/// grown. A new connection plans afresh. (The held lanes drop their plans
+/// more often; see `pg_lanes`.)
+const PG_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
 /// The PostgreSQL channel on which every commit announces its revision.
 const CHANGES_CHANNEL: &str = "hookplane_changes";
 
@@ -102,19 +113,8 @@ fn classify(err: DbErr) -> RepoError {
         {
             RepoError::Unavailable(Box::new(err))
         }
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => RepoError::Unavailable(Box::new(err)),
-        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
-        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
-            if matches!(
-                e.as_ref(),
-                sea_orm::sqlx::Error::Io(_)
-                    | sea_orm::sqlx::Error::PoolTimedOut
-                    | sea_orm::sqlx::Error::PoolClosed
-                    | sea_orm::sqlx::Error::Tls(_)
-            ) =>
-        {
-            RepoError::Unavailable(Box::new(err))
-        }
+        // The database went away, restarted or refuses connections.
+        _ if lost_connection(&err) => RepoError::Unavailable(Box::new(err)),
         _ => RepoError::Internal(Box::new(err)),
     }
 }
@@ -145,6 +145,7 @@ impl SeaRepository {
                 "database url must start with sqlite: or postgres://".into(),
             ));
         };
+        let availability = Availability::new();
         let (writer, reader, inline) = match backend {
             DatabaseBackend::Sqlite => {
                 let writer = Database::connect(sqlite_options(settings, 1)).await?;
@@ -161,7 +162,18 @@ impl SeaRepository {
                     .min_connections(1)
                     .acquire_timeout(settings.acquire_timeout)
                     .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
+                    .max_lifetime(PG_CONNECTION_LIFETIME)
                     .sqlx_logging(false);
+                // A connection opened before another one broke is dropped
+                // instead of used (see `availability`).
+                let outdated = availability.clone();
+                opts.map_sqlx_postgres_before_acquire(move |_, meta| {
+                    let opened = std::time::Instant::now()
+                        .checked_sub(meta.age)
+                        .unwrap_or_else(std::time::Instant::now);
+                    let usable = !outdated.outdated(opened);
+                    Box::pin(async move { Ok(usable) })
+                });
                 let pool = Database::connect(opts).await?;
                 migrate(&pool, backend).await?;
                 (pool.clone(), pool, None)
@@ -169,8 +181,21 @@ impl SeaRepository {
         };
         // Half the pool, and none from a pool of one: transactions need
         // connections the lanes do not hold.
-        let lanes = (backend == DatabaseBackend::Postgres && settings.max_connections >= 2)
-            .then(|| Arc::new(PgLanes::new(&writer, settings.max_connections as usize / 2)));
+        let lanes =
+            (backend == DatabaseBackend::Postgres && settings.max_connections >= 2).then(|| {
+                Arc::new(PgLanes::new(
+                    &writer,
+                    settings.max_connections as usize / 2,
+                    availability.clone(),
+                ))
+            });
+        let probe = match backend {
+            DatabaseBackend::Postgres => Probe::Postgres {
+                url: settings.url.clone(),
+                conn: None,
+            },
+            _ => Probe::Pool(reader.clone()),
+        };
         let closed = watch::channel(false).0;
         let group = (backend == DatabaseBackend::Sqlite).then(GroupCommit::new);
         let batch_writer = match (&lanes, &group) {
@@ -183,8 +208,9 @@ impl SeaRepository {
         };
         let batches = batch_writer.map(|target| CreateBatches::start(target, closed.subscribe()));
         let repo = SeaRepository {
-            writer,
-            reader,
+            writer: Gated::new(writer, availability.clone()),
+            reader: Gated::new(reader, availability.clone()),
+            availability,
             backend,
             key,
             revisions: watch::channel(0).0,
@@ -196,13 +222,21 @@ impl SeaRepository {
             lanes,
             batches,
         };
+        tokio::spawn(
+            repo.availability
+                .clone()
+                .run_probe(probe, repo.closed.subscribe()),
+        );
         if let Some(group) = &repo.group {
             let revisions = repo.revisions.clone();
             tokio::spawn(group.clone().run(
                 move |revision| announce(&revisions, revision),
                 repo.closed.subscribe(),
             ));
-            tokio::spawn(checkpoint_wal(repo.reader.clone(), repo.closed.subscribe()));
+            tokio::spawn(checkpoint_wal(
+                repo.reader.pool().clone(),
+                repo.closed.subscribe(),
+            ));
         }
         if let Some(committed) = &repo.committed {
             tokio::spawn(notify_replicas(
@@ -231,11 +265,24 @@ impl SeaRepository {
     /// Closes the pools; later calls fail as unavailable.
     pub async fn close(&self) {
         self.closed.send_replace(true);
-        if let Some(lanes) = &self.lanes {
-            lanes.close().await;
-        }
-        let _ = self.writer.close_by_ref().await;
-        let _ = self.reader.close_by_ref().await;
+        // At once: the pools stop handing out connections while the lanes
+        // give theirs back.
+        let lanes = async {
+            if let Some(lanes) = &self.lanes {
+                lanes.close().await;
+            }
+        };
+        let _ = tokio::join!(
+            lanes,
+            self.writer.pool().close_by_ref(),
+            self.reader.pool().close_by_ref()
+        );
+    }
+
+    /// True while the database answers, as a background probe finds at
+    /// most once a second (see `availability`).
+    pub fn database_up(&self) -> watch::Receiver<bool> {
+        self.availability.subscribe()
     }
 
     pub fn backend(&self) -> DatabaseBackend {
@@ -313,7 +360,7 @@ impl SeaRepository {
     /// the request nonce (one statement on PostgreSQL).
     async fn begin_write(&self, meta: &WriteMeta) -> RepoResult<(WriteTxn, ChangeLog)> {
         let txn = match &self.group {
-            Some(group) => group.join(&self.writer).await.map_err(classify)?,
+            Some(group) => group.join(self.writer.pool()).await.map_err(classify)?,
             None => WriteTxn::single(self.begin().await?),
         };
         let replay = |e: DbErr| match classify(e) {
@@ -1430,7 +1477,11 @@ fn live_subscriptions() -> sea_orm::Condition {
 #[async_trait::async_trait]
 impl Repository for SeaRepository {
     async fn ping(&self) -> RepoResult<()> {
-        self.reader.ping().await.map_err(classify)
+        self.reader
+            .execute_unprepared("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(classify)
     }
 
     async fn current_revision(&self) -> RepoResult<Revision> {

@@ -29,6 +29,8 @@ fn sqlite_code(err: &DbErr) -> Option<i32> {
     let sqlx::Error::Database(db) = e.as_ref() else {
         return None;
     };
+    // PostgreSQL's codes are numbers too, of another scheme.
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
     let code: i32 = db.code()?.parse().ok()?;
     Some(code & 0xff)
 }

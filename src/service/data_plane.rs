@@ -104,9 +104,27 @@ impl Services {
             local: self.index.subscribe_applied(),
             tx,
         };
+        let mut stopping = self.stopping.clone();
+        let stopped = async move {
+            if stopping.wait_for(|stop| *stop).await.is_err() {
+                // The server went away without stopping.
+                std::future::pending::<()>().await;
+            }
+        };
+        let ended = watcher.tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = watcher.run(since_revision, current).await {
-                let _ = e.tx.send(Err(e.error.into())).await;
+            tokio::select! {
+                failed = watcher.run(since_revision, current) => {
+                    if let Err(e) = failed {
+                        let _ = e.tx.send(Err(e.error.into())).await;
+                    }
+                }
+                // The server is stopping: a stream would hold its shutdown
+                // for the whole grace period. A client that does not read
+                // (its queue full) just sees the stream end.
+                () = stopped => {
+                    let _ = ended.try_send(Err(Error::ShuttingDown));
+                }
             }
         });
         Ok(rx)

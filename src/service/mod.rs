@@ -52,6 +52,8 @@ pub struct Services {
     tokens: PageTokens,
     index: Arc<ResolveIndex>,
     sender: Arc<crate::delivery::Sender>,
+    /// Turns true when the server begins to stop.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A write's result: the value, and the change-log revision it produced
@@ -127,6 +129,7 @@ impl Services {
         tokens: PageTokens,
         index: Arc<ResolveIndex>,
         sender: Arc<crate::delivery::Sender>,
+        stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Services {
             repo,
@@ -135,6 +138,7 @@ impl Services {
             tokens,
             index,
             sender,
+            stopping,
         }
     }
 

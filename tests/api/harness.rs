@@ -87,6 +87,13 @@ impl Backend {
     /// when the variable is not set.
     pub async fn postgres() -> Option<Backend> {
         let base_url = std::env::var(POSTGRES_ENV).ok().filter(|v| !v.is_empty())?;
+        Some(Backend::postgres_on(&base_url).await)
+    }
+
+    /// A fresh database on the PostgreSQL server at `base_url` (a URL of
+    /// any database there, which the harness connects to as an admin).
+    pub async fn postgres_on(base_url: &str) -> Backend {
+        let base_url = base_url.to_owned();
         let name = format!("hp_test_{}", uuid::Uuid::new_v4().simple());
         let mut url = url::Url::parse(&base_url).expect("HOOKPLANE_TEST_POSTGRES_URL is a URL");
         url.set_path(&format!("/{name}"));
@@ -100,7 +107,7 @@ impl Backend {
         admin.close().await.expect("close admin connection");
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).expect("random master key");
-        Some(Backend {
+        Backend {
             store: Arc::new(Store {
                 data_dir: tempfile::tempdir().expect("temp data dir"),
                 postgres: Some(PgDatabase {
@@ -110,7 +117,7 @@ impl Backend {
                     master_key: base64::engine::general_purpose::STANDARD.encode(key),
                 }),
             }),
-        })
+        }
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -136,7 +143,9 @@ impl Backend {
             .expect("connect to the server's database")
     }
 
-    async fn drop_database(&self) {
+    /// Drops the test's PostgreSQL database (ending its sessions); the
+    /// harness does so after every test.
+    pub async fn drop_database(&self) {
         if let Some(pg) = &self.store.postgres {
             let admin = sea_orm::Database::connect(pg.base_url.as_str())
                 .await

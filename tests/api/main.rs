@@ -8,6 +8,7 @@ mod auth;
 mod concurrency;
 mod credentials;
 mod data_plane;
+mod database;
 mod endpoints;
 mod event_types;
 mod fencing;

@@ -7,6 +7,8 @@
 
 mod disk_full;
 #[path = "../api/harness.rs"]
+// Not every helper is used here, nor the backend_tests! macro.
 #[allow(dead_code, unused_macros, unused_imports)]
 mod harness;
 mod kill9;
+mod postgres;
