@@ -20,3 +20,4 @@ mod serving;
 mod subscriptions;
 mod tenants;
 mod tls;
+mod verification;
