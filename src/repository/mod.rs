@@ -188,6 +188,13 @@ pub trait Repository: Send + Sync + 'static {
         request_id: &str,
         not_before: Micros,
     ) -> RepoResult<Option<IdempotencyRecord>>;
+    /// Whether a write signed with this request nonce was accepted (write
+    /// nonces are kept until their signed timestamp leaves the window).
+    async fn nonce_recorded(&self, api_id: &str, nonce: &str) -> RepoResult<bool>;
+    /// Records the nonce of a call that writes nothing else (a stored
+    /// response handed out again, a ping), as a write would: `Replay` when
+    /// it is recorded already.
+    async fn record_nonce(&self, meta: &WriteMeta) -> RepoResult<()>;
     /// Deletes write nonces and idempotency records older than their retention.
     async fn purge_expired(&self, now: Micros, idempotency_before: Micros) -> RepoResult<u64>;
 

@@ -1516,6 +1516,32 @@ impl Repository for SeaRepository {
         }))
     }
 
+    async fn nonce_recorded(&self, api_id: &str, nonce: &str) -> RepoResult<bool> {
+        // Through the writer, like `find_idempotency`: a write acknowledged a
+        // moment ago must be seen.
+        Ok(
+            nonce::Entity::find_by_id((api_id.to_owned(), nonce.to_owned()))
+                .one(&self.writer)
+                .await
+                .map_err(classify)?
+                .is_some(),
+        )
+    }
+
+    async fn record_nonce(&self, meta: &WriteMeta) -> RepoResult<()> {
+        let Some(row) = nonce_row(meta) else {
+            return Ok(());
+        };
+        nonce::Entity::insert(row)
+            .exec_without_returning(&self.writer)
+            .await
+            .map_err(|e| match classify(e) {
+                RepoError::AlreadyExists(_) => RepoError::Replay,
+                other => other,
+            })?;
+        Ok(())
+    }
+
     async fn purge_expired(&self, now: Micros, idempotency_before: Micros) -> RepoResult<u64> {
         let nonces = nonce::Entity::delete_many()
             .filter(nonce::Column::ExpireTime.lt(now))

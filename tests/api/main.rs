@@ -13,6 +13,7 @@ mod event_types;
 mod fencing;
 mod lifecycle;
 mod limits;
+mod replays;
 mod replicas;
 mod restart;
 mod seeds;
