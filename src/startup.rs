@@ -434,14 +434,12 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
                 .route("/v1/confirm", axum::routing::get(confirm))
                 .with_state(services.clone()),
         );
-    let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, http_app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let http_task = tokio::spawn(serving::http::serve(
+        http_listener,
+        http_app,
+        args.http_limits(),
+        stop_rx.clone(),
+    ));
 
     let grace = args.shutdown_grace();
     let mut grpc_stop = stop_rx.clone();
@@ -483,7 +481,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
                 (Ok(()), None)
             }
         };
-        if let Ok(Err(e)) = http_task.await {
+        if let Err(e) = http_task.await {
             tracing::warn!(error = %e, "HTTP listener failed");
         }
         // Let deliveries in flight record their outcome before the pools close.

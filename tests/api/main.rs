@@ -11,6 +11,7 @@ mod data_plane;
 mod endpoints;
 mod event_types;
 mod fencing;
+mod http_listener;
 mod lifecycle;
 mod limits;
 mod replays;
