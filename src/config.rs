@@ -161,6 +161,16 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKPLANE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Open connections on the HTTP listener at most; while it is full,
+    /// new connections wait until one closes.
+    #[arg(long, env = "HOOKPLANE_HTTP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
+
+    /// Seconds an HTTP connection may take to send a request's headers, and
+    /// may stay idle between requests, before it is closed.
+    #[arg(long, env = "HOOKPLANE_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub http_header_timeout_secs: u64,
+
     /// Threads serving gRPC connections, each connection kept on one of
     /// them; default one per core. 0 serves every connection on the shared
     /// multi-threaded runtime instead (one connection may then use every
@@ -187,6 +197,14 @@ impl ServeArgs {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn http_limits(&self) -> crate::serving::http::HttpLimits {
+        crate::serving::http::HttpLimits {
+            header_read_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            max_connections: self.http_max_connections as usize,
+            shutdown_grace: self.shutdown_grace(),
+        }
     }
 }
 

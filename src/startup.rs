@@ -439,14 +439,12 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
                 .route("/v1/confirm", axum::routing::get(confirm))
                 .with_state(services.clone()),
         );
-    let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, http_app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let http_task = tokio::spawn(serving::http::serve(
+        http_listener,
+        http_app,
+        args.http_limits(),
+        stop_rx.clone(),
+    ));
 
     let grace = args.shutdown_grace();
     let mut grpc_stop = stop_rx.clone();
@@ -499,8 +497,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         };
         let mut http_task = http_task;
         match tokio::time::timeout_at(deadline, &mut http_task).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP listener failed"),
-            Ok(_) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP listener failed"),
+            Ok(Ok(())) => {}
             Err(_) => {
                 tracing::warn!("HTTP requests still running after the grace period");
                 http_task.abort();

@@ -43,10 +43,11 @@ impl EventTypeService for Api {
             deprecated: e.deprecated,
         };
         let w = self
-            .services
-            .create_event_type(&caller, new, idem)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services.create_event_type(&caller, new, idem).await,
+            )
+            .await?;
         Ok(written(w, convert::event_type))
     }
 
@@ -102,10 +103,13 @@ impl EventTypeService for Api {
             deprecated: touches(&paths, "deprecated", e.deprecated).then_some(e.deprecated),
         };
         let w = self
-            .services
-            .update_event_type(&caller, &e.name, changes)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services
+                    .update_event_type(&caller, &e.name, changes)
+                    .await,
+            )
+            .await?;
         Ok(written(w, convert::event_type))
     }
 

@@ -50,6 +50,21 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
         })
 }
 
+impl Api {
+    /// A write's result as the caller gets it: a refused write is first
+    /// checked for being a replay (see [`Services::refused_write`]).
+    async fn write_result<T>(
+        &self,
+        caller: &Caller,
+        result: Result<T, Error>,
+    ) -> Result<T, Status> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(e) => Err(status(self.services.refused_write(caller, e).await)),
+        }
+    }
+}
+
 /// A write's response, with `x-revision` in its metadata.
 fn written<M, T>(w: Written<M>, convert: impl FnOnce(M) -> T) -> Response<T> {
     let mut response = Response::new(convert(w.value));

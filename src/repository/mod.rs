@@ -193,6 +193,13 @@ pub trait Repository: Send + Sync + 'static {
         request_id: &str,
         not_before: Micros,
     ) -> RepoResult<Option<IdempotencyRecord>>;
+    /// Whether a write signed with this request nonce was accepted (write
+    /// nonces are kept until their signed timestamp leaves the window).
+    async fn nonce_recorded(&self, api_id: &str, nonce: &str) -> RepoResult<bool>;
+    /// Records the nonce of a call that writes nothing else (a stored
+    /// response handed out again, a ping), as a write would: `Replay` when
+    /// it is recorded already.
+    async fn record_nonce(&self, meta: &WriteMeta) -> RepoResult<()>;
     /// Deletes write nonces and idempotency records older than their retention.
     async fn purge_expired(&self, now: Micros, idempotency_before: Micros) -> RepoResult<u64>;
 
@@ -210,8 +217,10 @@ pub trait Repository: Send + Sync + 'static {
     /// Live tenant ids after `after`, in id order, at most `limit` (for
     /// loading everything in batches).
     async fn tenant_ids(&self, after: &str, limit: u64) -> RepoResult<Vec<String>>;
-    /// Marks subscriptions past their expire_time EXPIRED and forgets
-    /// rotated-out secrets past their grace period, recording each change.
+    /// Marks ACTIVE and DISABLED subscriptions past their expire_time
+    /// EXPIRED (a PENDING_VERIFICATION one keeps its stored status, so that
+    /// renewing it cannot make it ACTIVE) and forgets rotated-out secrets
+    /// past their grace period, recording each change.
     async fn sweep_expired(&self, now: Micros) -> RepoResult<u64>;
 
     /// Bulk-loads tenants, endpoints and subscriptions in one transaction
@@ -290,7 +299,8 @@ pub trait Repository: Send + Sync + 'static {
         page: &PageRequest,
     ) -> RepoResult<Page<Endpoint>>;
     /// Updates the endpoint; each verification also puts its subscription
-    /// back to PENDING_VERIFICATION (a URL change on a verifying tenant).
+    /// back to PENDING_VERIFICATION (a URL change on a verifying tenant) and
+    /// forgets its earlier tokens.
     async fn update_endpoint(
         &self,
         endpoint: &Endpoint,
@@ -330,10 +340,14 @@ pub trait Repository: Send + Sync + 'static {
     /// SQL cannot express, such as pattern matching).
     async fn all_subscriptions(&self, filter: &SubscriptionFilter)
     -> RepoResult<Vec<Subscription>>;
+    /// Updates the subscription; a verification (a move to another
+    /// endpoint on a verifying tenant) forgets its earlier tokens and queues
+    /// a confirmation to the new endpoint.
     async fn update_subscription(
         &self,
         subscription: &Subscription,
         prev_etag: &str,
+        verification: Option<&Verification>,
         meta: &WriteMeta,
     ) -> RepoResult<Revision>;
     async fn delete_subscription(

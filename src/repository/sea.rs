@@ -89,6 +89,21 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 /// more often; see `pg_lanes`.)
 const PG_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
+/// The outbox kind of a confirmation message.
+const CONFIRMATION: &str = "confirmation";
+
+/// What becomes of a subscription's earlier confirmation tokens when a new
+/// one is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EarlierTokens {
+    /// ResendConfirmation: they stay known, as used ("replaced by a newer one").
+    Replaced,
+    /// The subscription's endpoint or that endpoint's URL changed: a
+    /// confirmation is bound to where it was sent, so they are forgotten
+    /// and answer as unknown tokens.
+    Voided,
+}
+
 /// The PostgreSQL channel on which every commit announces its revision.
 const CHANGES_CHANNEL: &str = "hookplane_changes";
 
@@ -501,26 +516,60 @@ impl SeaRepository {
         Ok(Some(revision))
     }
 
-    /// Kills the subscription's earlier tokens, stores the new token's hash
-    /// and queues the confirmation message.
+    /// Ends the subscription's earlier tokens as `earlier` says, stores the
+    /// new token's hash and queues the confirmation message.
     async fn queue_verification(
         &self,
         txn: &DatabaseTransaction,
         tenant_id: &str,
         v: &Verification,
+        earlier: EarlierTokens,
         now: Micros,
     ) -> RepoResult<()> {
-        confirmation_token::Entity::update_many()
-            .col_expr(
-                confirmation_token::Column::UsedTime,
-                sea_orm::sea_query::Expr::value(now),
-            )
-            .filter(confirmation_token::Column::TenantId.eq(tenant_id))
-            .filter(confirmation_token::Column::SubscriptionId.eq(v.subscription_id.clone()))
-            .filter(confirmation_token::Column::UsedTime.is_null())
-            .exec(txn)
-            .await
-            .map_err(classify)?;
+        let of_subscription = sea_orm::Condition::all()
+            .add(confirmation_token::Column::TenantId.eq(tenant_id))
+            .add(confirmation_token::Column::SubscriptionId.eq(v.subscription_id.clone()));
+        match earlier {
+            EarlierTokens::Replaced => {
+                confirmation_token::Entity::update_many()
+                    .col_expr(
+                        confirmation_token::Column::UsedTime,
+                        sea_orm::sea_query::Expr::value(now),
+                    )
+                    .filter(of_subscription)
+                    .filter(confirmation_token::Column::UsedTime.is_null())
+                    .exec(txn)
+                    .await
+                    .map_err(classify)?;
+            }
+            EarlierTokens::Voided => {
+                confirmation_token::Entity::delete_many()
+                    .filter(of_subscription)
+                    .exec(txn)
+                    .await
+                    .map_err(classify)?;
+                // Their messages, if still queued, would carry dead links
+                // (and go to the endpoint's new URL).
+                outbox::Entity::update_many()
+                    .col_expr(
+                        outbox::Column::DoneTime,
+                        sea_orm::sea_query::Expr::value(now),
+                    )
+                    .col_expr(
+                        outbox::Column::LastError,
+                        sea_orm::sea_query::Expr::value(
+                            "superseded: the subscription's endpoint or URL changed",
+                        ),
+                    )
+                    .filter(outbox::Column::DoneTime.is_null())
+                    .filter(outbox::Column::Kind.eq(CONFIRMATION))
+                    .filter(outbox::Column::TenantId.eq(tenant_id))
+                    .filter(outbox::Column::SubscriptionId.eq(v.subscription_id.clone()))
+                    .exec(txn)
+                    .await
+                    .map_err(classify)?;
+            }
+        }
         confirmation_token::Entity::insert(
             confirmation_token::Model {
                 token_hash: v.token_hash.clone(),
@@ -538,7 +587,7 @@ impl SeaRepository {
         outbox::Entity::insert(
             outbox::Model {
                 id: v.outbox_id.clone(),
-                kind: "confirmation".into(),
+                kind: CONFIRMATION.into(),
                 tenant_id: tenant_id.to_owned(),
                 subscription_id: v.subscription_id.clone(),
                 endpoint_id: v.endpoint_id.clone(),
@@ -1532,6 +1581,32 @@ impl Repository for SeaRepository {
         }))
     }
 
+    async fn nonce_recorded(&self, api_id: &str, nonce: &str) -> RepoResult<bool> {
+        // Through the writer, like `find_idempotency`: a write acknowledged a
+        // moment ago must be seen.
+        Ok(
+            nonce::Entity::find_by_id((api_id.to_owned(), nonce.to_owned()))
+                .one(&self.writer)
+                .await
+                .map_err(classify)?
+                .is_some(),
+        )
+    }
+
+    async fn record_nonce(&self, meta: &WriteMeta) -> RepoResult<()> {
+        let Some(row) = nonce_row(meta) else {
+            return Ok(());
+        };
+        nonce::Entity::insert(row)
+            .exec_without_returning(&self.writer)
+            .await
+            .map_err(|e| match classify(e) {
+                RepoError::AlreadyExists(_) => RepoError::Replay,
+                other => other,
+            })?;
+        Ok(())
+    }
+
     async fn purge_expired(&self, now: Micros, idempotency_before: Micros) -> RepoResult<u64> {
         let nonces = nonce::Entity::delete_many()
             .filter(nonce::Column::ExpireTime.lt(now))
@@ -1637,12 +1712,14 @@ impl Repository for SeaRepository {
     }
 
     async fn sweep_expired(&self, now: Micros) -> RepoResult<u64> {
+        // PENDING_VERIFICATION stays as stored (readers present it as
+        // EXPIRED): renewing an EXPIRED subscription makes it ACTIVE, which
+        // an unconfirmed one must never become.
         let due_subscriptions = sea_orm::Condition::all()
             .add(subscription::Column::ExpireTime.lte(now))
             .add(subscription::Column::Status.is_in([
                 SubscriptionStatus::Active.as_str(),
                 SubscriptionStatus::Disabled.as_str(),
-                SubscriptionStatus::PendingVerification.as_str(),
             ]));
         let due_secrets = endpoint::Column::PreviousSecretExpireTime.lte(now);
         // Cheap check first, so an idle sweeper does not take the write lock.
@@ -2284,11 +2361,7 @@ impl Repository for SeaRepository {
                 )
                 .filter(subscription::Column::TenantId.eq(e.tenant_id.clone()))
                 .filter(subscription::Column::SubscriptionId.eq(v.subscription_id.clone()))
-                .filter(subscription::Column::Status.is_in([
-                    SubscriptionStatus::Active.as_str(),
-                    SubscriptionStatus::Disabled.as_str(),
-                    SubscriptionStatus::PendingVerification.as_str(),
-                ]))
+                .filter(live_subscriptions())
                 .exec(&*txn)
                 .await
                 .map_err(classify)?;
@@ -2304,7 +2377,7 @@ impl Repository for SeaRepository {
                 meta.now,
             )
             .await?;
-            self.queue_verification(&txn, &e.tenant_id, v, meta.now)
+            self.queue_verification(&txn, &e.tenant_id, v, EarlierTokens::Voided, meta.now)
                 .await?;
         }
         if verifications.is_empty() {
@@ -2411,7 +2484,7 @@ impl Repository for SeaRepository {
         )
         .await?;
         if let Some(v) = verification {
-            self.queue_verification(&txn, &s.tenant_id, v, meta.now)
+            self.queue_verification(&txn, &s.tenant_id, v, EarlierTokens::Voided, meta.now)
                 .await?;
         }
         if verification.is_some() {
@@ -2477,6 +2550,7 @@ impl Repository for SeaRepository {
         &self,
         s: &Subscription,
         prev_etag: &str,
+        verification: Option<&Verification>,
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
         let (txn, mut log) = self.begin_write(meta).await?;
@@ -2502,7 +2576,14 @@ impl Repository for SeaRepository {
             meta.now,
         )
         .await?;
-        self.commit(txn, meta, log.last).await
+        match verification {
+            Some(v) => {
+                self.queue_verification(&txn, &s.tenant_id, v, EarlierTokens::Voided, meta.now)
+                    .await?;
+                self.commit_queued(txn, meta, log.last).await
+            }
+            None => self.commit(txn, meta, log.last).await,
+        }
     }
 
     async fn delete_subscription(
@@ -2627,7 +2708,7 @@ impl Repository for SeaRepository {
             )));
         }
         ensure_live_endpoint(&txn, tenant_id, &row.endpoint_id).await?;
-        self.queue_verification(&txn, tenant_id, v, meta.now)
+        self.queue_verification(&txn, tenant_id, v, EarlierTokens::Replaced, meta.now)
             .await?;
         log.record(
             &txn,

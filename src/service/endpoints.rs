@@ -234,10 +234,10 @@ impl Services {
                 status: None,
                 show_deleted: false,
             };
+            // EXPIRED included: renewed, it would be ACTIVE for a URL
+            // that never confirmed it.
             for s in self.repo.all_subscriptions(&filter).await? {
-                if s.status != crate::model::SubscriptionStatus::Expired {
-                    verifications.push(self.new_verification(&s, meta.now)?);
-                }
+                verifications.push(self.new_verification(&s, meta.now)?);
             }
         }
         let revision = self

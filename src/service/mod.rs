@@ -270,9 +270,10 @@ impl Services {
                 "must be 1..128 visible ASCII characters",
             ));
         }
-        if let Some(found) = self.find_replay(caller, method, &idem, now).await? {
+        if let Some(found) = self.find_replay(method, &idem, &meta).await? {
             return Ok(found);
         }
+        let meta_again = meta.clone();
         meta.idempotency = Some(IdempotencyWrite {
             request_id: idem.request_id.clone(),
             method,
@@ -281,7 +282,7 @@ impl Services {
         });
         match run(meta).await {
             Ok((value, revision)) => Ok(self.settled(settle, value, revision).await),
-            Err(Error::Aborted(_)) => match self.find_replay(caller, method, &idem, now).await? {
+            Err(Error::Aborted(_)) => match self.find_replay(method, &idem, &meta_again).await? {
                 Some(found) => Ok(found),
                 None => Err(Error::Aborted(
                     "the call conflicted with another; retry".into(),
@@ -291,24 +292,28 @@ impl Services {
         }
     }
 
+    /// The stored response of an earlier call with this request id, handed
+    /// out only once this call's nonce is recorded: a request that was
+    /// accepted before (replayed after a restart or on another replica)
+    /// finds its nonce taken and is refused, and never reads the response.
     async fn find_replay<T: DeserializeOwned>(
         &self,
-        caller: &Caller,
         method: &'static str,
         idem: &Idempotency,
-        now: Micros,
+        meta: &WriteMeta,
     ) -> Result<Option<Written<T>>> {
         let Some(record) = self
             .repo
             .find_idempotency(
-                &caller.api_id,
+                &meta.api_id,
                 &idem.request_id,
-                now - IDEMPOTENCY_RETENTION_MICROS,
+                meta.now - IDEMPOTENCY_RETENTION_MICROS,
             )
             .await?
         else {
             return Ok(None);
         };
+        self.repo.record_nonce(meta).await?;
         if record.method != method || record.fingerprint != idem.fingerprint {
             return Err(Error::invalid(
                 "request_id",
@@ -320,6 +325,26 @@ impl Services {
             value,
             revision: None,
         }))
+    }
+
+    /// What a refused write answers. A write signed with a nonce that an
+    /// earlier write recorded is a replay, and a replay is UNAUTHENTICATED
+    /// whatever else is wrong with it (on this replica the nonce store
+    /// catches it first; after a restart or on another replica only the
+    /// database remembers). Checked only once a write has failed, so an
+    /// accepted write costs no extra read.
+    pub async fn refused_write(&self, caller: &Caller, error: Error) -> Error {
+        if matches!(error, Error::Unauthenticated(_)) {
+            return error;
+        }
+        match self
+            .repo
+            .nonce_recorded(&caller.api_id, &caller.nonce)
+            .await
+        {
+            Ok(true) => RepoError::Replay.into(),
+            _ => error,
+        }
     }
 
     /// Turns caller paging into a repository page for a listing identified

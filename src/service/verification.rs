@@ -152,6 +152,11 @@ impl Services {
         let endpoint_id = EndpointId::parse(endpoint_id).field("endpoint_id")?;
         let endpoint = self.live_endpoint(&tenant_id, endpoint_id.as_str()).await?;
         let now = now_micros();
+        // A ping writes nothing, but a replayed one would still send: its
+        // nonce is recorded like a write's.
+        self.repo
+            .record_nonce(&self.write_meta(caller, now))
+            .await?;
         let msg_id = format!("msg_{}", uuid::Uuid::now_v7().simple());
         let body = serde_json::json!({
             "type": "webhook.ping",

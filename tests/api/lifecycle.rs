@@ -40,7 +40,7 @@ use crate::harness::*;
 
 const MAX_GRACE: i64 = 604_800;
 
-fn verifying() -> Settings {
+pub fn verifying() -> Settings {
     Settings {
         require_verification: true,
         ..Default::default()
@@ -50,7 +50,7 @@ fn verifying() -> Settings {
 /// A server allowed to deliver to loopback, tenant [`TENANT`] with
 /// `settings`, the [`CATALOG`], and endpoint [`ENDPOINT`] at a recording
 /// receiver. Returns the endpoint's signing secret too.
-async fn receiving_fixture(
+pub async fn receiving_fixture(
     backend: &Backend,
     settings: Settings,
     extra: &[&str],
@@ -1155,6 +1155,24 @@ impl Watch {
                 Kind::Heartbeat => {}
                 Kind::Upsert | Kind::Delete => return Some(m),
                 other => panic!("expected a change, got {other:?}: {m:?}"),
+            }
+        }
+    }
+
+    /// Reads until the stream fails, which it must within `wait`: the
+    /// messages that came first and the status it ended with.
+    pub async fn failure_within(
+        &mut self,
+        wait: Duration,
+    ) -> (Vec<WatchSubscriptionsResponse>, Status) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut messages = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.message()).await {
+                Err(_) => panic!("the watch did not end within {wait:?}; got {messages:?}"),
+                Ok(Ok(Some(m))) => messages.push(m),
+                Ok(Ok(None)) => panic!("the watch ended without a status; got {messages:?}"),
+                Ok(Err(status)) => return (messages, status),
             }
         }
     }

@@ -23,7 +23,7 @@ use hookplane::proto::tenant::Settings;
 use hookplane::proto::watch_subscriptions_response::Kind;
 use hookplane::proto::{
     GetTenantRequest, ListCredentialsRequest, ListSubscriptionsRequest, ResolveSubscribersRequest,
-    RevokeCredentialRequest, Subscription, UpdateSubscriptionRequest,
+    RevokeCredentialRequest, RotateEndpointSecretRequest, Subscription, UpdateSubscriptionRequest,
 };
 use sea_orm::ConnectionTrait as _;
 use tonic::Code;
@@ -737,6 +737,56 @@ async fn revisions_follow_commit_order_across_replicas(db: Arc<PgDb>) {
     b.stop().await;
 }
 
+/// A credential revoked on A ends its watch on B with UNAUTHENTICATED within
+/// a second, before B sends anything committed after the revocation.
+async fn a_revocation_on_one_replica_ends_the_watch_on_the_other(db: Arc<PgDb>) {
+    let (a, b) = start_pair(&db, &BOOTSTRAP).await;
+    let on_a = a.admin();
+    setup(&on_a, Settings::default(), URL).await;
+    let dispatcher = create_credential(&on_a, TENANT, Role::Dispatcher).await;
+    await_credential(&b, &dispatcher).await;
+    let mut watch = Watch::open(&b.clients(&dispatcher), TENANT, 0).await;
+    watch.snapshot().await;
+
+    let response = on_a
+        .credentials()
+        .revoke_credential(RevokeCredentialRequest {
+            api_id: dispatcher.api_id.clone(),
+        })
+        .await
+        .expect("revoke on A");
+    let revoked_at = Instant::now();
+    let revoked_revision = revision(response.metadata());
+    let rotated = ok(on_a
+        .endpoints()
+        .rotate_endpoint_secret(RotateEndpointSecretRequest {
+            tenant_id: TENANT.to_owned(),
+            endpoint_id: ENDPOINT.to_owned(),
+            ..Default::default()
+        })
+        .await);
+
+    let (after, status) = watch.failure_within(Duration::from_secs(1)).await;
+    println!(
+        "a revocation on A ended the watch on B after {:?}",
+        revoked_at.elapsed()
+    );
+    assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+    for m in &after {
+        assert!(
+            m.revision < revoked_revision,
+            "B sent a change after the revocation: {m:?}"
+        );
+        assert!(
+            !format!("{m:?}").contains(&rotated.secret),
+            "B sent the new secret: {m:?}"
+        );
+    }
+    drop(watch);
+    a.stop().await;
+    b.stop().await;
+}
+
 macro_rules! postgres_tests {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -757,4 +807,5 @@ postgres_tests!(
     a_replayed_write_and_a_revoked_credential_are_refused_by_the_other,
     a_confirmation_link_issued_by_one_replica_works_on_the_other,
     revisions_follow_commit_order_across_replicas,
+    a_revocation_on_one_replica_ends_the_watch_on_the_other,
 );
