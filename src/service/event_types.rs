@@ -4,7 +4,7 @@
 use super::{Idempotency, Listed, Paging, Services, Written, attach_response, check_text};
 use crate::auth::{Caller, Permission};
 use crate::domain::EventTypeName;
-use crate::error::{Error, FieldExt, Result};
+use crate::error::{Error, FieldExt, Result, echo};
 use crate::model::{EventType, new_etag, now_micros};
 
 pub struct NewEventType {
@@ -54,8 +54,12 @@ fn check_schema(field: &str, schema_json: &str) -> Result<Option<String>> {
     if !(value.is_object() || value.is_boolean()) {
         return Err(Error::invalid(field, "must be a JSON Schema object"));
     }
-    jsonschema::validator_for(&value)
-        .map_err(|e| Error::invalid(field, format!("is not a valid JSON Schema: {e}")))?;
+    jsonschema::validator_for(&value).map_err(|e| {
+        Error::invalid(
+            field,
+            format!("is not a valid JSON Schema: {}", echo(&e.to_string())),
+        )
+    })?;
     Ok(Some(schema_json.to_owned()))
 }
 
