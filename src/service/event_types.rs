@@ -1,6 +1,7 @@
 //! The platform-wide event-type catalog and payload validation against its
 //! JSON Schemas.
 
+use super::payloads::PayloadCheck;
 use super::{Idempotency, Listed, Paging, Services, Written, attach_response, check_text};
 use crate::auth::{Caller, Permission};
 use crate::domain::EventTypeName;
@@ -27,12 +28,6 @@ pub struct EventTypeChanges {
 pub enum EventTypeKey {
     Name(String),
     LegacyCode(i32),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PayloadViolation {
-    pub path: String,
-    pub message: String,
 }
 
 const DESCRIPTION_MAX: usize = 1024;
@@ -220,39 +215,11 @@ impl Services {
         caller: &Caller,
         key: Option<EventTypeKey>,
         payload_json: &str,
-    ) -> Result<Vec<PayloadViolation>> {
+    ) -> Result<PayloadCheck> {
         if payload_json.len() > SCHEMA_MAX_BYTES * 4 {
             return Err(Error::invalid("payload_json", "is too large"));
         }
         let event_type = self.get_event_type(caller, key).await?;
-        let payload: serde_json::Value = match serde_json::from_str(payload_json) {
-            Ok(v) => v,
-            Err(e) => {
-                return Ok(vec![PayloadViolation {
-                    path: String::new(),
-                    message: format!("payload is not valid JSON: {e}"),
-                }]);
-            }
-        };
-        let Some(schema_json) = &event_type.schema_json else {
-            if payload.is_object() {
-                return Ok(Vec::new());
-            }
-            return Ok(vec![PayloadViolation {
-                path: String::new(),
-                message: "payload must be a JSON object".into(),
-            }]);
-        };
-        let schema: serde_json::Value =
-            serde_json::from_str(schema_json).map_err(Error::internal)?;
-        let validator =
-            jsonschema::validator_for(&schema).map_err(|e| Error::internal(e.to_string()))?;
-        Ok(validator
-            .iter_errors(&payload)
-            .map(|e| PayloadViolation {
-                path: e.instance_path().to_string(),
-                message: e.to_string(),
-            })
-            .collect())
+        self.payloads.check(&event_type, payload_json).await
     }
 }

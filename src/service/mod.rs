@@ -6,6 +6,7 @@ mod data_plane;
 mod endpoints;
 mod event_types;
 pub mod page_token;
+mod payloads;
 mod subscriptions;
 mod tenants;
 mod verification;
@@ -17,8 +18,9 @@ use serde::{Serialize, de::DeserializeOwned};
 pub use credentials::{NewCredential, generate_api_id, generate_credential_secret};
 pub use data_plane::{WatchEvent, WatchResource};
 pub use endpoints::{EndpointChanges, NewEndpoint};
-pub use event_types::{EventTypeChanges, EventTypeKey, NewEventType, PayloadViolation};
+pub use event_types::{EventTypeChanges, EventTypeKey, NewEventType};
 pub use page_token::PageTokens;
+pub use payloads::{MAX_VIOLATIONS, PayloadCheck, PayloadViolation};
 pub use subscriptions::{NewSubscription, SubscriptionChanges, SubscriptionListFilter};
 pub use tenants::{NewTenant, TenantChanges};
 pub use verification::token_hash;
@@ -52,6 +54,7 @@ pub struct Services {
     tokens: PageTokens,
     index: Arc<ResolveIndex>,
     sender: Arc<crate::delivery::Sender>,
+    payloads: payloads::PayloadChecker,
 }
 
 /// A write's result: the value, and the change-log revision it produced
@@ -134,6 +137,7 @@ impl Services {
             tokens,
             index,
             sender,
+            payloads: payloads::PayloadChecker::default(),
         }
     }
 
