@@ -170,7 +170,9 @@ fn resolve_one_tenant(c: &mut Criterion) {
     c.bench_function("resolve to the wire via owned targets and prost", |b| {
         b.iter(|| {
             i = (i + 7) % names.len();
-            let (targets, revision) = index.resolve(tenant, black_box(&names[i]), 1, true);
+            let (targets, revision) = index
+                .resolve(tenant, black_box(&names[i]), 1, true)
+                .expect("the tenant is loaded");
             let targets = targets.into_iter().map(Into::into).collect();
             black_box(ResolveSubscribersResponse { targets, revision }.encode_to_vec())
         })

@@ -119,14 +119,16 @@ impl EventTypeService for Api {
     ) -> Result<Response<proto::ValidateEventPayloadResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let violations = self
+        let check = self
             .services
             .validate_event_payload(&caller, validate_key(req.key), &req.payload_json)
             .await
             .map_err(status)?;
         Ok(Response::new(proto::ValidateEventPayloadResponse {
-            valid: violations.is_empty(),
-            violations: violations
+            valid: check.violations.is_empty(),
+            violations_truncated: check.truncated,
+            violations: check
+                .violations
                 .into_iter()
                 .map(|v| proto::validate_event_payload_response::Violation {
                     path: v.path,

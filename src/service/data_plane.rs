@@ -58,9 +58,9 @@ impl Services {
         TenantId::parse(&tenant_id).field("tenant_id")?;
         EventTypeName::parse(event_type).field("event_type")?;
         let with_secrets = caller.has(Permission::SecretsRead);
-        Ok(self
-            .index
-            .resolve_with(&tenant_id, event_type, now_micros(), with_secrets, render))
+        self.index
+            .resolve_with(&tenant_id, event_type, now_micros(), with_secrets, render)
+            .ok_or_else(|| Error::NotFound(format!("tenant {tenant_id} not found")))
     }
 
     /// Starts a watch; events arrive on the returned channel until the
@@ -84,6 +84,9 @@ impl Services {
         };
         if since_revision < 0 {
             return Err(Error::invalid("since_revision", "must not be negative"));
+        }
+        if let Some(tenant_id) = &tenant {
+            self.live_tenant(tenant_id).await?;
         }
         let current = self.repo.current_revision().await?;
         // The cache that admitted the call may not have the revocation yet.

@@ -6,6 +6,7 @@ mod data_plane;
 mod endpoints;
 mod event_types;
 pub mod page_token;
+mod payloads;
 mod subscriptions;
 mod tenants;
 mod verification;
@@ -17,8 +18,9 @@ use serde::{Serialize, de::DeserializeOwned};
 pub use credentials::{NewCredential, generate_api_id, generate_credential_secret};
 pub use data_plane::{WatchEvent, WatchResource};
 pub use endpoints::{EndpointChanges, NewEndpoint};
-pub use event_types::{EventTypeChanges, EventTypeKey, NewEventType, PayloadViolation};
+pub use event_types::{EventTypeChanges, EventTypeKey, NewEventType};
 pub use page_token::PageTokens;
+pub use payloads::{MAX_VIOLATIONS, PayloadCheck, PayloadViolation};
 pub use subscriptions::{NewSubscription, SubscriptionChanges, SubscriptionListFilter};
 pub use tenants::{NewTenant, TenantChanges};
 pub use verification::token_hash;
@@ -54,6 +56,7 @@ pub struct Services {
     sender: Arc<crate::delivery::Sender>,
     /// Turns true when the server begins to stop.
     stopping: tokio::sync::watch::Receiver<bool>,
+    payloads: payloads::PayloadChecker,
 }
 
 /// A write's result: the value, and the change-log revision it produced
@@ -139,6 +142,7 @@ impl Services {
             index,
             sender,
             stopping,
+            payloads: payloads::PayloadChecker::default(),
         }
     }
 

@@ -331,6 +331,7 @@ impl Services {
             filter.show_deleted
         );
         let request = self.page_request(&scope, paging)?;
+        self.live_tenant(&tenant_id).await?;
         let repo_filter = SubscriptionFilter {
             tenant_id,
             endpoint_id,

@@ -5,6 +5,7 @@
 mod harness;
 
 mod auth;
+mod bad_input;
 mod concurrency;
 mod credentials;
 mod data_plane;
