@@ -396,7 +396,14 @@ pub trait Repository: Send + Sync + 'static {
     /// unknown tokens must not cost a write each).
     async fn confirmation_token(&self, token_hash: &str) -> RepoResult<Option<TokenState>>;
 
-    async fn due_deliveries(&self, now: Micros, limit: u64) -> RepoResult<Vec<OutboxItem>>;
+    /// Deliveries due at `now`, oldest first, at most `limit`, leaving out
+    /// those to the endpoints in `busy` (tenant id, endpoint id).
+    async fn due_deliveries(
+        &self,
+        now: Micros,
+        limit: u64,
+        busy: &[(String, String)],
+    ) -> RepoResult<Vec<OutboxItem>>;
     /// Takes a delivery for `lease_until`; false when another worker has it.
     async fn claim_delivery(&self, item: &OutboxItem, lease_until: Micros) -> RepoResult<bool>;
     async fn finish_delivery(

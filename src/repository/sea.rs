@@ -2667,10 +2667,23 @@ impl Repository for SeaRepository {
             .map(|t| token_state(&t)))
     }
 
-    async fn due_deliveries(&self, now: Micros, limit: u64) -> RepoResult<Vec<OutboxItem>> {
-        outbox::Entity::find()
+    async fn due_deliveries(
+        &self,
+        now: Micros,
+        limit: u64,
+        busy: &[(String, String)],
+    ) -> RepoResult<Vec<OutboxItem>> {
+        let mut select = outbox::Entity::find()
             .filter(outbox::Column::DoneTime.is_null())
-            .filter(outbox::Column::NextAttemptTime.lte(now))
+            .filter(outbox::Column::NextAttemptTime.lte(now));
+        for (tenant_id, endpoint_id) in busy {
+            select = select.filter(
+                sea_orm::Condition::any()
+                    .add(outbox::Column::TenantId.ne(tenant_id.clone()))
+                    .add(outbox::Column::EndpointId.ne(endpoint_id.clone())),
+            );
+        }
+        select
             .order_by_asc(outbox::Column::NextAttemptTime)
             .limit(limit)
             .all(&self.writer)

@@ -136,6 +136,20 @@ impl Backend {
             .expect("connect to the server's database")
     }
 
+    /// The flags that point a `hookplane serve` process at this backend's
+    /// database (none on SQLite: the process keeps its own in its data dir).
+    pub fn database_flags(&self) -> Vec<String> {
+        match &self.store.postgres {
+            Some(pg) => vec![
+                "--database-url".to_owned(),
+                pg.url.clone(),
+                "--master-key".to_owned(),
+                pg.master_key.clone(),
+            ],
+            None => Vec::new(),
+        }
+    }
+
     async fn drop_database(&self) {
         if let Some(pg) = &self.store.postgres {
             let admin = sea_orm::Database::connect(pg.base_url.as_str())
