@@ -427,8 +427,12 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let follower_task = tokio::spawn(follower.run(repo.subscribe_revisions(), stop_rx.clone()));
     let sweeper_task = tokio::spawn(run_sweeper(dyn_repo, change_retention, stop_rx.clone()));
     let worker_task = tokio::spawn(
-        Worker::new(repo.clone() as Arc<dyn Repository>, sender)
-            .run(repo.subscribe_outbox(), stop_rx.clone()),
+        Worker::new(
+            repo.clone() as Arc<dyn Repository>,
+            sender,
+            Duration::from_secs(args.delivery_timeout_secs),
+        )
+        .run(repo.subscribe_outbox(), stop_rx.clone()),
     );
 
     let http_app = axum::Router::new()

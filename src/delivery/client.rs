@@ -1,6 +1,7 @@
-//! The outbound HTTP client. Redirects are never followed; host names are
-//! checked on the address they resolve to at connect time (so DNS rebinding
-//! cannot reach a private network) unless private networks are allowed.
+//! The outbound HTTP client. Redirects are never followed and no proxy is
+//! used; host names are checked on the address they resolve to at connect
+//! time (so DNS rebinding cannot reach a private network) unless private
+//! networks are allowed.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -57,6 +58,9 @@ impl Sender {
     pub fn new(allow_private: bool, timeout: Duration) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment (HTTP_PROXY ...) would connect on
+            // our behalf, out of the resolver guard's sight.
+            .no_proxy()
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .timeout(timeout)
             .user_agent(concat!("hookplane/", env!("CARGO_PKG_VERSION")))

@@ -153,6 +153,32 @@ pub struct Verification {
     pub payload: Vec<u8>,
 }
 
+/// What is stored of a confirmation token.
+#[derive(Debug, Clone)]
+pub struct TokenState {
+    pub tenant_id: String,
+    pub used: bool,
+    pub expire_time: Micros,
+}
+
+impl TokenState {
+    /// Why the token can no longer confirm anything at `now`, if it cannot.
+    pub fn refusal(&self, now: Micros) -> Option<RepoError> {
+        if self.used {
+            return Some(RepoError::Precondition(
+                "the confirmation token was already used or replaced by a newer one".into(),
+            ));
+        }
+        if self.expire_time <= now {
+            return Some(RepoError::Precondition(
+                "the confirmation token has expired; ask for a new one with ResendConfirmation"
+                    .into(),
+            ));
+        }
+        None
+    }
+}
+
 /// A pending outbound delivery.
 #[derive(Debug, Clone)]
 pub struct OutboxItem {
@@ -371,10 +397,18 @@ pub trait Repository: Send + Sync + 'static {
         verification: &Verification,
         meta: &WriteMeta,
     ) -> RepoResult<(Subscription, Revision)>;
-    /// The tenant of a token, if the token exists (for permission checks).
-    async fn token_tenant(&self, token_hash: &str) -> RepoResult<Option<String>>;
+    /// A confirmation token as stored, read without a write (a flood of
+    /// unknown tokens must not cost a write each).
+    async fn confirmation_token(&self, token_hash: &str) -> RepoResult<Option<TokenState>>;
 
-    async fn due_deliveries(&self, now: Micros, limit: u64) -> RepoResult<Vec<OutboxItem>>;
+    /// Deliveries due at `now`, oldest first, at most `limit`, leaving out
+    /// those to the endpoints in `busy` (tenant id, endpoint id).
+    async fn due_deliveries(
+        &self,
+        now: Micros,
+        limit: u64,
+        busy: &[(String, String)],
+    ) -> RepoResult<Vec<OutboxItem>>;
     /// Takes a delivery for `lease_until`; false when another worker has it.
     async fn claim_delivery(&self, item: &OutboxItem, lease_until: Micros) -> RepoResult<bool>;
     async fn finish_delivery(

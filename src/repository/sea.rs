@@ -28,7 +28,7 @@ use super::sqlite_writer;
 use super::{
     ChangeRecord, CredentialFilter, DeliveryOutcome, IdempotencyRecord, OutboxItem, Page,
     PageRequest, RepoError, RepoResult, Repository, Revision, Snapshot, SubscriptionFilter,
-    Verification, WriteMeta,
+    TokenState, Verification, WriteMeta,
 };
 use crate::auth::Role;
 use crate::crypto::MasterKey;
@@ -1183,6 +1183,14 @@ fn nonce_row(meta: &WriteMeta) -> Option<nonce::ActiveModel> {
         nonce: sea_orm::Set(meta.nonce.clone()?),
         expire_time: sea_orm::Set(meta.nonce_expire_time),
     })
+}
+
+fn token_state(row: &confirmation_token::Model) -> TokenState {
+    TokenState {
+        tenant_id: row.tenant_id.clone(),
+        used: row.used_time.is_some(),
+        expire_time: row.expire_time,
+    }
 }
 
 fn credential_aad(api_id: &str) -> String {
@@ -2636,16 +2644,8 @@ impl Repository for SeaRepository {
         )
         .await?
         .ok_or(RepoError::NotFound("confirmation token"))?;
-        if token.used_time.is_some() {
-            return Err(RepoError::Precondition(
-                "the confirmation token was already used or replaced by a newer one".into(),
-            ));
-        }
-        if token.expire_time <= meta.now {
-            return Err(RepoError::Precondition(
-                "the confirmation token has expired; ask for a new one with ResendConfirmation"
-                    .into(),
-            ));
+        if let Some(refusal) = token_state(&token).refusal(meta.now) {
+            return Err(refusal);
         }
         let row = by_key(
             &*txn,
@@ -2723,19 +2723,32 @@ impl Repository for SeaRepository {
         Ok((subscription_from_row(row)?, revision))
     }
 
-    async fn token_tenant(&self, token_hash: &str) -> RepoResult<Option<String>> {
+    async fn confirmation_token(&self, token_hash: &str) -> RepoResult<Option<TokenState>> {
         Ok(self
             .read_by_key(confirmation_token::Entity::find_by_id(
                 token_hash.to_owned(),
             ))
             .await?
-            .map(|t| t.tenant_id))
+            .map(|t| token_state(&t)))
     }
 
-    async fn due_deliveries(&self, now: Micros, limit: u64) -> RepoResult<Vec<OutboxItem>> {
-        outbox::Entity::find()
+    async fn due_deliveries(
+        &self,
+        now: Micros,
+        limit: u64,
+        busy: &[(String, String)],
+    ) -> RepoResult<Vec<OutboxItem>> {
+        let mut select = outbox::Entity::find()
             .filter(outbox::Column::DoneTime.is_null())
-            .filter(outbox::Column::NextAttemptTime.lte(now))
+            .filter(outbox::Column::NextAttemptTime.lte(now));
+        for (tenant_id, endpoint_id) in busy {
+            select = select.filter(
+                sea_orm::Condition::any()
+                    .add(outbox::Column::TenantId.ne(tenant_id.clone()))
+                    .add(outbox::Column::EndpointId.ne(endpoint_id.clone())),
+            );
+        }
+        select
             .order_by_asc(outbox::Column::NextAttemptTime)
             .limit(limit)
             .all(&self.writer)

@@ -317,7 +317,6 @@ impl Services {
         else {
             return Ok(None);
         };
-        self.repo.record_nonce(meta).await?;
         if record.method != method || record.fingerprint != idem.fingerprint {
             return Err(Error::invalid(
                 "request_id",
@@ -325,6 +324,9 @@ impl Services {
             ));
         }
         let value = serde_json::from_slice(&record.response).map_err(Error::internal)?;
+        // Last: a recorded nonce marks the call as accepted (see
+        // `refused_write`).
+        self.repo.record_nonce(meta).await?;
         Ok(Some(Written {
             value,
             revision: None,

@@ -16,6 +16,7 @@ mod fencing;
 mod http_listener;
 mod lifecycle;
 mod limits;
+mod outbound;
 mod replays;
 mod replicas;
 mod restart;

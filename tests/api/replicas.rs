@@ -39,7 +39,7 @@ use crate::lifecycle::{
 /// How long a change may take to reach the other replica before a test
 /// fails; the contract says 1 s, and the observed delay is printed.
 const PROPAGATION_DEADLINE: Duration = Duration::from_secs(5);
-const BOOTSTRAP: [&str; 4] = [
+pub const BOOTSTRAP: [&str; 4] = [
     "--bootstrap-api-id",
     ADMIN_API_ID,
     "--bootstrap-secret",
@@ -189,16 +189,16 @@ pub struct Replica {
 }
 
 impl Replica {
-    fn clients(&self, cred: &Cred) -> Clients {
+    pub fn clients(&self, cred: &Cred) -> Clients {
         Clients::on(self.channel.clone(), cred)
     }
 
-    fn admin(&self) -> Clients {
+    pub fn admin(&self) -> Clients {
         self.clients(&Cred::admin())
     }
 
     /// SIGTERM, and the process must exit cleanly.
-    async fn stop(mut self) {
+    pub async fn stop(mut self) {
         let status = self.process.terminate().await;
         assert!(
             status.success(),
@@ -243,7 +243,7 @@ fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 type Listening = Result<(SocketAddr, SocketAddr), String>;
 
 /// A spawned server that has not yet said where it listens.
-struct Starting {
+pub struct Starting {
     name: &'static str,
     process: Process,
     data_dir: tempfile::TempDir,
@@ -251,6 +251,15 @@ struct Starting {
 }
 
 fn spawn_replica(name: &'static str, db: &PgDb, extra: &[&str]) -> Starting {
+    let mut args = vec!["--database-url", &db.url, "--master-key", &db.master_key];
+    args.extend_from_slice(extra);
+    spawn_serve(name, &args, &[])
+}
+
+/// Spawns `hookplane serve` on ports of its choosing and a data dir of its
+/// own, with `args` and, besides the test's environment (less any
+/// HOOKPLANE_ variable), `env`.
+pub fn spawn_serve(name: &'static str, args: &[&str], env: &[(&str, &str)]) -> Starting {
     let data_dir = tempfile::tempdir().expect("replica data dir");
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookplane"));
     for (key, _) in std::env::vars() {
@@ -258,19 +267,14 @@ fn spawn_replica(name: &'static str, db: &PgDb, extra: &[&str]) -> Starting {
             command.env_remove(key);
         }
     }
+    command.envs(env.iter().copied());
     command
-        .args([
-            "serve",
-            "--database-url",
-            &db.url,
-            "--master-key",
-            &db.master_key,
-        ])
+        .arg("serve")
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data_dir.path())
         .args(["--log-format", "text", "--shutdown-grace-secs", "2"])
-        .args(extra)
+        .args(args)
         .env(
             "HOOKPLANE_LOG",
             "info,sqlx=warn,sea_orm=warn,h2=warn,hyper=warn,tower=warn",
@@ -313,7 +317,7 @@ fn spawn_replica(name: &'static str, db: &PgDb, extra: &[&str]) -> Starting {
 }
 
 impl Starting {
-    async fn ready(self) -> Replica {
+    pub async fn ready(self) -> Replica {
         let Starting {
             name,
             process,
