@@ -119,7 +119,9 @@ impl Availability {
         });
         match (changed, up) {
             (true, true) => tracing::info!("database reachable again"),
-            (true, false) => tracing::error!("database unreachable; calls that need it fail at once"),
+            (true, false) => {
+                tracing::error!("database unreachable; calls that need it fail at once")
+            }
             _ => {}
         }
     }

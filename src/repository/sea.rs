@@ -174,8 +174,8 @@ impl SeaRepository {
         };
         // Half the pool, and none from a pool of one: transactions need
         // connections the lanes do not hold.
-        let lanes = (backend == DatabaseBackend::Postgres && settings.max_connections >= 2)
-            .then(|| {
+        let lanes =
+            (backend == DatabaseBackend::Postgres && settings.max_connections >= 2).then(|| {
                 Arc::new(PgLanes::new(
                     &writer,
                     settings.max_connections as usize / 2,

@@ -149,15 +149,22 @@ async fn a_dropped_database_is_unavailable_at_once(backend: Backend) {
     let subscribed = create_subscription(&admin, subscription(TENANT, ENDPOINT, &["command.*"]))
         .await
         .subscription_id;
-    assert_eq!(health(&server, DATABASE_HEALTH).await, ServingStatus::Serving);
+    assert_eq!(
+        health(&server, DATABASE_HEALTH).await,
+        ServingStatus::Serving
+    );
     let healthz = format!("http://{}/healthz", server.http_addr);
     assert_eq!(http_get(&healthz).await, 200);
 
     backend.drop_database().await;
     let dropped = Instant::now();
-    eventually("the database's health entry NOT_SERVING", DEADLINE, || async {
-        (health(&server, DATABASE_HEALTH).await == ServingStatus::NotServing).then_some(())
-    })
+    eventually(
+        "the database's health entry NOT_SERVING",
+        DEADLINE,
+        || async {
+            (health(&server, DATABASE_HEALTH).await == ServingStatus::NotServing).then_some(())
+        },
+    )
     .await;
     let noticed = dropped.elapsed();
     assert!(
@@ -182,7 +189,10 @@ async fn a_dropped_database_is_unavailable_at_once(backend: Backend) {
     }
     let started = Instant::now();
     assert_eq!(http_get(&healthz).await, 503);
-    assert!(started.elapsed() < Duration::from_millis(500), "/healthz waited");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "/healthz waited"
+    );
     assert_eq!(
         target_ids(&resolve(&admin, TENANT, "command.accepted").await),
         [subscribed.as_str()],
@@ -292,7 +302,11 @@ async fn the_followers_plan_follows_a_growing_table(backend: Backend) {
             "no change was applied by key lookup; rows read per change (other index, key lookups): {changes:?}"
         );
         let (other_before, keys_before) = rows_read_not_by_key(&db).await;
-        let event_type = if n % 2 == 0 { "command.accepted" } else { "command.completed" };
+        let event_type = if n % 2 == 0 {
+            "command.accepted"
+        } else {
+            "command.completed"
+        };
         // The change on a connection of its own, closed after: the
         // statistics of a session that ended are all counted.
         let writer = backend.database().await;

@@ -141,7 +141,9 @@ fn postgres_bin() -> PathBuf {
             .and_then(|v| v.to_str())
             .and_then(|v| v.parse::<u32>().ok())
     });
-    found.pop().expect("an initdb under /usr/lib/postgresql/*/bin")
+    found
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
 }
 
 fn free_port() -> u16 {
@@ -200,11 +202,7 @@ fn with_deadline<T>(message: T) -> Request<T> {
 
 /// Runs a call; a call still running a second past its deadline counts as
 /// DEADLINE_EXCEEDED (hung).
-async fn timed<T>(
-    log: &Log,
-    kind: Kind,
-    call: impl Future<Output = Result<T, Status>>,
-) -> Code {
+async fn timed<T>(log: &Log, kind: Kind, call: impl Future<Output = Result<T, Status>>) -> Code {
     let started = Instant::now();
     let code = match tokio::time::timeout(CALL_DEADLINE + Duration::from_secs(1), call).await {
         Ok(Ok(_)) => Code::Ok,
@@ -230,13 +228,9 @@ async fn writer(clients: Clients, endpoint_id: String, log: Log, mut stop: watch
         timed(
             &log,
             Kind::Create,
-            clients
-                .subscriptions()
-                .create_subscription(with_deadline(create_subscription_request(subscription(
-                    TENANT,
-                    ENDPOINT,
-                    &["command.*"],
-                )))),
+            clients.subscriptions().create_subscription(with_deadline(
+                create_subscription_request(subscription(TENANT, ENDPOINT, &["command.*"])),
+            )),
         )
         .await;
         timed(
@@ -341,7 +335,10 @@ fn assert_answered(outcomes: &[Outcome]) {
                 }
         })
         .collect();
-    assert!(wrong.is_empty(), "calls answered wrongly or late: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "calls answered wrongly or late: {wrong:?}"
+    );
     assert!(
         outcomes.iter().any(|o| o.kind == Kind::Resolve),
         "resolves ran"
@@ -476,7 +473,10 @@ async fn stopped_for_ten_seconds_mid_load(cluster: Arc<Cluster>) {
     cluster.pg_ctl("stop").await;
     let down = Instant::now();
     let noticed = health_turns(&server, ServingStatus::NotServing, down).await;
-    assert!(noticed < HEALTH_WITHIN, "NOT_SERVING only {noticed:?} after");
+    assert!(
+        noticed < HEALTH_WITHIN,
+        "NOT_SERVING only {noticed:?} after"
+    );
     assert_eq!(
         health(&server, "").await,
         ServingStatus::Serving,
