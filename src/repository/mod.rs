@@ -211,7 +211,6 @@ pub type Revision = i64;
 
 #[async_trait::async_trait]
 pub trait Repository: Send + Sync + 'static {
-    async fn ping(&self) -> RepoResult<()>;
     async fn current_revision(&self) -> RepoResult<Revision>;
     async fn find_idempotency(
         &self,

@@ -204,13 +204,6 @@ impl SeaRepository {
                     availability.clone(),
                 ))
             });
-        let probe = match backend {
-            DatabaseBackend::Postgres => Probe::Postgres {
-                url: settings.url.clone(),
-                conn: None,
-            },
-            _ => Probe::Pool(reader.clone()),
-        };
         let closed = watch::channel(false).0;
         let group = (backend == DatabaseBackend::Sqlite).then(GroupCommit::new);
         let batch_writer = match (&lanes, &group) {
@@ -237,11 +230,6 @@ impl SeaRepository {
             lanes,
             batches,
         };
-        tokio::spawn(
-            repo.availability
-                .clone()
-                .run_probe(probe, repo.closed.subscribe()),
-        );
         if let Some(group) = &repo.group {
             let revisions = repo.revisions.clone();
             tokio::spawn(group.clone().run(
@@ -261,6 +249,11 @@ impl SeaRepository {
             ));
         }
         if backend == DatabaseBackend::Postgres {
+            tokio::spawn(
+                repo.availability
+                    .clone()
+                    .run_probe(Probe::new(settings.url.clone()), repo.closed.subscribe()),
+            );
             // Other replicas' commits arrive as notifications; the follower
             // also polls, so a lost notification only delays a change.
             tokio::spawn(listen_for_changes(
@@ -294,8 +287,8 @@ impl SeaRepository {
         );
     }
 
-    /// True while the database answers, as a background probe finds at
-    /// most once a second (see `availability`).
+    /// True while the database answers, as a background probe finds once a
+    /// second on PostgreSQL (see `availability`); always true on SQLite.
     pub fn database_up(&self) -> watch::Receiver<bool> {
         self.availability.subscribe()
     }
@@ -1533,14 +1526,6 @@ fn live_subscriptions() -> sea_orm::Condition {
 
 #[async_trait::async_trait]
 impl Repository for SeaRepository {
-    async fn ping(&self) -> RepoResult<()> {
-        self.reader
-            .execute_unprepared("SELECT 1")
-            .await
-            .map(|_| ())
-            .map_err(classify)
-    }
-
     async fn current_revision(&self) -> RepoResult<Revision> {
         let sql = match self.backend {
             // Every revision below the horizon is final; see PG_REVISION_SHIFT.
