@@ -15,12 +15,14 @@ mod group_commit;
 mod inline_read;
 mod one_statement;
 mod pg_lanes;
+mod quota;
 mod sea;
 
 use crate::model::{
     Credential, Endpoint, EventType, Micros, Subscription, SubscriptionStatus, Tenant,
 };
 
+pub use quota::{Quota, Quotas};
 pub use sea::{DatabaseSettings, SeaRepository, sqlite_memory_statistics_off};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,9 @@ pub enum RepoError {
     Replay,
     #[error("the request id was recorded by a concurrent call")]
     IdempotencyRace,
+    /// The tenant already holds `.1`, the most `.0` allows.
+    #[error("the tenant's quota of {1} is used up")]
+    QuotaExceeded(Quota, i64),
     #[error("database unavailable")]
     Unavailable(#[source] crate::error::BoxError),
     #[error("database error")]

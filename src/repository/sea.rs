@@ -23,6 +23,7 @@ use super::group_commit::{FinishError, Finished, GroupCommit, WriteTxn};
 use super::inline_read::InlineReader;
 use super::one_statement;
 use super::pg_lanes::PgLanes;
+use super::quota::{self, Quota, Quotas};
 use super::{
     ChangeRecord, CredentialFilter, DeliveryOutcome, IdempotencyRecord, OutboxItem, Page,
     PageRequest, RepoError, RepoResult, Repository, Revision, Snapshot, SubscriptionFilter,
@@ -70,6 +71,8 @@ pub struct SeaRepository {
     lanes: Option<Arc<PgLanes>>,
     /// Plain creates, written several to a statement.
     batches: Option<CreateBatches>,
+    /// Per-tenant limits every create checks in its write.
+    quotas: Quotas,
 }
 
 /// A pooled connection idle this long is pinged before use (one that was
@@ -80,7 +83,7 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 /// The PostgreSQL channel on which every commit announces its revision.
 const CHANGES_CHANNEL: &str = "hookplane_changes";
 
-fn classify(err: DbErr) -> RepoError {
+pub(super) fn classify(err: DbErr) -> RepoError {
     if let Some(SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
         return RepoError::AlreadyExists("resource");
     }
@@ -188,6 +191,7 @@ impl SeaRepository {
             committed: (backend == DatabaseBackend::Postgres).then(|| watch::channel(0).0),
             lanes,
             batches,
+            quotas: Quotas::UNLIMITED,
         };
         if let Some(group) = &repo.group {
             let revisions = repo.revisions.clone();
@@ -219,6 +223,12 @@ impl SeaRepository {
             .map_err(|e| DbErr::Custom(e.to_string()))?;
         repo.revisions.send_replace(current);
         Ok(repo)
+    }
+
+    /// The repository with per-tenant quotas in force (none by default).
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// Closes the pools; later calls fail as unavailable.
@@ -410,6 +420,7 @@ impl SeaRepository {
                 tenant_etag: tenant_etag.to_owned(),
                 nonce: nonce_row(meta),
                 change_time: meta.now,
+                subscription_limit: self.quotas.limit(Quota::Subscriptions),
             };
             match batches.write(create).await {
                 Outcome::Written(revision) => {
@@ -429,6 +440,7 @@ impl SeaRepository {
             nonce_row(meta).as_ref(),
             self.idempotency_row(meta).as_ref(),
             meta.now,
+            self.quotas.limit(Quota::Subscriptions),
         );
         let run = match &self.lanes {
             Some(lanes) => lanes.query_one(statement).await,
@@ -1707,6 +1719,7 @@ impl Repository for SeaRepository {
         tenants.sort_unstable();
         tenants.dedup();
         for t in tenants {
+            quota::recount(&txn, t).await?;
             log.record(&txn, Some(t), "tenant", t, "UPSERT", now)
                 .await?;
         }
@@ -1721,6 +1734,7 @@ impl Repository for SeaRepository {
             .exec_without_returning(&*txn)
             .await
             .map_err(unique_as("tenant"))?;
+        quota::open(&txn, &t.tenant_id).await?;
         log.record(
             &txn,
             Some(&t.tenant_id),
@@ -1831,6 +1845,7 @@ impl Repository for SeaRepository {
                 subs.len()
             )));
         }
+        quota::give_back(&txn, tenant_id, endpoints.len(), subs.len()).await?;
         soft_delete_subscriptions(&txn, subs, &mut log, meta.now).await?;
         for ep in endpoints {
             let mut am = ep.clone().into_active_model();
@@ -2119,6 +2134,7 @@ impl Repository for SeaRepository {
             .exec_without_returning(&*txn)
             .await
             .map_err(unique_as("endpoint"))?;
+        quota::take(&txn, &e.tenant_id, Quota::Endpoints, &self.quotas).await?;
         log.record(
             &txn,
             Some(&e.tenant_id),
@@ -2285,6 +2301,7 @@ impl Repository for SeaRepository {
                 subs.len()
             )));
         }
+        quota::give_back(&txn, tenant_id, 1, subs.len()).await?;
         soft_delete_subscriptions(&txn, subs, &mut log, meta.now).await?;
         let mut am = row.into_active_model();
         am.delete_time = sea_orm::Set(Some(meta.now));
@@ -2336,6 +2353,7 @@ impl Repository for SeaRepository {
                 };
                 unique_as(what)(e)
             })?;
+        quota::take(&txn, &s.tenant_id, Quota::Subscriptions, &self.quotas).await?;
         log.record(
             &txn,
             Some(&s.tenant_id),
@@ -2465,6 +2483,7 @@ impl Repository for SeaRepository {
         am.update_time = sea_orm::Set(meta.now);
         am.etag = sea_orm::Set(new_etag());
         let updated = am.update(&*txn).await.map_err(classify)?;
+        quota::give_back(&txn, tenant_id, 0, 1).await?;
         log.record(
             &txn,
             Some(tenant_id),

@@ -99,6 +99,7 @@ impl Services {
                 "since_revision {since_revision} is older than the retained change log; resync from 0"
             )));
         }
+        let slot = self.watch_slots.take(&caller.api_id)?;
         let (tx, rx) = mpsc::channel(256);
         let watcher = Watcher {
             repo: self.repo.clone(),
@@ -108,6 +109,8 @@ impl Services {
             tx,
         };
         tokio::spawn(async move {
+            // The stream's slot is taken until this task ends.
+            let _slot = slot;
             if let Err(e) = watcher.run(since_revision, current).await {
                 let _ = e.tx.send(Err(e.error.into())).await;
             }
