@@ -2130,11 +2130,11 @@ impl Repository for SeaRepository {
     async fn create_endpoint(&self, e: &Endpoint, meta: &WriteMeta) -> RepoResult<Revision> {
         let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, &e.tenant_id).await?;
+        quota::take(&txn, &e.tenant_id, Quota::Endpoints, &self.quotas).await?;
         endpoint::Entity::insert(self.endpoint_to_row(e).into_active_model())
             .exec_without_returning(&*txn)
             .await
             .map_err(unique_as("endpoint"))?;
-        quota::take(&txn, &e.tenant_id, Quota::Endpoints, &self.quotas).await?;
         log.record(
             &txn,
             Some(&e.tenant_id),
@@ -2339,6 +2339,7 @@ impl Repository for SeaRepository {
         if ensure_parents(&txn, &s.tenant_id, &s.endpoint_id).await? != tenant_etag {
             return Err(RepoError::TenantChanged);
         }
+        quota::take(&txn, &s.tenant_id, Quota::Subscriptions, &self.quotas).await?;
         // The key (its row stays after a delete) and the live name are both
         // unique in the database; the violated one names the clash.
         subscription::Entity::insert(subscription_to_row(s)?.into_active_model())
@@ -2353,7 +2354,6 @@ impl Repository for SeaRepository {
                 };
                 unique_as(what)(e)
             })?;
-        quota::take(&txn, &s.tenant_id, Quota::Subscriptions, &self.quotas).await?;
         log.record(
             &txn,
             Some(&s.tenant_id),

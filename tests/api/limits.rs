@@ -14,6 +14,7 @@ use hookplane::proto::{
     GetTenantRequest, ListEndpointsRequest, ListSubscriptionsRequest, Subscription, Tenant,
     UpdateSubscriptionRequest, WatchSubscriptionsRequest,
 };
+use sea_orm::ConnectionTrait as _;
 use tokio::task::JoinSet;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
@@ -227,6 +228,25 @@ async fn tenant_quotas_refuse_at_their_bound_and_deletes_free_them(backend: Back
     create_subscription_on(&admin, TENANT, "ep3").await.unwrap();
     expect_exhausted(
         create_subscription_on(&admin, TENANT, "ep3").await,
+        SUBSCRIPTIONS_FLAG,
+    );
+
+    // A tenant without a count (as an older version left it) is counted
+    // on its next create.
+    backend
+        .database()
+        .await
+        .execute_unprepared("DELETE FROM tenant_usage WHERE tenant_id = 'other'")
+        .await
+        .expect("drop the other tenant's count");
+    create_subscription_on(&admin, "other", "ep1")
+        .await
+        .unwrap();
+    create_subscription_on(&admin, "other", "ep1")
+        .await
+        .unwrap();
+    expect_exhausted(
+        create_subscription_on(&admin, "other", "ep1").await,
         SUBSCRIPTIONS_FLAG,
     );
 
