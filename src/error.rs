@@ -36,6 +36,16 @@ pub enum Error {
     /// A request body that is not the method's message.
     #[error("{0}")]
     Undecodable(prost::DecodeError),
+    /// A limit is reached; the message names its flag.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The caller's rate limit is reached; it may call again after
+    /// `retry_after` (sent as `google.rpc.RetryInfo`).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("the database is unavailable")]
     Unavailable(#[source] BoxError),
     /// Retryable like any outage, but its cause is worth saying.
@@ -149,6 +159,11 @@ impl From<Error> for tonic::Status {
             Error::OutOfRange(_) => tonic::Status::out_of_range(message),
             Error::Unimplemented(_) => tonic::Status::unimplemented(message),
             Error::Undecodable(_) => tonic::Status::invalid_argument(message),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::RateLimited { retry_after, .. } => {
+                let details = ErrorDetails::with_retry_info(Some(retry_after));
+                tonic::Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
             Error::Unavailable(ref source) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "database unavailable");
                 tonic::Status::unavailable(message)

@@ -16,6 +16,7 @@ mod group_commit;
 mod inline_read;
 mod one_statement;
 mod pg_lanes;
+mod quota;
 mod sea;
 mod sqlite_writer;
 
@@ -23,6 +24,7 @@ use crate::model::{
     Credential, Endpoint, EventType, Micros, Subscription, SubscriptionStatus, Tenant,
 };
 
+pub use quota::{Quota, Quotas};
 pub use sea::{DatabaseSettings, SeaRepository, sqlite_memory_statistics_off};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,9 @@ pub enum RepoError {
     Replay,
     #[error("the request id was recorded by a concurrent call")]
     IdempotencyRace,
+    /// The tenant already holds `.1`, the most `.0` allows.
+    #[error("the tenant's quota of {1} is used up")]
+    QuotaExceeded(Quota, i64),
     #[error("database unavailable")]
     Unavailable(#[source] crate::error::BoxError),
     /// The database's disk (or file system) is full: nothing was written.

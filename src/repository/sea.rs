@@ -24,6 +24,7 @@ use super::group_commit::{FinishError, Finished, GroupCommit, WriteTxn};
 use super::inline_read::InlineReader;
 use super::one_statement;
 use super::pg_lanes::PgLanes;
+use super::quota::{self, Quota, Quotas};
 use super::sqlite_writer;
 use super::{
     ChangeRecord, CredentialFilter, DeliveryOutcome, IdempotencyRecord, OutboxItem, Page,
@@ -74,6 +75,8 @@ pub struct SeaRepository {
     lanes: Option<Arc<PgLanes>>,
     /// Plain creates, written several to a statement.
     batches: Option<CreateBatches>,
+    /// Per-tenant limits every create checks in its write.
+    quotas: Quotas,
 }
 
 /// A pooled connection idle this long is pinged before use (one that was
@@ -107,7 +110,7 @@ enum EarlierTokens {
 /// The PostgreSQL channel on which every commit announces its revision.
 const CHANGES_CHANNEL: &str = "hookplane_changes";
 
-fn classify(err: DbErr) -> RepoError {
+pub(super) fn classify(err: DbErr) -> RepoError {
     if sqlite_writer::is_storage_full(&err) {
         return RepoError::StorageFull(Box::new(err));
     }
@@ -229,6 +232,7 @@ impl SeaRepository {
             committed: (backend == DatabaseBackend::Postgres).then(|| watch::channel(0).0),
             lanes,
             batches,
+            quotas: Quotas::UNLIMITED,
         };
         if let Some(group) = &repo.group {
             let revisions = repo.revisions.clone();
@@ -268,6 +272,12 @@ impl SeaRepository {
             .map_err(|e| DbErr::Custom(e.to_string()))?;
         repo.revisions.send_replace(current);
         Ok(repo)
+    }
+
+    /// The repository with per-tenant quotas in force (none by default).
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// Closes the pools; later calls fail as unavailable.
@@ -472,6 +482,7 @@ impl SeaRepository {
                 tenant_etag: tenant_etag.to_owned(),
                 nonce: nonce_row(meta),
                 change_time: meta.now,
+                subscription_limit: self.quotas.limit(Quota::Subscriptions),
             };
             match batches.write(create).await {
                 Outcome::Written(revision) => {
@@ -491,6 +502,7 @@ impl SeaRepository {
             nonce_row(meta).as_ref(),
             self.idempotency_row(meta).as_ref(),
             meta.now,
+            self.quotas.limit(Quota::Subscriptions),
         );
         let run = match &self.lanes {
             Some(lanes) => lanes.query_one(statement).await,
@@ -1842,6 +1854,7 @@ impl Repository for SeaRepository {
         tenants.sort_unstable();
         tenants.dedup();
         for t in tenants {
+            quota::recount(&txn, t).await?;
             log.record(&txn, Some(t), "tenant", t, "UPSERT", now)
                 .await?;
         }
@@ -1856,6 +1869,7 @@ impl Repository for SeaRepository {
             .exec_without_returning(&*txn)
             .await
             .map_err(unique_as("tenant"))?;
+        quota::open(&txn, &t.tenant_id).await?;
         log.record(
             &txn,
             Some(&t.tenant_id),
@@ -1966,6 +1980,7 @@ impl Repository for SeaRepository {
                 subs.len()
             )));
         }
+        quota::give_back(&txn, tenant_id, endpoints.len(), subs.len()).await?;
         soft_delete_subscriptions(&txn, subs, &mut log, meta.now).await?;
         for ep in endpoints {
             let mut am = ep.clone().into_active_model();
@@ -2250,6 +2265,7 @@ impl Repository for SeaRepository {
     async fn create_endpoint(&self, e: &Endpoint, meta: &WriteMeta) -> RepoResult<Revision> {
         let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, &e.tenant_id).await?;
+        quota::take(&txn, &e.tenant_id, Quota::Endpoints, &self.quotas).await?;
         endpoint::Entity::insert(self.endpoint_to_row(e).into_active_model())
             .exec_without_returning(&*txn)
             .await
@@ -2416,6 +2432,7 @@ impl Repository for SeaRepository {
                 subs.len()
             )));
         }
+        quota::give_back(&txn, tenant_id, 1, subs.len()).await?;
         soft_delete_subscriptions(&txn, subs, &mut log, meta.now).await?;
         let mut am = row.into_active_model();
         am.delete_time = sea_orm::Set(Some(meta.now));
@@ -2453,6 +2470,7 @@ impl Repository for SeaRepository {
         if ensure_parents(&txn, &s.tenant_id, &s.endpoint_id).await? != tenant_etag {
             return Err(RepoError::TenantChanged);
         }
+        quota::take(&txn, &s.tenant_id, Quota::Subscriptions, &self.quotas).await?;
         // The key (its row stays after a delete) and the live name are both
         // unique in the database; the violated one names the clash.
         subscription::Entity::insert(subscription_to_row(s)?.into_active_model())
@@ -2604,6 +2622,7 @@ impl Repository for SeaRepository {
         am.update_time = sea_orm::Set(meta.now);
         am.etag = sea_orm::Set(new_etag());
         let updated = am.update(&*txn).await.map_err(classify)?;
+        quota::give_back(&txn, tenant_id, 0, 1).await?;
         log.record(
             &txn,
             Some(tenant_id),

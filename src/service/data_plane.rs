@@ -101,6 +101,7 @@ impl Services {
                 "since_revision {since_revision} is older than the retained change log; resync from 0"
             )));
         }
+        let slot = self.watch_slots.take(&caller.api_id)?;
         let (tx, rx) = mpsc::channel(256);
         let watcher = Watcher {
             repo: self.repo.clone(),
@@ -119,6 +120,8 @@ impl Services {
         };
         let ended = watcher.tx.clone();
         tokio::spawn(async move {
+            // The stream's slot is taken until this task ends.
+            let _slot = slot;
             tokio::select! {
                 failed = watcher.run(since_revision, current) => {
                     if let Err(e) = failed {

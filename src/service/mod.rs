@@ -10,6 +10,7 @@ mod payloads;
 mod subscriptions;
 mod tenants;
 mod verification;
+mod watch_slots;
 
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ use crate::auth::{CachedCredential, Caller, CredentialCache, Permission, ScopeEr
 use crate::error::{Error, Result};
 use crate::model::{Credential, Micros, Subscription, now_micros};
 use crate::repository::{
-    IdempotencyWrite, PageRequest, RepoError, Repository, Revision, WriteMeta,
+    IdempotencyWrite, PageRequest, Quota, RepoError, Repository, Revision, WriteMeta,
 };
 use crate::resolve::ResolveIndex;
 
@@ -45,6 +46,10 @@ pub struct ServiceSettings {
     /// Base of confirmation links, e.g. `https://hooks.example.com`.
     pub public_url: String,
     pub confirmation_ttl_secs: i64,
+    /// Open Watch streams on this replica, at most.
+    pub max_watch_streams: usize,
+    /// Open Watch streams of one credential on this replica, at most.
+    pub max_watch_streams_per_credential: usize,
 }
 
 pub struct Services {
@@ -57,6 +62,7 @@ pub struct Services {
     /// Turns true when the server begins to stop.
     stopping: tokio::sync::watch::Receiver<bool>,
     payloads: payloads::PayloadChecker,
+    watch_slots: Arc<watch_slots::WatchSlots>,
 }
 
 /// A write's result: the value, and the change-log revision it produced
@@ -117,6 +123,15 @@ impl From<RepoError> for Error {
             RepoError::IdempotencyRace => {
                 Error::Aborted("a call with the same request_id is in progress; retry".into())
             }
+            RepoError::QuotaExceeded(quota, limit) => {
+                let (what, flag) = match quota {
+                    Quota::Endpoints => ("endpoints", "--max-endpoints-per-tenant"),
+                    Quota::Subscriptions => ("subscriptions", "--max-subscriptions-per-tenant"),
+                };
+                Error::ResourceExhausted(format!(
+                    "the tenant already has {limit} live {what}, the limit {flag} sets; delete some first"
+                ))
+            }
             RepoError::Unavailable(source) => Error::Unavailable(source),
             RepoError::StorageFull(source) => Error::StorageFull(source),
             RepoError::Internal(source) => Error::Internal(source),
@@ -134,6 +149,10 @@ impl Services {
         sender: Arc<crate::delivery::Sender>,
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
+        let watch_slots = watch_slots::WatchSlots::new(
+            settings.max_watch_streams,
+            settings.max_watch_streams_per_credential,
+        );
         Services {
             repo,
             credentials,
@@ -143,6 +162,7 @@ impl Services {
             sender,
             stopping,
             payloads: payloads::PayloadChecker::default(),
+            watch_slots,
         }
     }
 

@@ -791,6 +791,82 @@ async fn a_revocation_on_one_replica_ends_the_watch_on_the_other(db: Arc<PgDb>) 
     b.stop().await;
 }
 
+async fn a_tenant_quota_is_exact_across_replicas(db: Arc<PgDb>) {
+    const LIMIT: usize = 12;
+    let (a, b) = start_pair(&db, &flags(&["--max-subscriptions-per-tenant", "12"])).await;
+    let (on_a, on_b) = (a.admin(), b.admin());
+    setup(&on_a, Settings::default(), URL).await;
+    let create = |clients: &Clients, i: usize| {
+        let clients = clients.clone();
+        async move {
+            let mut request =
+                create_subscription_request(subscription(TENANT, ENDPOINT, &["command.completed"]));
+            if i.is_multiple_of(4) {
+                request.request_id = format!("quota-{i}");
+            }
+            clients.subscriptions().create_subscription(request).await
+        }
+    };
+    // B may not have applied the catalog yet: wait until it takes a create.
+    let first = eventually("B to accept a create", PROPAGATION_DEADLINE, || {
+        let on_b = on_b.clone();
+        async move {
+            match create(&on_b, 1).await {
+                Err(s) if s.code() == Code::InvalidArgument || s.code() == Code::NotFound => None,
+                other => Some(other),
+            }
+        }
+    })
+    .await;
+    first.expect("the first create");
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..40usize {
+        let on = if i.is_multiple_of(2) {
+            on_a.clone()
+        } else {
+            on_b.clone()
+        };
+        creates.spawn(create(&on, i));
+    }
+    let outcomes = creates.join_all().await;
+    let created = outcomes.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created + 1, LIMIT, "exactly the limit across both replicas");
+    for refused in outcomes.into_iter().filter_map(Result::err) {
+        assert_eq!(
+            refused.code(),
+            Code::ResourceExhausted,
+            "{}",
+            refused.message()
+        );
+        assert!(refused.message().contains("--max-subscriptions-per-tenant"));
+    }
+    let listed = ok(on_b
+        .subscriptions()
+        .list_subscriptions(ListSubscriptionsRequest {
+            tenant_id: TENANT.to_owned(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await);
+    assert_eq!(listed.total_size as usize, LIMIT);
+    // A delete on one replica frees a place for a create on the other.
+    ok(on_b
+        .subscriptions()
+        .delete_subscription(hookplane::proto::DeleteSubscriptionRequest {
+            tenant_id: TENANT.to_owned(),
+            subscription_id: listed.subscriptions[0].subscription_id.clone(),
+            etag: String::new(),
+        })
+        .await);
+    create(&on_a, 1001)
+        .await
+        .expect("a create after the delete");
+    let refused = create(&on_a, 1002).await.expect_err("the limit again");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    a.stop().await;
+    b.stop().await;
+}
+
 macro_rules! postgres_tests {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -812,4 +888,5 @@ postgres_tests!(
     a_confirmation_link_issued_by_one_replica_works_on_the_other,
     revisions_follow_commit_order_across_replicas,
     a_revocation_on_one_replica_ends_the_watch_on_the_other,
+    a_tenant_quota_is_exact_across_replicas,
 );

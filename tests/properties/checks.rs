@@ -119,7 +119,7 @@ fn authenticator() -> Authenticator {
         role: Role::Reader,
         revoked: false,
     });
-    Authenticator::new(cache, Arc::new(NonceStore::new(300)), 300)
+    Authenticator::new(cache, Arc::new(NonceStore::new(300, 1 << 16)), 300)
 }
 
 /// Signature metadata: any header values are refused as UNAUTHENTICATED
