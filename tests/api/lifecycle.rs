@@ -40,7 +40,7 @@ use crate::harness::*;
 
 const MAX_GRACE: i64 = 604_800;
 
-fn verifying() -> Settings {
+pub fn verifying() -> Settings {
     Settings {
         require_verification: true,
         ..Default::default()
@@ -50,7 +50,7 @@ fn verifying() -> Settings {
 /// A server allowed to deliver to loopback, tenant [`TENANT`] with
 /// `settings`, the [`CATALOG`], and endpoint [`ENDPOINT`] at a recording
 /// receiver. Returns the endpoint's signing secret too.
-async fn receiving_fixture(
+pub async fn receiving_fixture(
     backend: &Backend,
     settings: Settings,
     extra: &[&str],
