@@ -293,6 +293,151 @@ async fn seed_002_004_changes_take_effect_at_once(backend: Backend) {
     server.stop().await;
 }
 
+/// A force-deleted tenant resolves to nothing (NOT_FOUND, or an empty
+/// answer), and an open watch of it sees every subscription and endpoint go
+/// as a DELETE carrying the final resource; nothing of it comes back after a
+/// restart either.
+async fn force_deleted_tenant_resolves_nothing_and_its_watch_sees_the_deletes(backend: Backend) {
+    let (server, admin) = fixture(&backend).await;
+    create_endpoint(&admin, TENANT, "ep2", "https://hooks.example.com/second").await;
+    let first = create_subscription(&admin, subscription(TENANT, ENDPOINT, &["command.*"])).await;
+    let second = create_subscription(&admin, subscription(TENANT, "ep2", &["*"])).await;
+    create_tenant(&admin, "other").await;
+    create_endpoint(&admin, "other", "ep", "https://hooks.example.com/other").await;
+    let foreign = create_subscription(&admin, subscription("other", "ep", &["*"])).await;
+    let dispatcher = server.clients(&create_credential(&admin, "", Role::Dispatcher).await);
+    let mut both = vec![
+        first.subscription_id.clone(),
+        second.subscription_id.clone(),
+    ];
+    both.sort();
+    assert_eq!(
+        target_ids(&resolve(&dispatcher, TENANT, "command.completed").await),
+        both,
+        "both resolve before the delete"
+    );
+
+    let mut watch = Watch::open(&dispatcher, TENANT, 0).await;
+    let (_, before) = watch.snapshot().await;
+    let response = admin
+        .tenants()
+        .delete_tenant(hookplane::proto::DeleteTenantRequest {
+            tenant_id: TENANT.to_owned(),
+            etag: String::new(),
+            force: true,
+        })
+        .await
+        .expect("force delete");
+    let deleted_at = revision(response.metadata());
+
+    // At once, on the replica that deleted it.
+    assert_resolves_nothing(&dispatcher, TENANT, "at once").await;
+
+    // The open watch: one DELETE per subscription and endpoint, each with
+    // its final resource, at revisions the delete produced.
+    let mut gone_subscriptions = Vec::new();
+    let mut gone_endpoints = Vec::new();
+    while gone_subscriptions.len() < 2 || gone_endpoints.len() < 2 {
+        let m = watch.next_change().await;
+        assert_eq!(kind_of(&m), Kind::Delete, "only deletes: {m:?}");
+        assert!(
+            before < m.revision && m.revision <= deleted_at,
+            "revision {} is the delete's ({before}, {deleted_at}]",
+            m.revision
+        );
+        match &m.resource {
+            Some(Resource::Subscription(s)) => {
+                assert_eq!(s.tenant_id, TENANT);
+                assert_eq!(status_of(s), SubStatus::Deleted, "the final resource");
+                gone_subscriptions.push(s.subscription_id.clone());
+            }
+            Some(Resource::Endpoint(e)) => {
+                assert_eq!(e.tenant_id, TENANT);
+                gone_endpoints.push(e.endpoint_id.clone());
+            }
+            other => panic!("a DELETE of what? {other:?}"),
+        }
+    }
+    gone_subscriptions.sort();
+    gone_endpoints.sort();
+    assert_eq!(gone_subscriptions, both, "every subscription once");
+    assert_eq!(gone_endpoints, [ENDPOINT, "ep2"], "every endpoint once");
+    // Nothing of the tenant comes back on the stream: heartbeats only, or
+    // the stream ends (NOT_FOUND, as for a missing tenant).
+    match watch.try_next_within(Duration::from_secs(1)).await {
+        None | Some(Ok(None)) => {}
+        Some(Ok(Some(m))) => assert_eq!(kind_of(&m), Kind::Heartbeat, "after the deletes: {m:?}"),
+        Some(Err(status)) => assert_eq!(status.code(), Code::NotFound, "{status:?}"),
+    }
+
+    // A new watch of the deleted tenant: NOT_FOUND, or a snapshot with
+    // nothing in it.
+    match dispatcher
+        .subscriptions()
+        .watch_subscriptions(hookplane::proto::WatchSubscriptionsRequest {
+            tenant_id: TENANT.to_owned(),
+            since_revision: 0,
+        })
+        .await
+    {
+        Err(status) => assert_eq!(status.code(), Code::NotFound, "{status:?}"),
+        Ok(response) => {
+            let mut fresh = Watch::from_stream(response.into_inner());
+            match fresh.try_next_within(DEADLINE).await {
+                Some(Err(status)) => assert_eq!(status.code(), Code::NotFound, "{status:?}"),
+                Some(Ok(Some(first))) => assert_eq!(
+                    kind_of(&first),
+                    Kind::Heartbeat,
+                    "a deleted tenant has nothing to snapshot: {first:?}"
+                ),
+                other => panic!("a watch of a deleted tenant: {other:?}"),
+            }
+        }
+    }
+    // The other tenant is untouched.
+    assert_eq!(
+        target_ids(&resolve(&dispatcher, "other", "command.completed").await),
+        [foreign.subscription_id.as_str()]
+    );
+
+    // A restarted server builds its index from the database: still nothing.
+    let server = server.restart().await;
+    let dispatcher =
+        server.clients(&create_credential(&server.admin(), "", Role::Dispatcher).await);
+    assert_resolves_nothing(&dispatcher, TENANT, "after a restart").await;
+    assert_eq!(
+        target_ids(&resolve(&dispatcher, "other", "command.completed").await),
+        [foreign.subscription_id.as_str()]
+    );
+    server.stop().await;
+}
+
+/// ResolveSubscribers on a missing tenant: NOT_FOUND, or OK with no target,
+/// for every event type of the catalog.
+async fn assert_resolves_nothing(clients: &Clients, tenant_id: &str, when: &str) {
+    for &(event_type, _, _) in CATALOG {
+        let result = clients
+            .subscriptions()
+            .resolve_subscribers(ResolveSubscribersRequest {
+                tenant_id: tenant_id.to_owned(),
+                event_type: event_type.to_owned(),
+            })
+            .await;
+        match result {
+            Ok(answer) => assert!(
+                answer.get_ref().targets.is_empty(),
+                "{when}: {event_type} of deleted tenant {tenant_id} resolved to {:?}",
+                answer.get_ref().targets
+            ),
+            Err(status) => assert_eq!(
+                status.code(),
+                Code::NotFound,
+                "{when}: {event_type}: {status:?}"
+            ),
+        }
+    }
+}
+
 async fn resolve_needs_permission_and_secrets_go_to_secret_readers(backend: Backend) {
     let (server, admin) = fixture(&backend).await;
     let secret = "keys-endpoint-secret-0123456789";
@@ -840,6 +985,7 @@ backend_tests!(
     resolve_matches_exact_prefix_middle_and_star_patterns,
     seed_002_004_changes_take_effect_at_once,
     resolve_needs_permission_and_secrets_go_to_secret_readers,
+    force_deleted_tenant_resolves_nothing_and_its_watch_sees_the_deletes,
     watch_streams_snapshot_heartbeat_then_changes,
     watch_resumes_after_a_reconnect_without_gap_or_duplicate,
     watch_refuses_revisions_outside_the_log,

@@ -1097,6 +1097,20 @@ impl Watch {
         Watch { stream }
     }
 
+    /// A watch on a stream the caller opened itself.
+    pub fn from_stream(stream: tonic::Streaming<WatchSubscriptionsResponse>) -> Watch {
+        Watch { stream }
+    }
+
+    /// Whatever the stream yields within `wait` (a message, its end as
+    /// `Ok(None)`, or its error); `None` when nothing came.
+    pub async fn try_next_within(
+        &mut self,
+        wait: Duration,
+    ) -> Option<Result<Option<WatchSubscriptionsResponse>, Status>> {
+        tokio::time::timeout(wait, self.stream.message()).await.ok()
+    }
+
     /// The next message; heartbeats come every 10 s, so waiting a little
     /// longer than that always yields one.
     pub async fn next(&mut self) -> WatchSubscriptionsResponse {

@@ -22,6 +22,7 @@ mod replicas;
 mod restart;
 mod seeds;
 mod serving;
+mod storage;
 mod subscriptions;
 mod tenants;
 mod tls;
