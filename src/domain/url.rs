@@ -64,6 +64,13 @@ impl CallbackUrl {
                 "must not point to a loopback, private or otherwise internal address",
             ));
         }
+        // Normalizing can lengthen it (percent-encoding, an IDN host in
+        // punycode): the stored form must pass this check again.
+        if url.as_str().len() > MAX_LEN {
+            return Err(InvalidValue::new(
+                "must be at most 512 characters once normalized (percent-encoded)",
+            ));
+        }
         Ok(Self(url))
     }
 
@@ -171,6 +178,17 @@ mod tests {
         https_only: false,
         allow_private: true,
     };
+
+    /// Found by the url fuzz target: under 512 characters as sent, over it
+    /// once percent-encoded, so the stored URL failed its own check.
+    #[test]
+    fn a_url_too_long_once_normalized_is_refused() {
+        let path = "é".repeat(150);
+        let sent = format!("https://hooks.example.com/{path}");
+        assert!(sent.len() <= MAX_LEN);
+        let err = CallbackUrl::parse(&sent, STRICT).unwrap_err();
+        assert!(err.0.contains("once normalized"), "{err:?}");
+    }
 
     fn forbidden(s: &str) -> bool {
         is_forbidden_ip(s.parse().unwrap())
