@@ -12,6 +12,7 @@
 mod baseline;
 mod client;
 mod dataset;
+mod limits;
 mod report;
 mod run;
 mod server;
@@ -42,6 +43,13 @@ enum Command {
     SqliteBaseline(baseline::SqliteArgs),
     /// Two servers on one PostgreSQL: how long a write on A takes to resolve on B.
     Propagation(run::PropagationArgs),
+    /// The same workloads on two servers (A and B flags) in turn: B's
+    /// throughput over A's.
+    Compare(limits::CompareArgs),
+    /// RSS and CPU of the server with no Watch stream, then with N idle ones.
+    WatchIdle(limits::WatchIdleArgs),
+    /// ValidateEventPayload with a large payload that violates its schema.
+    ValidatePayload(limits::ValidateArgs),
 }
 
 #[tokio::main]
@@ -56,6 +64,9 @@ async fn main() -> std::process::ExitCode {
         Command::PgBaseline(args) => baseline::pg(args).await,
         Command::SqliteBaseline(args) => baseline::sqlite(args).await,
         Command::Propagation(args) => run::propagation(args).await,
+        Command::Compare(args) => limits::compare(args).await,
+        Command::WatchIdle(args) => limits::watch_idle(args).await,
+        Command::ValidatePayload(args) => limits::validate_payload(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

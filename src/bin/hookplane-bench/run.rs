@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// One more `hookplane serve` argument (repeat it, one per word:
+    /// `--server-arg=--rate-limit --server-arg=1000000`).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
 }
 
 /// Numbers the names of created subscriptions across every run of this
@@ -74,7 +78,7 @@ pub enum Workload {
 }
 
 impl Workload {
-    fn parse(s: &str) -> anyhow::Result<Self> {
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
         Ok(match s.trim() {
             "health" => Workload::Health,
             "resolve" => Workload::Resolve,
@@ -100,7 +104,7 @@ impl Workload {
 
 /// What a caller needs to build its requests.
 #[derive(Clone)]
-struct Shape {
+pub(crate) struct Shape {
     tenants: usize,
     subs_per_tenant: usize,
     event_types: usize,
@@ -109,7 +113,7 @@ struct Shape {
 }
 
 /// One caller's clients.
-struct Caller {
+pub(crate) struct Caller {
     health: tonic_health::pb::health_client::HealthClient<Channel>,
     subs: Subscriptions,
     rng: Rng,
@@ -198,7 +202,7 @@ impl Caller {
 }
 
 /// Runs one workload with `callers` for `duration`.
-async fn measure(
+pub(crate) async fn measure(
     w: Workload,
     callers: &mut Vec<Caller>,
     shape: &Shape,
@@ -255,7 +259,11 @@ async fn measure(
     })
 }
 
-async fn admin_setup(channel: Channel, signer: Signer, shape: &Shape) -> anyhow::Result<()> {
+pub(crate) async fn admin_setup(
+    channel: Channel,
+    signer: Signer,
+    shape: &Shape,
+) -> anyhow::Result<()> {
     use proto::endpoint_service_client::EndpointServiceClient;
     use proto::tenant_service_client::TenantServiceClient;
     let mut tenants = TenantServiceClient::with_interceptor(channel.clone(), signer.clone());
@@ -321,6 +329,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<(Vec<WorkloadReport>, Durati
         master_key: args.master_key.as_deref(),
         api_id: BENCH_API_ID,
         secret: BENCH_SECRET,
+        extra_args: &args.server_args,
     })
     .await?;
     eprintln!(
@@ -337,23 +346,28 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<(Vec<WorkloadReport>, Durati
     Ok((result?, startup, idle_rss))
 }
 
-async fn drive(
-    args: &RunArgs,
-    workloads: &[Workload],
-    server: &Server,
-    idle_rss: Option<u64>,
-) -> anyhow::Result<Vec<WorkloadReport>> {
-    let signer = Signer::new(BENCH_API_ID, BENCH_SECRET);
-    let shape = Shape {
+/// What the callers of a run need to know about the seeded data set.
+pub(crate) fn shape_of(args: &RunArgs) -> Shape {
+    Shape {
         tenants: args.tenants.max(1),
         subs_per_tenant: args.subscriptions / args.tenants.max(1),
         event_types: args.event_types.max(30),
         write_tenant: "bench-writes".into(),
         write_endpoint: "bench-endpoint".into(),
-    };
+    }
+}
+
+/// `args.concurrency` callers over `args.connections` connections to
+/// `server`, after the admin setup the workloads need.
+pub(crate) async fn callers_for(
+    server: &Server,
+    args: &RunArgs,
+    shape: &Shape,
+) -> anyhow::Result<Vec<Caller>> {
+    let signer = Signer::new(BENCH_API_ID, BENCH_SECRET);
     let chans = channels(server.grpc, args.connections).await?;
-    admin_setup(chans[0].clone(), signer.clone(), &shape).await?;
-    let mut callers: Vec<Caller> = (0..args.concurrency.max(1))
+    admin_setup(chans[0].clone(), signer.clone(), shape).await?;
+    Ok((0..args.concurrency.max(1))
         .map(|i| {
             let ch = chans[i % chans.len()].clone();
             Caller {
@@ -366,7 +380,17 @@ async fn drive(
                 rng: Rng::new(i as u64 + 7),
             }
         })
-        .collect();
+        .collect())
+}
+
+async fn drive(
+    args: &RunArgs,
+    workloads: &[Workload],
+    server: &Server,
+    idle_rss: Option<u64>,
+) -> anyhow::Result<Vec<WorkloadReport>> {
+    let shape = shape_of(args);
+    let mut callers = callers_for(server, args, &shape).await?;
     let duration = Duration::from_secs(args.duration.max(1));
     let health_duration = args
         .health_seconds
@@ -455,6 +479,7 @@ pub async fn propagation(args: PropagationArgs) -> anyhow::Result<()> {
             master_key: Some(&args.master_key),
             api_id: BENCH_API_ID,
             secret: BENCH_SECRET,
+            extra_args: &[],
         }
     }
     let a = Server::start(&opts(&binary, &dir_a, &args)).await?;

@@ -24,6 +24,9 @@ pub struct ServerOptions<'a> {
     pub master_key: Option<&'a str>,
     pub api_id: &'a str,
     pub secret: &'a str,
+    /// More `hookplane serve` flags, after the harness's own (a later flag
+    /// wins where clap allows it).
+    pub extra_args: &'a [String],
 }
 
 /// The hookplane binary next to this one (same build profile).
@@ -60,6 +63,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        cmd.args(opts.extra_args);
         if let Some(url) = opts.database_url {
             cmd.args(["--database-url", url]);
         }
@@ -115,10 +119,19 @@ impl Server {
 
     /// Resident set size in bytes.
     pub fn rss(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The highest resident set size since the server started, in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
         let kb: u64 = status
             .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
+            .find(|l| l.starts_with(field))?
             .split_whitespace()
             .nth(1)?
             .parse()
