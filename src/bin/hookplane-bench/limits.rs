@@ -191,6 +191,10 @@ pub struct WatchIdleArgs {
     /// Seconds over which CPU is sampled, with and without the streams.
     #[arg(long, default_value_t = 10)]
     pub sample_seconds: u64,
+    /// Streams opening (taking their snapshot) at once, at most; 0 opens
+    /// them all at once, as a fleet reconnecting after a restart would.
+    #[arg(long, default_value_t = 50)]
+    pub open_at_once: usize,
     /// Sequential creates timed in each phase (0: none).
     #[arg(long, default_value_t = 200)]
     pub probe_creates: usize,
@@ -325,9 +329,16 @@ async fn watch_idle_on(server: &Server, args: &WatchIdleArgs) -> anyhow::Result<
     eprintln!("0 streams: {none}");
 
     let opened = Instant::now();
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<anyhow::Result<()>>(64);
+    let (ready_tx, mut ready_rx) =
+        tokio::sync::mpsc::channel::<anyhow::Result<()>>(args.streams.max(1));
     let mut streams = JoinSet::new();
+    let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(if args.open_at_once == 0 {
+        tokio::sync::Semaphore::MAX_PERMITS
+    } else {
+        args.open_at_once
+    }));
     for i in 0..args.streams {
+        let permit = opening.clone().acquire_owned().await?;
         let mut subs =
             proto::subscription_service_client::SubscriptionServiceClient::with_interceptor(
                 chans[i % connections].clone(),
@@ -349,17 +360,17 @@ async fn watch_idle_on(server: &Server, args: &WatchIdleArgs) -> anyhow::Result<
                     return;
                 }
             };
-            let mut ready = Some(ready);
+            let mut ready = Some((ready, permit));
             // Read everything, as a dispatcher would; the first heartbeat
             // ends the snapshot, and from then on the stream is idle.
             while let Ok(Some(m)) = stream.message().await {
                 if m.kind == proto::watch_subscriptions_response::Kind::Heartbeat as i32
-                    && let Some(r) = ready.take()
+                    && let Some((r, _permit)) = ready.take()
                 {
                     let _ = r.send(Ok(())).await;
                 }
             }
-            if let Some(r) = ready.take() {
+            if let Some((r, _permit)) = ready.take() {
                 let _ = r
                     .send(Err(anyhow::anyhow!("a watch ended before its snapshot")))
                     .await;
