@@ -34,13 +34,13 @@ use sea_orm::{
 use tokio::sync::{Notify, watch};
 
 /// How often the probe asks the database when nothing went wrong.
-pub(super) const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// The least time between two probes, however many failures wake it.
-pub(super) const PROBE_GAP: Duration = Duration::from_millis(200);
+const PROBE_GAP: Duration = Duration::from_millis(200);
 /// A probe not answered within this counts as the database being down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub struct Availability {
+pub(super) struct Availability {
     up: watch::Sender<bool>,
     /// When a connection last failed, in nanoseconds after `epoch` (0: never).
     failed: AtomicU64,

@@ -19,8 +19,8 @@
 //! it PostgreSQL plans the change-log range read afresh on every execution
 //! (18 % of its CPU in a create profile). But a generic plan is made once,
 //! with the table sizes of that moment, and kept: made on empty tables (a
-//! new database, and on these machines autovacuum is off) it scans by
-//! whichever index leads with the right column, or the whole table. The
+//! new database, with autovacuum off or not yet run) it reads by whichever
+//! index leads with the right column, or scans the whole table. The
 //! follower's change-log read then joined through `subscriptions_by_endpoint`
 //! and read every subscription of the tenant per change, and even a
 //! primary-key lookup plans as a sequential scan once an empty table has
