@@ -5,6 +5,7 @@
 mod harness;
 
 mod auth;
+mod bootstrap;
 mod concurrency;
 mod credentials;
 mod data_plane;
