@@ -21,7 +21,7 @@ use crate::delivery::{Sender, Worker};
 use crate::grpc::Api;
 use crate::model::{Credential, new_etag, now_micros};
 use crate::proto;
-use crate::repository::{DatabaseSettings, Quotas, Repository, SeaRepository};
+use crate::repository::{Bootstrap, DatabaseSettings, Quotas, Repository, SeaRepository};
 use crate::resolve::{Follower, ResolveIndex, run_sweeper};
 use crate::service::{PageTokens, ServiceSettings, Services};
 use crate::serving;
@@ -151,11 +151,26 @@ async fn bootstrap(args: &ServeArgs, repo: &SeaRepository) -> anyhow::Result<()>
             if secret.len() < 16 {
                 bail!("HOOKPLANE_BOOTSTRAP_SECRET must be at least 16 characters");
             }
-            if repo
+            match repo
                 .bootstrap_credential(&make(api_id.clone(), secret.clone()), false)
                 .await?
             {
-                tracing::info!(api_id = %api_id, "created the bootstrap credential");
+                Bootstrap::Created => {
+                    tracing::info!(api_id = %api_id, "created the bootstrap credential")
+                }
+                Bootstrap::SecretReplaced => tracing::warn!(
+                    api_id = %api_id,
+                    "the bootstrap credential had another secret; replaced it with HOOKPLANE_BOOTSTRAP_SECRET"
+                ),
+                Bootstrap::Unchanged => {}
+                Bootstrap::Revoked => bail!(
+                    "the bootstrap credential {api_id} is revoked; configure another \
+                     HOOKPLANE_BOOTSTRAP_API_ID (a revoked credential is never revived)"
+                ),
+                Bootstrap::NotPlatformAdmin => bail!(
+                    "HOOKPLANE_BOOTSTRAP_API_ID {api_id} names a credential that is not a \
+                     platform-wide PLATFORM_ADMIN"
+                ),
             }
         }
         _ => {
@@ -167,7 +182,7 @@ async fn bootstrap(args: &ServeArgs, repo: &SeaRepository) -> anyhow::Result<()>
                 crate::service::generate_credential_secret(),
             );
             let path = args.database.data_dir.join(BOOTSTRAP_FILE);
-            if repo.bootstrap_credential(&credential, true).await? {
+            if repo.bootstrap_credential(&credential, true).await? == Bootstrap::Created {
                 write_private_file(
                     &path,
                     &serde_json::to_vec_pretty(&BootstrapFile {
@@ -200,6 +215,10 @@ fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let mut file = options
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    // The mode given to `open` applies only to a file it creates.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
     file.write_all(contents)?;
     file.sync_all()?;
     Ok(())
@@ -308,9 +327,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         endpoints_per_tenant: args.max_endpoints_per_tenant,
         subscriptions_per_tenant: args.max_subscriptions_per_tenant,
     }));
-    bootstrap(&args, &repo)
-        .await
-        .context("cannot create the bootstrap credential")?;
+    if let Err(e) = bootstrap(&args, &repo).await {
+        repo.close().await;
+        return Err(e.context("cannot set up the bootstrap credential"));
+    }
 
     // Bind first: confirmation links need the HTTP address when it is port 0.
     let grpc_listener = TcpListener::bind(args.grpc_addr)

@@ -158,6 +158,22 @@ pub struct Verification {
     pub payload: Vec<u8>,
 }
 
+/// What start-up did about the bootstrap credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    Created,
+    /// It existed as configured (or, for a generated one, the store already
+    /// held credentials).
+    Unchanged,
+    /// It existed with another secret, now replaced by the configured one.
+    SecretReplaced,
+    /// It exists but is revoked; nothing was changed.
+    Revoked,
+    /// The api_id belongs to a credential that is not a platform-wide
+    /// PLATFORM_ADMIN; nothing was changed.
+    NotPlatformAdmin,
+}
+
 /// What is stored of a confirmation token.
 #[derive(Debug, Clone)]
 pub struct TokenState {
@@ -293,13 +309,17 @@ pub trait Repository: Send + Sync + 'static {
     ) -> RepoResult<(Credential, Revision)>;
     async fn all_credentials(&self) -> RepoResult<Vec<Credential>>;
     async fn count_credentials(&self) -> RepoResult<u64>;
-    /// Runs `create` for the bootstrap credential unless one exists, under a
-    /// database-wide lock on PostgreSQL so replicas starting together make one.
+    /// Makes sure the bootstrap credential exists, under a database-wide
+    /// lock on PostgreSQL so replicas starting together make one. With
+    /// `only_if_empty` (a generated credential) it is created only when the
+    /// store holds no credential at all; otherwise the configured one is
+    /// authoritative: an existing credential of that api_id with another
+    /// secret gets this one.
     async fn bootstrap_credential(
         &self,
         credential: &Credential,
         only_if_empty: bool,
-    ) -> RepoResult<bool>;
+    ) -> RepoResult<Bootstrap>;
 
     async fn create_event_type(
         &self,

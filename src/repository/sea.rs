@@ -27,8 +27,8 @@ use super::pg_lanes::PgLanes;
 use super::quota::{self, Quota, Quotas};
 use super::sqlite_writer;
 use super::{
-    ChangeRecord, CredentialFilter, DeliveryOutcome, IdempotencyRecord, OutboxItem, Page,
-    PageRequest, RepoError, RepoResult, Repository, Revision, Snapshot, SubscriptionFilter,
+    Bootstrap, ChangeRecord, CredentialFilter, DeliveryOutcome, IdempotencyRecord, OutboxItem,
+    Page, PageRequest, RepoError, RepoResult, Repository, Revision, Snapshot, SubscriptionFilter,
     TokenState, Verification, WriteMeta,
 };
 use crate::auth::Role;
@@ -2129,7 +2129,11 @@ impl Repository for SeaRepository {
             .map_err(classify)
     }
 
-    async fn bootstrap_credential(&self, c: &Credential, only_if_empty: bool) -> RepoResult<bool> {
+    async fn bootstrap_credential(
+        &self,
+        c: &Credential,
+        only_if_empty: bool,
+    ) -> RepoResult<Bootstrap> {
         let txn = self.begin().await?;
         if self.backend == DatabaseBackend::Postgres {
             txn.execute_raw(Statement::from_string(
@@ -2139,30 +2143,54 @@ impl Repository for SeaRepository {
             .await
             .map_err(classify)?;
         }
-        let exists = if only_if_empty {
-            credential::Entity::find()
+        let existing = if only_if_empty {
+            if credential::Entity::find()
                 .count(&txn)
                 .await
                 .map_err(classify)?
                 > 0
+            {
+                return Ok(Bootstrap::Unchanged);
+            }
+            None
         } else {
             credential::Entity::find_by_id(c.api_id.clone())
                 .one(&txn)
                 .await
                 .map_err(classify)?
-                .is_some()
         };
-        if exists {
-            return Ok(false);
-        }
+        let outcome = match existing {
+            None => {
+                insert_credential(&txn, self, c).await?;
+                Bootstrap::Created
+            }
+            Some(row) => {
+                let stored = self.credential_from_row(row.clone())?;
+                if stored.role != Role::PlatformAdmin || stored.tenant_id.is_some() {
+                    return Ok(Bootstrap::NotPlatformAdmin);
+                }
+                if stored.revoke_time.is_some() {
+                    return Ok(Bootstrap::Revoked);
+                }
+                if stored.secret == c.secret {
+                    return Ok(Bootstrap::Unchanged);
+                }
+                let mut am = row.into_active_model();
+                am.secret_enc = sea_orm::Set(self.seal(&c.secret, &credential_aad(&c.api_id)));
+                am.update_time = sea_orm::Set(c.update_time);
+                am.etag = sea_orm::Set(new_etag());
+                am.update(&txn).await.map_err(classify)?;
+                Bootstrap::SecretReplaced
+            }
+        };
+        // Other replicas' credential caches follow the change log.
         let revision = first_revision(&txn).await?;
-        insert_credential(&txn, self, c).await?;
         let mut log = ChangeLog::new(revision);
-        log.record(&txn, None, "credential", &c.api_id, "UPSERT", c.create_time)
+        log.record(&txn, None, "credential", &c.api_id, "UPSERT", c.update_time)
             .await?;
         txn.commit().await.map_err(classify)?;
         self.publish(revision);
-        Ok(true)
+        Ok(outcome)
     }
 
     async fn create_event_type(&self, e: &EventType, meta: &WriteMeta) -> RepoResult<Revision> {

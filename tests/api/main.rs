@@ -6,6 +6,7 @@ mod harness;
 
 mod auth;
 mod bad_input;
+mod bootstrap;
 mod concurrency;
 mod credentials;
 mod data_plane;
