@@ -15,7 +15,6 @@ use crate::repository::Revision;
 use crate::resolve::Match;
 
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub enum WatchResource {
@@ -234,14 +233,27 @@ impl Watcher {
         }
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+        // The replica's applied revision when the log was last read. Every
+        // change, from any replica, moves it once the follower has read it:
+        // while it stands still there is nothing new to read, so an idle
+        // stream costs the database nothing.
+        let mut read_at = None;
         loop {
-            if let Err(Gone) = self.forward_changes(&mut cursor).await? {
-                return Ok(Err(Gone));
+            let applied = *self.local.borrow_and_update();
+            if read_at != Some(applied) {
+                if let Err(Gone) = self.forward_changes(&mut cursor).await? {
+                    return Ok(Err(Gone));
+                }
+                read_at = Some(applied);
             }
             tokio::select! {
                 _ = self.tx.closed() => return Ok(Err(Gone)),
-                _ = self.local.changed() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                applied = self.local.changed() => {
+                    // The index is gone: the server is stopping.
+                    if applied.is_err() {
+                        return Ok(Err(Gone));
+                    }
+                }
                 _ = heartbeat.tick() => {
                     if self.send(WatchEvent::Heartbeat(cursor)).await.is_err() {
                         return Ok(Err(Gone));

@@ -7,8 +7,9 @@
 //! it: a valid payload is recognised by `is_valid`, which allocates
 //! nothing; only an invalid one pays for collecting, which grows with the
 //! payload (at most one violation per node and keyword), never with a
-//! caller-chosen count; and collections run on the blocking pool, a few at
-//! a time, so large ones neither stall other calls nor add up in memory.
+//! caller-chosen count (some 300 bytes per violation while it runs); and
+//! collections run on the blocking pool one at a time, so large ones
+//! neither take every core from other calls nor add up in memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,10 +59,9 @@ pub(super) struct PayloadChecker {
 
 impl Default for PayloadChecker {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         PayloadChecker {
             compiled: Mutex::default(),
-            collecting: Semaphore::new(cores),
+            collecting: Semaphore::new(1),
         }
     }
 }
@@ -79,7 +79,7 @@ impl PayloadChecker {
             None => None,
         };
         // Parsing a large payload and collecting its violations are both
-        // CPU work: off the serving threads, a few at a time.
+        // CPU work: off the serving threads, one at a time.
         let _permit = self
             .collecting
             .acquire()

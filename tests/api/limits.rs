@@ -475,6 +475,74 @@ async fn a_full_nonce_store_refuses_new_calls(backend: Backend) {
     server.stop().await;
 }
 
+/// Transactions committed in the server's PostgreSQL database so far.
+async fn commits(db: &sea_orm::DatabaseConnection) -> i64 {
+    db.execute_unprepared("SELECT pg_stat_clear_snapshot()")
+        .await
+        .expect("fresh statistics");
+    db.query_one_raw(sea_orm::Statement::from_string(
+        sea_orm::DatabaseBackend::Postgres,
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    ))
+    .await
+    .expect("read pg_stat_database")
+    .expect("a row for the database")
+    .try_get::<i64>("", "xact_commit")
+    .expect("xact_commit")
+}
+
+/// Transactions the server commits in `window` (PostgreSQL publishes its
+/// counts within about a second, so the window is long).
+async fn commits_during(db: &sea_orm::DatabaseConnection, window: Duration) -> i64 {
+    let before = commits(db).await;
+    tokio::time::sleep(window).await;
+    commits(db).await - before
+}
+
+/// Idle Watch streams used to read the change log four times a second
+/// each; now they read it only when the replica has applied a change.
+async fn idle_watch_streams_do_not_read_the_database(backend: Backend) {
+    const STREAMS: usize = 50;
+    const WINDOW: Duration = Duration::from_secs(4);
+    let (server, admin) = fixture(&backend).await;
+    let db = backend.database().await;
+    let without = commits_during(&db, WINDOW).await;
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let mut watch = crate::lifecycle::Watch::open(&admin, TENANT, 0).await;
+        watch.snapshot().await;
+        streams.push(watch);
+    }
+    // Opening the streams read the database; let those counts arrive.
+    commits_during(&db, Duration::from_secs(2)).await;
+    let with = commits_during(&db, WINDOW).await;
+    println!("{with} transactions in {WINDOW:?} with {STREAMS} idle streams, {without} without");
+    // Polling, 50 streams made some 800.
+    assert!(
+        with - without < 50,
+        "{with} transactions with {STREAMS} idle streams, {without} without"
+    );
+    // A change still reaches every stream.
+    create_subscription(
+        &admin,
+        subscription(TENANT, ENDPOINT, &["command.accepted"]),
+    )
+    .await;
+    for watch in &mut streams {
+        watch.next_change().await;
+    }
+    drop(streams);
+    server.stop().await;
+}
+
+/// PostgreSQL counts the transactions; SQLite has no such count.
+mod postgres_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_watch_streams_do_not_read_the_database() {
+        crate::harness::run_postgres(super::idle_watch_streams_do_not_read_the_database).await;
+    }
+}
+
 backend_tests!(
     oversized_message_is_refused_by_default,
     max_message_bytes_flag_is_honoured,
