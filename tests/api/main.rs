@@ -14,6 +14,7 @@ mod event_types;
 mod fencing;
 mod lifecycle;
 mod limits;
+mod paging;
 mod replicas;
 mod restart;
 mod seeds;
