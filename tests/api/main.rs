@@ -9,6 +9,7 @@ mod concurrency;
 mod credentials;
 mod data_plane;
 mod database;
+mod defaults;
 mod endpoints;
 mod event_types;
 mod fencing;
