@@ -138,27 +138,23 @@ impl Process {
         self.log.lock().expect("log lock").join("\n")
     }
 
-    /// SIGTERM, then waits for the exit.
+    /// SIGTERM, then waits for the exit (at most 30 s, then SIGKILL).
     async fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("a running process");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for the server") {
-                return status;
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                let _ = child.kill();
-                let _ = child.wait();
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let mut exit = tokio::task::spawn_blocking(move || child.wait());
+        match tokio::time::timeout(Duration::from_secs(30), &mut exit).await {
+            Ok(joined) => joined.expect("the wait task").expect("wait for the server"),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                let _ = exit.await;
                 panic!(
                     "{} did not stop within 30 s of SIGTERM\n{}",
                     self.name,
                     self.log_text()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
