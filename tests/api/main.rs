@@ -5,6 +5,7 @@
 mod harness;
 
 mod auth;
+mod cli;
 mod concurrency;
 mod credentials;
 mod data_plane;
