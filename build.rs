@@ -14,6 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = || {
         let mut config = tonic_prost_build::Config::new();
         config.protoc_executable(protoc.clone());
+        // `prost::Name`, so the servers' codec can find a request's shape
+        // in the descriptor set.
+        config.enable_type_names();
         config
     };
 
@@ -33,12 +36,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Servers, over the messages generated above, except that
     // ResolveSubscribers answers with bytes the index encodes itself
-    // (`crate::grpc::wire`).
+    // (`crate::grpc::wire`), and requests decode with the project's codec
+    // (`crate::grpc::codec`).
     let servers_dir = out_dir.join("servers");
     std::fs::create_dir_all(&servers_dir)?;
     tonic_prost_build::configure()
         .build_client(false)
         .out_dir(&servers_dir)
+        .codec_path("crate::grpc::codec::RequestCodec")
         .extern_path(".hookplane.v1", "crate::proto")
         .extern_path(
             ".hookplane.v1.ResolveSubscribersResponse",

@@ -6,8 +6,8 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
-use hookplane::auth::NonceStore;
 use hookplane::auth::signature::{sign, verify};
+use hookplane::auth::{NonceCheck, NonceStore};
 use hookplane::domain::EventPattern;
 use hookplane::grpc::wire::EncodedResolve;
 use hookplane::model::{
@@ -23,7 +23,7 @@ fn hmac_verify_and_nonce(c: &mut Criterion) {
     let key = b"hpsk_0123456789abcdef0123456789abcdef";
     let method = "/hookplane.v1.SubscriptionService/ResolveSubscribers";
     let ts = "1795376651";
-    let nonces = NonceStore::new(300);
+    let nonces = NonceStore::new(300, usize::MAX);
     let mut n: u64 = 0;
     c.bench_function("hmac verify + nonce check", |b| {
         // Signing is the client's cost: each call's nonce and signature are
@@ -37,7 +37,8 @@ fn hmac_verify_and_nonce(c: &mut Criterion) {
             },
             |(nonce, sig)| {
                 let ok = verify(key, "hp_bench", ts, &nonce, method, &sig)
-                    && nonces.check_and_insert("hp_bench", &nonce, 1_795_376_651, 1_795_376_651);
+                    && nonces.check_and_insert("hp_bench", &nonce, 1_795_376_651, 1_795_376_651)
+                        == NonceCheck::Fresh;
                 black_box(ok)
             },
             BatchSize::SmallInput,
@@ -170,7 +171,9 @@ fn resolve_one_tenant(c: &mut Criterion) {
     c.bench_function("resolve to the wire via owned targets and prost", |b| {
         b.iter(|| {
             i = (i + 7) % names.len();
-            let (targets, revision) = index.resolve(tenant, black_box(&names[i]), 1, true);
+            let (targets, revision) = index
+                .resolve(tenant, black_box(&names[i]), 1, true)
+                .expect("the tenant is loaded");
             let targets = targets.into_iter().map(Into::into).collect();
             black_box(ResolveSubscribersResponse { targets, revision }.encode_to_vec())
         })

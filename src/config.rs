@@ -161,6 +161,66 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKPLANE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Open connections on the HTTP listener at most; while it is full,
+    /// new connections wait until one closes.
+    #[arg(long, env = "HOOKPLANE_HTTP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
+
+    /// Seconds an HTTP connection may take to send a request's headers, and
+    /// may stay idle between requests, before it is closed.
+    #[arg(long, env = "HOOKPLANE_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub http_header_timeout_secs: u64,
+
+    /// Open WatchSubscriptions streams on this replica, at most.
+    #[arg(long, env = "HOOKPLANE_MAX_WATCH_STREAMS", default_value_t = 10_000)]
+    pub max_watch_streams: usize,
+
+    /// Open WatchSubscriptions streams of one credential on this replica,
+    /// at most.
+    #[arg(
+        long,
+        env = "HOOKPLANE_MAX_WATCH_STREAMS_PER_CREDENTIAL",
+        default_value_t = 100
+    )]
+    pub max_watch_streams_per_credential: usize,
+
+    /// Concurrent calls (HTTP/2 streams) on one gRPC connection, at most.
+    #[arg(long, env = "HOOKPLANE_MAX_CONCURRENT_STREAMS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+
+    /// Live (not DELETED) subscriptions of one tenant, at most; checked in
+    /// the write, exact under concurrency and across replicas.
+    #[arg(
+        long,
+        env = "HOOKPLANE_MAX_SUBSCRIPTIONS_PER_TENANT",
+        default_value_t = 100_000
+    )]
+    pub max_subscriptions_per_tenant: u64,
+
+    /// Live endpoints of one tenant, at most; checked like subscriptions.
+    #[arg(
+        long,
+        env = "HOOKPLANE_MAX_ENDPOINTS_PER_TENANT",
+        default_value_t = 10_000
+    )]
+    pub max_endpoints_per_tenant: u64,
+
+    /// Calls per second per credential on this replica (a token bucket);
+    /// 0 turns rate limiting off.
+    #[arg(long, env = "HOOKPLANE_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+
+    /// Calls one credential may make at once before --rate-limit paces
+    /// it; default twice --rate-limit.
+    #[arg(long, env = "HOOKPLANE_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+
+    /// Recent request nonces remembered for replay protection, at most;
+    /// at the bound new calls are refused (RESOURCE_EXHAUSTED) until old
+    /// ones leave twice the timestamp window.
+    #[arg(long, env = "HOOKPLANE_MAX_NONCES", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_nonces: u64,
+
     /// Threads serving gRPC connections, each connection kept on one of
     /// them; default one per core. 0 serves every connection on the shared
     /// multi-threaded runtime instead (one connection may then use every
@@ -187,6 +247,14 @@ impl ServeArgs {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn http_limits(&self) -> crate::serving::http::HttpLimits {
+        crate::serving::http::HttpLimits {
+            header_read_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            max_connections: self.http_max_connections as usize,
+            shutdown_grace: self.shutdown_grace(),
+        }
     }
 }
 

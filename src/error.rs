@@ -33,6 +33,19 @@ pub enum Error {
     OutOfRange(String),
     #[error("{0}")]
     Unimplemented(String),
+    /// A request body that is not the method's message.
+    #[error("{0}")]
+    Undecodable(prost::DecodeError),
+    /// A limit is reached; the message names its flag.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The caller's rate limit is reached; it may call again after
+    /// `retry_after` (sent as `google.rpc.RetryInfo`).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("the database is unavailable")]
     Unavailable(#[source] BoxError),
     /// Retryable like any outage, but its cause is worth saying.
@@ -86,6 +99,34 @@ impl<T> FieldExt<T> for std::result::Result<T, InvalidValue> {
     }
 }
 
+/// The most characters of a caller's input that an error repeats.
+pub const ECHO_MAX_CHARS: usize = 200;
+
+/// Caller input as an error or answer repeats it: at most
+/// [`ECHO_MAX_CHARS`] characters, then `…`. Every message that quotes raw
+/// input goes through it, so a 5,000-character mask path cannot make
+/// 18 KB trailers (which some clients refuse). Values that passed a domain
+/// parse are bounded by it (at most 128 characters) and are shown whole.
+pub fn echo(input: &str) -> Echo<'_> {
+    Echo(input)
+}
+
+/// See [`echo`].
+#[derive(Debug, Clone, Copy)]
+pub struct Echo<'a>(&'a str);
+
+impl std::fmt::Display for Echo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(ECHO_MAX_CHARS) {
+            None => f.write_str(self.0),
+            Some((cut, _)) => {
+                f.write_str(&self.0[..cut])?;
+                f.write_str("…")
+            }
+        }
+    }
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -117,6 +158,12 @@ impl From<Error> for tonic::Status {
             Error::Unauthenticated(_) => tonic::Status::unauthenticated(message),
             Error::OutOfRange(_) => tonic::Status::out_of_range(message),
             Error::Unimplemented(_) => tonic::Status::unimplemented(message),
+            Error::Undecodable(_) => tonic::Status::invalid_argument(message),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::RateLimited { retry_after, .. } => {
+                let details = ErrorDetails::with_retry_info(Some(retry_after));
+                tonic::Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
             Error::Unavailable(ref source) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "database unavailable");
                 tonic::Status::unavailable(message)
@@ -131,5 +178,25 @@ impl From<Error> for tonic::Status {
                 tonic::Status::internal(message)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_keeps_short_input_whole() {
+        assert_eq!(echo("update_mask").to_string(), "update_mask");
+        let exact = "é".repeat(ECHO_MAX_CHARS);
+        assert_eq!(echo(&exact).to_string(), exact);
+    }
+
+    #[test]
+    fn echo_cuts_long_input_at_a_character_boundary() {
+        let long = "é".repeat(5000);
+        let shown = echo(&long).to_string();
+        assert_eq!(shown.chars().count(), ECHO_MAX_CHARS + 1);
+        assert!(shown.ends_with("é…"));
     }
 }

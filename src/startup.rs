@@ -14,14 +14,14 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::auth::{Authenticator, CredentialCache, MethodPathLayer, NonceStore, Role};
+use crate::auth::{Authenticator, CredentialCache, MethodPathLayer, NonceStore, RateLimit, Role};
 use crate::config::{BOOTSTRAP_FILE, DatabaseArgs, MASTER_KEY_FILE, ServeArgs};
 use crate::crypto::{MasterKey, load_or_create_key_file};
 use crate::delivery::{Sender, Worker};
 use crate::grpc::Api;
 use crate::model::{Credential, new_etag, now_micros};
 use crate::proto;
-use crate::repository::{DatabaseSettings, Repository, SeaRepository};
+use crate::repository::{DatabaseSettings, Quotas, Repository, SeaRepository};
 use crate::resolve::{Follower, ResolveIndex, run_sweeper};
 use crate::service::{PageTokens, ServiceSettings, Services};
 use crate::serving;
@@ -304,7 +304,10 @@ async fn confirm(
 }
 
 pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
-    let repo = Arc::new(connect(&args.database).await?);
+    let repo = Arc::new(connect(&args.database).await?.with_quotas(Quotas {
+        endpoints_per_tenant: args.max_endpoints_per_tenant,
+        subscriptions_per_tenant: args.max_subscriptions_per_tenant,
+    }));
     bootstrap(&args, &repo)
         .await
         .context("cannot create the bootstrap credential")?;
@@ -339,6 +342,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
             timestamp_window_secs: args.timestamp_window_secs,
             public_url: args.public_url(http_addr),
             confirmation_ttl_secs: args.confirmation_ttl_hours * 3600,
+            max_watch_streams: args.max_watch_streams,
+            max_watch_streams_per_credential: args.max_watch_streams_per_credential,
         },
         PageTokens::new(&key.derive(b"hookplane page tokens")),
         index.clone(),
@@ -359,8 +364,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         "subscriber index and credential cache loaded"
     );
 
-    let nonces = Arc::new(NonceStore::new(args.timestamp_window_secs));
-    let auth = Authenticator::new(credentials, nonces, args.timestamp_window_secs);
+    let max_nonces = usize::try_from(args.max_nonces).unwrap_or(usize::MAX);
+    let nonces = Arc::new(NonceStore::new(args.timestamp_window_secs, max_nonces));
+    let auth = Authenticator::new(credentials, nonces, args.timestamp_window_secs)
+        .with_rate_limit(RateLimit::new(args.rate_limit, args.rate_limit_burst));
     let api = Api::new(services.clone());
     let max = args.max_message_bytes;
 
@@ -397,6 +404,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     }
     let router = builder
         .timeout(Duration::from_secs(30))
+        .max_concurrent_streams(Some(args.max_concurrent_streams))
         .layer(MethodPathLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -427,8 +435,12 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let follower_task = tokio::spawn(follower.run(repo.subscribe_revisions(), stop_rx.clone()));
     let sweeper_task = tokio::spawn(run_sweeper(dyn_repo, change_retention, stop_rx.clone()));
     let worker_task = tokio::spawn(
-        Worker::new(repo.clone() as Arc<dyn Repository>, sender)
-            .run(repo.subscribe_outbox(), stop_rx.clone()),
+        Worker::new(
+            repo.clone() as Arc<dyn Repository>,
+            sender,
+            Duration::from_secs(args.delivery_timeout_secs),
+        )
+        .run(repo.subscribe_outbox(), stop_rx.clone()),
     );
 
     let http_app = axum::Router::new()
@@ -439,14 +451,12 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
                 .route("/v1/confirm", axum::routing::get(confirm))
                 .with_state(services.clone()),
         );
-    let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, http_app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let http_task = tokio::spawn(serving::http::serve(
+        http_listener,
+        http_app,
+        args.http_limits(),
+        stop_rx.clone(),
+    ));
 
     let grace = args.shutdown_grace();
     let mut grpc_stop = stop_rx.clone();
@@ -499,8 +509,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         };
         let mut http_task = http_task;
         match tokio::time::timeout_at(deadline, &mut http_task).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP listener failed"),
-            Ok(_) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP listener failed"),
+            Ok(Ok(())) => {}
             Err(_) => {
                 tracing::warn!("HTTP requests still running after the grace period");
                 http_task.abort();

@@ -9,6 +9,7 @@ mod m20261122_000001_initial;
 mod m20261122_000002_verification;
 mod m20261122_000003_expiry_index;
 mod m20261122_000004_pruned_through;
+mod m20261207_000005_tenant_usage;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_verification::Migration),
             Box::new(m20261122_000003_expiry_index::Migration),
             Box::new(m20261122_000004_pruned_through::Migration),
+            Box::new(m20261207_000005_tenant_usage::Migration),
         ]
     }
 }

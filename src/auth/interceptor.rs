@@ -10,8 +10,10 @@ use tonic::{Request, Status};
 
 use crate::auth::cache::CredentialCache;
 use crate::auth::caller::{Caller, RequestId};
-use crate::auth::nonce::NonceStore;
+use crate::auth::nonce::{NonceCheck, NonceStore};
+use crate::auth::rate_limit::RateLimit;
 use crate::auth::signature;
+use crate::error::Error;
 
 pub const API_ID_HEADER: &str = "x-api-id";
 pub const TIMESTAMP_HEADER: &str = "x-api-timestamp";
@@ -121,13 +123,15 @@ where
     }
 }
 
-/// Checks the signed metadata of every call against the credential cache and
-/// the nonce store; on success puts a [`Caller`] into the request extensions.
+/// Checks the signed metadata of every call against the credential cache,
+/// the rate limit and the nonce store; on success puts a [`Caller`] into
+/// the request extensions.
 #[derive(Clone)]
 pub struct Authenticator {
     cache: Arc<CredentialCache>,
     nonces: Arc<NonceStore>,
     window_secs: i64,
+    rate_limit: Option<Arc<RateLimit>>,
 }
 
 impl Authenticator {
@@ -137,7 +141,14 @@ impl Authenticator {
             cache,
             nonces,
             window_secs,
+            rate_limit: None,
         }
+    }
+
+    /// Counts every authenticated call against `limit`.
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit.map(Arc::new);
+        self
     }
 
     /// Authenticates a call to `method` at server time `now` (Unix seconds).
@@ -188,11 +199,37 @@ impl Authenticator {
             _ => return Err(Status::unauthenticated(INVALID_CREDENTIALS)),
         };
 
-        // Only after the signature holds, so nobody can burn another caller's nonces.
-        if !self.nonces.check_and_insert(api_id, nonce, timestamp, now) {
-            return Err(Status::unauthenticated(format!(
-                "{NONCE_HEADER} has already been used"
-            )));
+        // Only after the signature holds, so nobody can spend another
+        // caller's budget or burn its nonces; before the nonce, so refused
+        // calls take no room in the store.
+        if let Some(limit) = &self.rate_limit
+            && let Err(retry_after) = limit.check(&credential.api_id)
+        {
+            return Err(Error::RateLimited {
+                message: format!(
+                    "this credential's rate limit is reached: --rate-limit {} calls per second, --rate-limit-burst {}; retry in {} ms",
+                    limit.rate(),
+                    limit.burst(),
+                    retry_after.as_millis().max(1)
+                ),
+                retry_after,
+            }
+            .into());
+        }
+        match self.nonces.check_and_insert(api_id, nonce, timestamp, now) {
+            NonceCheck::Fresh => {}
+            NonceCheck::Replay => {
+                return Err(Status::unauthenticated(format!(
+                    "{NONCE_HEADER} has already been used"
+                )));
+            }
+            NonceCheck::Full => {
+                return Err(Error::ResourceExhausted(format!(
+                    "this server remembers its maximum of {} recent nonces (--max-nonces); retry later",
+                    self.nonces.max_entries()
+                ))
+                .into());
+            }
         }
 
         Ok(Caller {
@@ -338,7 +375,7 @@ mod tests {
         let cache = Arc::new(CredentialCache::new());
         cache.upsert(credential("ak_live", false));
         cache.upsert(credential("ak_revoked", true));
-        Authenticator::new(cache, Arc::new(NonceStore::new(WINDOW)), WINDOW)
+        Authenticator::new(cache, Arc::new(NonceStore::new(WINDOW, 1000)), WINDOW)
     }
 
     fn credential(api_id: &str, revoked: bool) -> CachedCredential {
@@ -458,6 +495,57 @@ mod tests {
         let md = signed("ak_live", NOW, NONCE);
         assert!(auth.check(METHOD, &md, "req-1", NOW).is_ok());
         assert_eq!(rejection(&auth, &md), "x-api-nonce has already been used");
+    }
+
+    #[test]
+    fn over_the_rate_limit_is_resource_exhausted_with_retry_info() {
+        use tonic_types::StatusExt;
+        // One call at once, then one per millisecond.
+        let auth = authenticator().with_rate_limit(RateLimit::new(1000, Some(1)));
+        assert!(
+            auth.check(METHOD, &signed("ak_live", NOW, NONCE), "r", NOW)
+                .is_ok()
+        );
+        let refused = signed("ak_live", NOW, "nonce-rate-00002");
+        let status = auth.check(METHOD, &refused, "r", NOW).unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status.message().contains("--rate-limit"),
+            "{}",
+            status.message()
+        );
+        let retry = status.get_details_retry_info().expect("RetryInfo");
+        let delay = retry.retry_delay.expect("a delay");
+        assert!(delay > std::time::Duration::ZERO && delay <= std::time::Duration::from_millis(1));
+        // The refused call's nonce was not spent: once the delay has
+        // passed, the same request goes through.
+        std::thread::sleep(delay);
+        assert!(auth.check(METHOD, &refused, "r", NOW).is_ok());
+    }
+
+    #[test]
+    fn a_full_nonce_store_is_resource_exhausted() {
+        let cache = Arc::new(CredentialCache::new());
+        cache.upsert(credential("ak_live", false));
+        let auth = Authenticator::new(cache, Arc::new(NonceStore::new(WINDOW, 1)), WINDOW);
+        assert!(
+            auth.check(METHOD, &signed("ak_live", NOW, NONCE), "r", NOW)
+                .is_ok()
+        );
+        let status = auth
+            .check(
+                METHOD,
+                &signed("ak_live", NOW, "nonce-other-0001"),
+                "r",
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status.message().contains("--max-nonces"),
+            "{}",
+            status.message()
+        );
     }
 
     #[test]

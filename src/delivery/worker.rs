@@ -1,12 +1,19 @@
 //! Drains the outbox: every due row is claimed (compare-and-set, so one
 //! replica sends it), delivered, and marked done or rescheduled with
 //! exponential backoff. Rows survive restarts, so nothing queued is lost.
+//!
+//! A row is claimed only when a sending slot is free, and leased from that
+//! moment for as long as its delivery may take, so no other worker takes it
+//! while it is in flight. Each endpoint has at most one delivery in flight:
+//! one that holds its connections open (a tarpit) occupies one slot and
+//! delays only its own deliveries.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinSet};
 
 use super::Sender;
 use crate::model::{Micros, now_micros};
@@ -14,16 +21,22 @@ use crate::repository::{DeliveryOutcome, OutboxItem, Repository};
 
 /// Attempts before a delivery is given up (the last waits about an hour).
 const MAX_ATTEMPTS: i32 = 16;
-const LEASE: Duration = Duration::from_secs(60);
+/// A lease covers the delivery's timeout plus this, for reading the
+/// endpoint before and recording the outcome after.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
 /// Deliveries in flight at once, so one slow receiver does not hold up others.
 const PARALLEL: usize = 8;
 /// How often the outbox is read without a local wake-up: rows queued on
 /// other replicas, and retries falling due.
 const POLL: Duration = Duration::from_millis(500);
 
+/// The endpoint a delivery goes to: (tenant id, endpoint id).
+type EndpointKey = (String, String);
+
 pub struct Worker {
     repo: Arc<dyn Repository>,
     sender: Arc<Sender>,
+    lease: Duration,
 }
 
 /// Delay before attempt `n + 1`: 1 s, 2 s, 4 s ... capped at one hour.
@@ -117,25 +130,41 @@ async fn send_and_record(repo: Arc<dyn Repository>, sender: Arc<Sender>, item: O
 }
 
 impl Worker {
-    pub fn new(repo: Arc<dyn Repository>, sender: Arc<Sender>) -> Self {
-        Worker { repo, sender }
+    /// A worker whose deliveries each take at most `delivery_timeout`.
+    pub fn new(repo: Arc<dyn Repository>, sender: Arc<Sender>, delivery_timeout: Duration) -> Self {
+        Worker {
+            repo,
+            sender,
+            lease: delivery_timeout + LEASE_MARGIN,
+        }
     }
 
-    /// Sends every due item, at most [`PARALLEL`] at a time, and returns
-    /// when all of them have been recorded.
-    async fn drain(&self) {
-        let now = now_micros();
-        let items = match self.repo.due_deliveries(now, 100).await {
+    /// Claims and starts due deliveries while slots are free, one per
+    /// endpoint at a time. `busy` holds the endpoint of each delivery in
+    /// flight, by task.
+    async fn start_due(&self, running: &mut JoinSet<()>, busy: &mut HashMap<Id, EndpointKey>) {
+        if running.len() >= PARALLEL {
+            return;
+        }
+        let excluded: Vec<EndpointKey> = busy.values().cloned().collect();
+        let items = match self.repo.due_deliveries(now_micros(), 100, &excluded).await {
             Ok(items) => items,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the outbox");
                 return;
             }
         };
-        let lease = now + i64::try_from(LEASE.as_micros()).unwrap_or(i64::MAX);
-        let mut running = JoinSet::new();
         for item in items {
-            match self.repo.claim_delivery(&item, lease).await {
+            if running.len() >= PARALLEL {
+                return;
+            }
+            let key = (item.tenant_id.clone(), item.endpoint_id.clone());
+            if busy.values().any(|k| *k == key) {
+                continue;
+            }
+            let lease_until =
+                now_micros() + i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX);
+            match self.repo.claim_delivery(&item, lease_until).await {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -143,35 +172,42 @@ impl Worker {
                     continue;
                 }
             }
-            if running.len() >= PARALLEL {
-                let _ = running.join_next().await;
-            }
-            running.spawn(send_and_record(
+            let task = running.spawn(send_and_record(
                 self.repo.clone(),
                 self.sender.clone(),
                 item,
             ));
+            busy.insert(task.id(), key);
         }
-        while running.join_next().await.is_some() {}
     }
 
-    /// Runs until `stop` turns true; a drain in progress finishes first, so
-    /// no claimed delivery is left holding its lease at shutdown.
+    /// Runs until `stop` turns true; deliveries in flight then finish
+    /// first, so none is left holding its lease at shutdown.
     ///
     /// `queued` changes when this process commits outbox rows; rows queued
     /// by other replicas (whose own workers are woken) and retries fall due
     /// by the poll.
     pub async fn run(self, mut queued: watch::Receiver<u64>, mut stop: watch::Receiver<bool>) {
+        let mut running = JoinSet::new();
+        let mut busy = HashMap::new();
         loop {
-            self.drain().await;
+            self.start_due(&mut running, &mut busy).await;
             if *stop.borrow() {
-                return;
+                break;
             }
             tokio::select! {
-                _ = stop.changed() => return,
+                _ = stop.changed() => break,
                 _ = queued.changed() => {}
                 _ = tokio::time::sleep(POLL) => {}
+                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    };
+                    busy.remove(&id);
+                }
             }
         }
+        while running.join_next().await.is_some() {}
     }
 }

@@ -117,8 +117,9 @@ const FORBIDDEN_V4: &[Ipv4Net] = &[
 /// IPv6 ranges that are not the public internet. Ranges that embed an IPv4
 /// address are handled separately in [`is_forbidden_ip`].
 const FORBIDDEN_V6: &[Ipv6Net] = &[
-    v6([0, 0, 0, 0, 0, 0, 0, 0], 128),        // unspecified
-    v6([0, 0, 0, 0, 0, 0, 0, 1], 128),        // loopback
+    // IPv4-compatible (deprecated; some stacks still route ::a.b.c.d to
+    // a.b.c.d), includes unspecified :: and loopback ::1.
+    v6([0, 0, 0, 0, 0, 0, 0, 0], 96),
     v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), // local-use NAT64, by definition internal
     v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),     // unique-local, includes AWS metadata fd00:ec2::254
     v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),    // link-local
@@ -362,6 +363,12 @@ mod tests {
             "64:ff9b:1::8.8.8.8",
             "2002:7f00:1::1",
             "2002:a9fe:a9fe::",
+            "::127.0.0.1",
+            "::7f00:1",
+            "::169.254.169.254",
+            "::10.0.0.1",
+            "::8.8.8.8",
+            "::ffff",
         ] {
             assert!(forbidden(s), "{s} should be forbidden");
         }

@@ -22,10 +22,11 @@ impl CredentialService for Api {
             description: c.description,
         };
         let w = self
-            .services
-            .create_credential(&caller, new, idem)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services.create_credential(&caller, new, idem).await,
+            )
+            .await?;
         // The only response that carries the credential's secret.
         Ok(written(w, |c| convert::credential(c, true)))
     }
@@ -59,10 +60,13 @@ impl CredentialService for Api {
     ) -> Result<Response<proto::Credential>, Status> {
         let caller = caller(&request)?;
         let w = self
-            .services
-            .revoke_credential(&caller, &request.get_ref().api_id)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services
+                    .revoke_credential(&caller, &request.get_ref().api_id)
+                    .await,
+            )
+            .await?;
         Ok(written(w, |c| convert::credential(c, false)))
     }
 }

@@ -40,10 +40,11 @@ impl EndpointService for Api {
         let idem = idempotency(&req.request_id, &req);
         let new = new_endpoint(req.endpoint.unwrap_or_default());
         let w = self
-            .services
-            .create_endpoint(&caller, new, idem)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services.create_endpoint(&caller, new, idem).await,
+            )
+            .await?;
         // Create is one of the two responses that show the secret.
         Ok(written(w, |e| convert::endpoint(e, true)))
     }
@@ -114,10 +115,13 @@ impl EndpointService for Api {
         let created_secret_visible = req.allow_missing;
         let upsert = req.allow_missing.then(|| new_endpoint(e));
         let w = self
-            .services
-            .update_endpoint(&caller, &tenant_id, &endpoint_id, changes, upsert)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services
+                    .update_endpoint(&caller, &tenant_id, &endpoint_id, changes, upsert)
+                    .await,
+            )
+            .await?;
         // An upsert that created the endpoint shows its new secret once;
         // an update of an existing one never does (its secret is unchanged).
         let show = created_secret_visible && w.value.create_time == w.value.update_time;
@@ -131,16 +135,19 @@ impl EndpointService for Api {
         let caller = caller(&request)?;
         let req = request.get_ref();
         let w = self
-            .services
-            .delete_endpoint(
+            .write_result(
                 &caller,
-                &req.tenant_id,
-                &req.endpoint_id,
-                &req.etag,
-                req.force,
+                self.services
+                    .delete_endpoint(
+                        &caller,
+                        &req.tenant_id,
+                        &req.endpoint_id,
+                        &req.etag,
+                        req.force,
+                    )
+                    .await,
             )
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(written(w, |e| convert::endpoint(e, false)))
     }
 
@@ -151,16 +158,19 @@ impl EndpointService for Api {
         let caller = caller(&request)?;
         let req = request.get_ref();
         let w = self
-            .services
-            .rotate_endpoint_secret(
+            .write_result(
                 &caller,
-                &req.tenant_id,
-                &req.endpoint_id,
-                &req.secret,
-                req.grace_period_seconds,
+                self.services
+                    .rotate_endpoint_secret(
+                        &caller,
+                        &req.tenant_id,
+                        &req.endpoint_id,
+                        &req.secret,
+                        req.grace_period_seconds,
+                    )
+                    .await,
             )
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(written(w, |e| convert::endpoint(e, true)))
     }
 
@@ -171,10 +181,13 @@ impl EndpointService for Api {
         let caller = caller(&request)?;
         let req = request.get_ref();
         let result = self
-            .services
-            .ping_endpoint(&caller, &req.tenant_id, &req.endpoint_id)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services
+                    .ping_endpoint(&caller, &req.tenant_id, &req.endpoint_id)
+                    .await,
+            )
+            .await?;
         Ok(Response::new(proto::PingEndpointResponse {
             status_code: i32::from(result.status_code),
             latency: prost_types::Duration::try_from(result.latency).ok(),

@@ -43,10 +43,11 @@ impl EventTypeService for Api {
             deprecated: e.deprecated,
         };
         let w = self
-            .services
-            .create_event_type(&caller, new, idem)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services.create_event_type(&caller, new, idem).await,
+            )
+            .await?;
         Ok(written(w, convert::event_type))
     }
 
@@ -102,10 +103,13 @@ impl EventTypeService for Api {
             deprecated: touches(&paths, "deprecated", e.deprecated).then_some(e.deprecated),
         };
         let w = self
-            .services
-            .update_event_type(&caller, &e.name, changes)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services
+                    .update_event_type(&caller, &e.name, changes)
+                    .await,
+            )
+            .await?;
         Ok(written(w, convert::event_type))
     }
 
@@ -115,14 +119,16 @@ impl EventTypeService for Api {
     ) -> Result<Response<proto::ValidateEventPayloadResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let violations = self
+        let check = self
             .services
             .validate_event_payload(&caller, validate_key(req.key), &req.payload_json)
             .await
             .map_err(status)?;
         Ok(Response::new(proto::ValidateEventPayloadResponse {
-            valid: violations.is_empty(),
-            violations: violations
+            valid: check.violations.is_empty(),
+            violations_truncated: check.truncated,
+            violations: check
+                .violations
                 .into_iter()
                 .map(|v| proto::validate_event_payload_response::Violation {
                     path: v.path,

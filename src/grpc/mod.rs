@@ -1,9 +1,11 @@
 //! Thin gRPC adapters: proto in, domain/service call, proto out.
 
+pub mod codec;
 mod convert;
 mod credentials;
 mod endpoints;
 mod event_types;
+mod nul;
 mod subscriptions;
 mod tenants;
 pub mod wire;
@@ -21,7 +23,7 @@ pub use subscriptions::SubscriptionApi;
 pub use tenants::TenantApi;
 
 use crate::auth::Caller;
-use crate::error::Error;
+use crate::error::{Error, echo};
 use crate::service::{Idempotency, Paging, Services, Written};
 
 /// Shared by every adapter.
@@ -48,6 +50,21 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
             );
             Status::internal("internal error")
         })
+}
+
+impl Api {
+    /// A write's result as the caller gets it: a refused write is first
+    /// checked for being a replay (see [`Services::refused_write`]).
+    async fn write_result<T>(
+        &self,
+        caller: &Caller,
+        result: Result<T, Error>,
+    ) -> Result<T, Status> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(e) => Err(status(self.services.refused_write(caller, e).await)),
+        }
+    }
 }
 
 /// A write's response, with `x-revision` in its metadata.
@@ -109,7 +126,7 @@ fn mask_paths(
         let why = if immutable.contains(&path.as_str()) {
             format!("{path} is output only or immutable")
         } else {
-            format!("{path} is not a field of this resource")
+            format!("{} is not a field of this resource", echo(path))
         };
         return Err(Error::invalid("update_mask", why));
     }

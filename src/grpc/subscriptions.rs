@@ -46,10 +46,11 @@ impl SubscriptionService for Api {
         let idem = idempotency(&req.request_id, &req);
         let new = new_subscription(req.subscription.unwrap_or_default(), req.ttl_seconds)?;
         let w = self
-            .services
-            .create_subscription(&caller, new, idem)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services.create_subscription(&caller, new, idem).await,
+            )
+            .await?;
         Ok(written(w, convert::subscription))
     }
 
@@ -134,10 +135,13 @@ impl SubscriptionService for Api {
             None
         };
         let w = self
-            .services
-            .update_subscription(&caller, &tenant_id, &subscription_id, changes, upsert)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services
+                    .update_subscription(&caller, &tenant_id, &subscription_id, changes, upsert)
+                    .await,
+            )
+            .await?;
         Ok(written(w, convert::subscription))
     }
 
@@ -148,10 +152,13 @@ impl SubscriptionService for Api {
         let caller = caller(&request)?;
         let req = request.get_ref();
         let w = self
-            .services
-            .delete_subscription(&caller, &req.tenant_id, &req.subscription_id, &req.etag)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services
+                    .delete_subscription(&caller, &req.tenant_id, &req.subscription_id, &req.etag)
+                    .await,
+            )
+            .await?;
         Ok(written(w, convert::subscription))
     }
 
@@ -162,15 +169,18 @@ impl SubscriptionService for Api {
         let caller = caller(&request)?;
         let req = request.get_ref();
         let w = self
-            .services
-            .renew_subscription(
+            .write_result(
                 &caller,
-                &req.tenant_id,
-                &req.subscription_id,
-                req.ttl_seconds,
+                self.services
+                    .renew_subscription(
+                        &caller,
+                        &req.tenant_id,
+                        &req.subscription_id,
+                        req.ttl_seconds,
+                    )
+                    .await,
             )
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(written(w, convert::subscription))
     }
 
@@ -180,10 +190,13 @@ impl SubscriptionService for Api {
     ) -> Result<Response<proto::Subscription>, Status> {
         let caller = caller(&request)?;
         let w = self
-            .services
-            .confirm_subscription(&caller, &request.get_ref().token)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services
+                    .confirm_subscription(&caller, &request.get_ref().token)
+                    .await,
+            )
+            .await?;
         Ok(written(w, convert::subscription))
     }
 
@@ -194,10 +207,13 @@ impl SubscriptionService for Api {
         let caller = caller(&request)?;
         let req = request.get_ref();
         let w = self
-            .services
-            .resend_confirmation(&caller, &req.tenant_id, &req.subscription_id)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services
+                    .resend_confirmation(&caller, &req.tenant_id, &req.subscription_id)
+                    .await,
+            )
+            .await?;
         Ok(written(w, convert::subscription))
     }
 

@@ -34,10 +34,11 @@ impl TenantService for Api {
             settings: convert::tenant_settings(t.settings),
         };
         let w = self
-            .services
-            .create_tenant(&caller, new, idem)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services.create_tenant(&caller, new, idem).await,
+            )
+            .await?;
         Ok(written(w, convert::tenant))
     }
 
@@ -113,10 +114,13 @@ impl TenantService for Api {
                 .then_some(s.max_ttl_seconds),
         };
         let w = self
-            .services
-            .update_tenant(&caller, &t.tenant_id, changes)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services
+                    .update_tenant(&caller, &t.tenant_id, changes)
+                    .await,
+            )
+            .await?;
         Ok(written(w, convert::tenant))
     }
 
@@ -127,10 +131,13 @@ impl TenantService for Api {
         let caller = caller(&request)?;
         let req = request.get_ref();
         let w = self
-            .services
-            .delete_tenant(&caller, &req.tenant_id, &req.etag, req.force)
-            .await
-            .map_err(status)?;
+            .write_result(
+                &caller,
+                self.services
+                    .delete_tenant(&caller, &req.tenant_id, &req.etag, req.force)
+                    .await,
+            )
+            .await?;
         Ok(written(w, convert::tenant))
     }
 }

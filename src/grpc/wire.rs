@@ -186,14 +186,14 @@ mod tests {
 
     /// What prost writes for the same answer built as owned targets.
     fn prost_bytes(index: &ResolveIndex, event_type: &str, now: i64, secrets: bool) -> Vec<u8> {
-        let (targets, revision) = index.resolve("acme", event_type, now, secrets);
+        let (targets, revision) = index.resolve("acme", event_type, now, secrets).unwrap();
         let targets = targets.into_iter().map(Into::into).collect();
         ResolveSubscribersResponse { targets, revision }.encode_to_vec()
     }
 
     fn encoded(index: &ResolveIndex, event_type: &str, now: i64, secrets: bool) -> Vec<u8> {
         let answer = index.resolve_with("acme", event_type, now, secrets, EncodedResolve::new);
-        answer.as_bytes().to_vec()
+        answer.unwrap().as_bytes().to_vec()
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Whether the database answers, known without asking it on every call.
 //!
-//! A background probe checks the database once a second and publishes the
-//! answer: gRPC health (`hookplane.database`) and `/healthz` read it, and
+//! On PostgreSQL a background probe checks the database once a second and
+//! publishes the answer: gRPC health (`hookplane.database`) and `/healthz` read it, and
 //! every statement and transaction start fails UNAVAILABLE at once while the
 //! database is down ([`Availability::guard`]). Without that, a call waits out
 //! the pool's acquire timeout: sqlx keeps retrying a refused connection
@@ -15,6 +15,9 @@
 //! using it. A failure also wakes the probe early (at most
 //! [`PROBE_GAP`] after the previous probe), so an outage that calls run
 //! into is published within milliseconds.
+//!
+//! SQLite is a file of this process: it has no probe and is always up here
+//! (its failures are the errors of the statements themselves).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -206,56 +209,42 @@ impl ConnectionTrait for Gated {
     }
 }
 
-/// How the probe asks the database.
-pub(super) enum Probe {
-    /// A connection of its own, opened again when it fails: a PostgreSQL
-    /// that refuses connections is down even while older ones linger.
-    Postgres {
-        url: String,
-        conn: Option<PgConnection>,
-    },
-    /// A `SELECT 1` through the pool (SQLite, which cannot go away).
-    Pool(DatabaseConnection),
+/// How the probe asks PostgreSQL: a connection of its own, opened again
+/// when it fails, since a server that refuses connections is down even
+/// while older ones linger.
+pub(super) struct Probe {
+    url: String,
+    conn: Option<PgConnection>,
 }
 
 impl Probe {
+    pub(super) fn new(url: String) -> Self {
+        Probe { url, conn: None }
+    }
+
     /// Whether the database answers. A connection found broken on the way
     /// is reported to `availability`: the others are as old as it.
     async fn check(&mut self, availability: &Availability) -> bool {
-        match self {
-            Probe::Postgres { url, conn } => {
-                if let Some(c) = conn.as_mut() {
-                    if ping(c).await {
-                        return true;
-                    }
-                    availability.connection_failed();
-                }
-                // The held connection died (a restart ends it even when the
-                // server is back at once): only a fresh one tells.
-                *conn = None;
-                let fresh = tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect(url)).await;
-                let Ok(Ok(mut fresh)) = fresh else {
-                    // Whatever was open before the outage is not used after it.
-                    availability.connection_failed();
-                    return false;
-                };
-                let up = ping(&mut fresh).await;
-                if up {
-                    *conn = Some(fresh);
-                }
-                up
+        if let Some(c) = self.conn.as_mut() {
+            if ping(c).await {
+                return true;
             }
-            Probe::Pool(db) => {
-                let select = db.execute_unprepared("SELECT 1");
-                let up = tokio::time::timeout(PROBE_TIMEOUT, select)
-                    .await
-                    .is_ok_and(|r| r.is_ok());
-                if !up {
-                    availability.connection_failed();
-                }
-                up
-            }
+            availability.connection_failed();
         }
+        // The held connection died (a restart ends it even when the server
+        // is back at once): only a fresh one tells.
+        self.conn = None;
+        let fresh = tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect(&self.url)).await;
+        let Ok(Ok(mut fresh)) = fresh else {
+            // Whatever was open before the outage is not used after it.
+            availability.connection_failed();
+            return false;
+        };
+        let up = ping(&mut fresh).await;
+        if up {
+            self.conn = Some(fresh);
+        }
+        up
     }
 }
 

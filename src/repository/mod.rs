@@ -16,6 +16,7 @@ mod group_commit;
 mod inline_read;
 mod one_statement;
 mod pg_lanes;
+mod quota;
 mod sea;
 mod sqlite_writer;
 
@@ -23,6 +24,7 @@ use crate::model::{
     Credential, Endpoint, EventType, Micros, Subscription, SubscriptionStatus, Tenant,
 };
 
+pub use quota::{Quota, Quotas};
 pub use sea::{DatabaseSettings, SeaRepository, sqlite_memory_statistics_off};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,9 @@ pub enum RepoError {
     Replay,
     #[error("the request id was recorded by a concurrent call")]
     IdempotencyRace,
+    /// The tenant already holds `.1`, the most `.0` allows.
+    #[error("the tenant's quota of {1} is used up")]
+    QuotaExceeded(Quota, i64),
     #[error("database unavailable")]
     Unavailable(#[source] crate::error::BoxError),
     /// The database's disk (or file system) is full: nothing was written.
@@ -153,6 +158,32 @@ pub struct Verification {
     pub payload: Vec<u8>,
 }
 
+/// What is stored of a confirmation token.
+#[derive(Debug, Clone)]
+pub struct TokenState {
+    pub tenant_id: String,
+    pub used: bool,
+    pub expire_time: Micros,
+}
+
+impl TokenState {
+    /// Why the token can no longer confirm anything at `now`, if it cannot.
+    pub fn refusal(&self, now: Micros) -> Option<RepoError> {
+        if self.used {
+            return Some(RepoError::Precondition(
+                "the confirmation token was already used or replaced by a newer one".into(),
+            ));
+        }
+        if self.expire_time <= now {
+            return Some(RepoError::Precondition(
+                "the confirmation token has expired; ask for a new one with ResendConfirmation"
+                    .into(),
+            ));
+        }
+        None
+    }
+}
+
 /// A pending outbound delivery.
 #[derive(Debug, Clone)]
 pub struct OutboxItem {
@@ -185,7 +216,6 @@ pub type Revision = i64;
 
 #[async_trait::async_trait]
 pub trait Repository: Send + Sync + 'static {
-    async fn ping(&self) -> RepoResult<()>;
     async fn current_revision(&self) -> RepoResult<Revision>;
     async fn find_idempotency(
         &self,
@@ -193,6 +223,13 @@ pub trait Repository: Send + Sync + 'static {
         request_id: &str,
         not_before: Micros,
     ) -> RepoResult<Option<IdempotencyRecord>>;
+    /// Whether a write signed with this request nonce was accepted (write
+    /// nonces are kept until their signed timestamp leaves the window).
+    async fn nonce_recorded(&self, api_id: &str, nonce: &str) -> RepoResult<bool>;
+    /// Records the nonce of a call that writes nothing else (a stored
+    /// response handed out again, a ping), as a write would: `Replay` when
+    /// it is recorded already.
+    async fn record_nonce(&self, meta: &WriteMeta) -> RepoResult<()>;
     /// Deletes write nonces and idempotency records older than their retention.
     async fn purge_expired(&self, now: Micros, idempotency_before: Micros) -> RepoResult<u64>;
 
@@ -210,8 +247,10 @@ pub trait Repository: Send + Sync + 'static {
     /// Live tenant ids after `after`, in id order, at most `limit` (for
     /// loading everything in batches).
     async fn tenant_ids(&self, after: &str, limit: u64) -> RepoResult<Vec<String>>;
-    /// Marks subscriptions past their expire_time EXPIRED and forgets
-    /// rotated-out secrets past their grace period, recording each change.
+    /// Marks ACTIVE and DISABLED subscriptions past their expire_time
+    /// EXPIRED (a PENDING_VERIFICATION one keeps its stored status, so that
+    /// renewing it cannot make it ACTIVE) and forgets rotated-out secrets
+    /// past their grace period, recording each change.
     async fn sweep_expired(&self, now: Micros) -> RepoResult<u64>;
 
     /// Bulk-loads tenants, endpoints and subscriptions in one transaction
@@ -290,7 +329,8 @@ pub trait Repository: Send + Sync + 'static {
         page: &PageRequest,
     ) -> RepoResult<Page<Endpoint>>;
     /// Updates the endpoint; each verification also puts its subscription
-    /// back to PENDING_VERIFICATION (a URL change on a verifying tenant).
+    /// back to PENDING_VERIFICATION (a URL change on a verifying tenant) and
+    /// forgets its earlier tokens.
     async fn update_endpoint(
         &self,
         endpoint: &Endpoint,
@@ -330,10 +370,14 @@ pub trait Repository: Send + Sync + 'static {
     /// SQL cannot express, such as pattern matching).
     async fn all_subscriptions(&self, filter: &SubscriptionFilter)
     -> RepoResult<Vec<Subscription>>;
+    /// Updates the subscription; a verification (a move to another
+    /// endpoint on a verifying tenant) forgets its earlier tokens and queues
+    /// a confirmation to the new endpoint.
     async fn update_subscription(
         &self,
         subscription: &Subscription,
         prev_etag: &str,
+        verification: Option<&Verification>,
         meta: &WriteMeta,
     ) -> RepoResult<Revision>;
     async fn delete_subscription(
@@ -357,10 +401,18 @@ pub trait Repository: Send + Sync + 'static {
         verification: &Verification,
         meta: &WriteMeta,
     ) -> RepoResult<(Subscription, Revision)>;
-    /// The tenant of a token, if the token exists (for permission checks).
-    async fn token_tenant(&self, token_hash: &str) -> RepoResult<Option<String>>;
+    /// A confirmation token as stored, read without a write (a flood of
+    /// unknown tokens must not cost a write each).
+    async fn confirmation_token(&self, token_hash: &str) -> RepoResult<Option<TokenState>>;
 
-    async fn due_deliveries(&self, now: Micros, limit: u64) -> RepoResult<Vec<OutboxItem>>;
+    /// Deliveries due at `now`, oldest first, at most `limit`, leaving out
+    /// those to the endpoints in `busy` (tenant id, endpoint id).
+    async fn due_deliveries(
+        &self,
+        now: Micros,
+        limit: u64,
+        busy: &[(String, String)],
+    ) -> RepoResult<Vec<OutboxItem>>;
     /// Takes a delivery for `lease_until`; false when another worker has it.
     async fn claim_delivery(&self, item: &OutboxItem, lease_until: Micros) -> RepoResult<bool>;
     async fn finish_delivery(

@@ -9,8 +9,10 @@
 //! - `parents` share-locks the tenant and the endpoint, and yields a row
 //!   only if the tenant is live, active and still at the etag the caller
 //!   built the subscription from, and the endpoint live;
+//! - `quota` takes one from the tenant's subscription quota (see `quota`),
+//!   only if `parents` yielded a row and the quota has room;
 //! - `written` records the request nonce and takes the revision from the
-//!   transaction id, both only if `parents` yielded a row;
+//!   transaction id, both only if `quota` took one;
 //! - `inserted` stores the subscription, `changed` appends its change row,
 //!   and `idempotent` stores the response to replay, each only if the
 //!   earlier steps wrote.
@@ -18,13 +20,13 @@
 //! SQLite has no data-modifying `WITH`; there the writes are one text of
 //! several statements that sqlx runs in a single call on the writer's
 //! thread, inside the open group-commit batch, for several creates at once
-//! (see `create_batch`): a savepoint; per create, the nonce and the
-//! subscription each under the same parent check and the change row only
-//! if the subscription was written (`changes() = 1`); the savepoint's
-//! release.
+//! (see `create_batch`): a savepoint; per create, the nonce, the
+//! subscription and the quota's count each under the same parent and quota
+//! check, and the change row only if the count was taken (`changes() =
+//! 1`); the savepoint's release.
 //!
 //! Either returns the revision of each create that wrote, and nothing for
-//! one whose parent check failed. A unique violation (a taken id or name,
+//! one whose parent or quota check failed. A unique violation (a taken id or name,
 //! a replayed nonce, a concurrent request id) aborts the write. In either
 //! case the caller falls back to the transactional path, which writes
 //! nothing or names the exact error; those are the rare cases.
@@ -39,6 +41,7 @@ use sea_orm::{
 use super::Revision;
 use super::create_batch::MAX_BATCH;
 use super::entities::{idempotency, nonce, subscription};
+use super::quota::Quota;
 use crate::model::TenantState;
 
 /// Up to this transaction id, `id << 20` stays a positive bigint; beyond,
@@ -89,16 +92,25 @@ fn live_parents(p: &mut Params, row: &subscription::Model, tenant_etag: &str) ->
     )
 }
 
-/// The PostgreSQL statement creating `row`; see the module documentation.
+/// The PostgreSQL statement creating `row`, if its tenant holds fewer than
+/// `limit` live subscriptions; see the module documentation.
 pub(super) fn create_subscription(
     row: subscription::Model,
     tenant_etag: &str,
     nonce: Option<&nonce::ActiveModel>,
     idempotency: Option<&idempotency::ActiveModel>,
     change_time: i64,
+    limit: i64,
 ) -> Statement {
     let mut p = Params(Vec::new());
     let parents = format!("{} FOR SHARE", live_parents(&mut p, &row, tenant_etag));
+    let count = Quota::Subscriptions.column();
+    let quota = format!(
+        "UPDATE tenant_usage SET {count} = {count} + 1 \
+         WHERE tenant_id = {} AND {count} < {} AND EXISTS (SELECT 1 FROM parents) RETURNING 1",
+        p.bind(row.tenant_id.clone()),
+        p.bind(limit),
+    );
     let (tenant_id, subscription_id) = (row.tenant_id.clone(), row.subscription_id.clone());
     let row = row.into_active_model();
     let revision = format!(
@@ -108,9 +120,9 @@ pub(super) fn create_subscription(
     let written = match nonce {
         Some(n) => format!(
             "{} RETURNING {revision}",
-            insert_select(&mut p, n, "FROM parents")
+            insert_select(&mut p, n, "FROM quota")
         ),
-        None => format!("SELECT {revision} FROM parents"),
+        None => format!("SELECT {revision} FROM quota"),
     };
     let inserted = format!(
         "{} RETURNING 1",
@@ -133,8 +145,8 @@ pub(super) fn create_subscription(
         })
         .unwrap_or_default();
     let sql = format!(
-        "WITH parents AS ({parents}), written AS ({written}), inserted AS ({inserted}), \
-         changed AS ({changed}){idempotent} SELECT revision FROM changed"
+        "WITH parents AS ({parents}), quota AS ({quota}), written AS ({written}), \
+         inserted AS ({inserted}), changed AS ({changed}){idempotent} SELECT revision FROM changed"
     );
     Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, p.0)
 }
@@ -157,21 +169,29 @@ pub(super) fn create_subscriptions_sqlite(
 ) -> Statement {
     let mut p = Params(Vec::new());
     let mut statements = vec![format!("SAVEPOINT {SQLITE_SAVEPOINT}")];
+    let count = Quota::Subscriptions.column();
     for (revision, c) in (first_revision..).zip(creates) {
         let (api_id, nonce, nonce_expire) = nonce_values(c);
         let parents = live_parents(&mut p, &c.row, &c.tenant_etag);
+        // The same check guards every write of the create; the quota's
+        // count moves last, so the check reads the same values each time.
+        let checked = format!(
+            "EXISTS ({parents}) AND (SELECT {count} FROM tenant_usage WHERE tenant_id = {}) < {}",
+            p.bind(c.row.tenant_id.clone()),
+            p.bind(c.subscription_limit),
+        );
         statements.push(format!(
             "INSERT INTO request_nonces (api_id, nonce, expire_time) \
-             SELECT {}, {nonce}, {} WHERE {nonce} IS NOT NULL AND EXISTS ({parents})",
+             SELECT {}, {nonce}, {} WHERE {nonce} IS NOT NULL AND {checked}",
             p.bind(api_id),
             p.bind(nonce_expire),
             nonce = p.bind(nonce),
         ));
         let row = c.row.clone().into_active_model();
-        statements.push(insert_select(
-            &mut p,
-            &row,
-            &format!("WHERE EXISTS ({parents})"),
+        statements.push(insert_select(&mut p, &row, &format!("WHERE {checked}")));
+        statements.push(format!(
+            "UPDATE tenant_usage SET {count} = {count} + 1 WHERE tenant_id = {} AND {checked}",
+            p.bind(c.row.tenant_id.clone()),
         ));
         statements.push(format!(
             "INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) \
@@ -204,6 +224,8 @@ pub(super) struct BatchedCreate {
     pub tenant_etag: String,
     pub nonce: Option<nonce::ActiveModel>,
     pub change_time: i64,
+    /// The tenant's subscription quota (the same for every create).
+    pub subscription_limit: i64,
 }
 
 /// The statement creating every row of `creates`, or none: the same checks
@@ -214,6 +236,11 @@ pub(super) struct BatchedCreate {
 /// revision per create, whose low bits give its position. A parent row
 /// locked by another write fails the statement at once (`NOWAIT`) instead
 /// of holding every create of the batch behind that write.
+///
+/// The quotas of the batch's tenants are locked in tenant order (so two
+/// batches cannot deadlock on them) and, read as they stand once locked,
+/// must all have room for the batch's creates; then all are taken, else
+/// none and nothing is written.
 pub(super) fn create_subscriptions(creates: &[BatchedCreate]) -> Statement {
     let per_row = BATCH_INPUTS + subscription::Column::iter().len();
     let mut values = Vec::with_capacity(creates.len() * per_row);
@@ -232,6 +259,8 @@ pub(super) fn create_subscriptions(creates: &[BatchedCreate]) -> Statement {
                 .map(|column| row.get(column).into_value().unwrap_or(Value::String(None))),
         );
     }
+    // The last parameter, after every create's.
+    values.push(creates.first().map_or(0, |c| c.subscription_limit).into());
     let count = creates.len();
     let sql = match count.checked_sub(1).and_then(|i| BATCH_SQL.get(i)) {
         Some(text) => text.get_or_init(|| batch_sql(count)).clone(),
@@ -277,6 +306,8 @@ fn batch_sql(count: usize) -> String {
         "CASE WHEN pg_current_xact_id()::text::bigint < {XID_LIMIT} \
          THEN pg_current_xact_id()::text::bigint << 20 END AS base"
     );
+    let limit = format!("${}", count * per_row + 1);
+    let live = Quota::Subscriptions.column();
     format!(
         "WITH input (i, tenant_etag, nonce_api_id, nonce, nonce_expire, change_time, {input_columns}) \
          AS (VALUES {rows}), \
@@ -286,14 +317,22 @@ fn batch_sql(count: usize) -> String {
            WHERE t.state = '{active}' AND t.etag = input.tenant_etag \
            AND t.delete_time IS NULL AND e.delete_time IS NULL FOR SHARE OF t, e NOWAIT), \
          checked AS (SELECT {revision} FROM parents HAVING count(*) = {count}), \
+         need AS (SELECT s_tenant_id AS tenant_id, count(*) AS n FROM input GROUP BY s_tenant_id), \
+         locked AS (SELECT u.{live} + need.n AS after FROM tenant_usage u \
+           JOIN need ON need.tenant_id = u.tenant_id WHERE EXISTS (SELECT 1 FROM checked) \
+           ORDER BY u.tenant_id FOR UPDATE OF u), \
+         fits AS (SELECT checked.base FROM checked \
+           WHERE (SELECT count(*) FROM locked WHERE after <= {limit}) = (SELECT count(*) FROM need)), \
+         quota AS (UPDATE tenant_usage u SET {live} = u.{live} + need.n FROM need, fits \
+           WHERE u.tenant_id = need.tenant_id RETURNING 1), \
          written AS (INSERT INTO request_nonces (api_id, nonce, expire_time) \
-           SELECT nonce_api_id, nonce, nonce_expire FROM input, checked \
+           SELECT nonce_api_id, nonce, nonce_expire FROM input, fits \
            WHERE input.nonce IS NOT NULL RETURNING 1), \
          inserted AS (INSERT INTO subscriptions ({table_columns}) \
-           SELECT {input_columns} FROM input, checked RETURNING 1), \
+           SELECT {input_columns} FROM input, fits RETURNING 1), \
          changed AS (INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) \
-           SELECT checked.base + input.i, input.s_tenant_id, 'subscription', input.s_subscription_id, \
-           'UPSERT', input.change_time FROM input, checked RETURNING revision) \
+           SELECT fits.base + input.i, input.s_tenant_id, 'subscription', input.s_subscription_id, \
+           'UPSERT', input.change_time FROM input, fits RETURNING revision) \
          SELECT revision FROM changed",
         rows = rows.join(", "),
         active = TenantState::Active.as_str(),

@@ -169,10 +169,10 @@ impl PgLanes {
             Err(e) => {
                 // An error that is not the database's answer to the
                 // statement may have left the connection unusable.
-                if sqlx_broken_connection(&e) || !matches!(e, sqlx::Error::Database(_)) {
-                    if let Some(held) = lane.take() {
-                        held.close();
-                    }
+                if (sqlx_broken_connection(&e) || !matches!(e, sqlx::Error::Database(_)))
+                    && let Some(held) = lane.take()
+                {
+                    held.close();
                 }
                 Err(sqlx_err(e))
             }

@@ -24,11 +24,12 @@ use super::group_commit::{FinishError, Finished, GroupCommit, WriteTxn};
 use super::inline_read::InlineReader;
 use super::one_statement;
 use super::pg_lanes::PgLanes;
+use super::quota::{self, Quota, Quotas};
 use super::sqlite_writer;
 use super::{
     ChangeRecord, CredentialFilter, DeliveryOutcome, IdempotencyRecord, OutboxItem, Page,
     PageRequest, RepoError, RepoResult, Repository, Revision, Snapshot, SubscriptionFilter,
-    Verification, WriteMeta,
+    TokenState, Verification, WriteMeta,
 };
 use crate::auth::Role;
 use crate::crypto::MasterKey;
@@ -74,6 +75,8 @@ pub struct SeaRepository {
     lanes: Option<Arc<PgLanes>>,
     /// Plain creates, written several to a statement.
     batches: Option<CreateBatches>,
+    /// Per-tenant limits every create checks in its write.
+    quotas: Quotas,
 }
 
 /// A pooled connection idle this long is pinged before use (one that was
@@ -89,10 +92,25 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 /// more often; see `pg_lanes`.)
 const PG_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
+/// The outbox kind of a confirmation message.
+const CONFIRMATION: &str = "confirmation";
+
+/// What becomes of a subscription's earlier confirmation tokens when a new
+/// one is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EarlierTokens {
+    /// ResendConfirmation: they stay known, as used ("replaced by a newer one").
+    Replaced,
+    /// The subscription's endpoint or that endpoint's URL changed: a
+    /// confirmation is bound to where it was sent, so they are forgotten
+    /// and answer as unknown tokens.
+    Voided,
+}
+
 /// The PostgreSQL channel on which every commit announces its revision.
 const CHANGES_CHANNEL: &str = "hookplane_changes";
 
-fn classify(err: DbErr) -> RepoError {
+pub(super) fn classify(err: DbErr) -> RepoError {
     if sqlite_writer::is_storage_full(&err) {
         return RepoError::StorageFull(Box::new(err));
     }
@@ -189,13 +207,6 @@ impl SeaRepository {
                     availability.clone(),
                 ))
             });
-        let probe = match backend {
-            DatabaseBackend::Postgres => Probe::Postgres {
-                url: settings.url.clone(),
-                conn: None,
-            },
-            _ => Probe::Pool(reader.clone()),
-        };
         let closed = watch::channel(false).0;
         let group = (backend == DatabaseBackend::Sqlite).then(GroupCommit::new);
         let batch_writer = match (&lanes, &group) {
@@ -221,12 +232,8 @@ impl SeaRepository {
             committed: (backend == DatabaseBackend::Postgres).then(|| watch::channel(0).0),
             lanes,
             batches,
+            quotas: Quotas::UNLIMITED,
         };
-        tokio::spawn(
-            repo.availability
-                .clone()
-                .run_probe(probe, repo.closed.subscribe()),
-        );
         if let Some(group) = &repo.group {
             let revisions = repo.revisions.clone();
             tokio::spawn(group.clone().run(
@@ -246,6 +253,11 @@ impl SeaRepository {
             ));
         }
         if backend == DatabaseBackend::Postgres {
+            tokio::spawn(
+                repo.availability
+                    .clone()
+                    .run_probe(Probe::new(settings.url.clone()), repo.closed.subscribe()),
+            );
             // Other replicas' commits arrive as notifications; the follower
             // also polls, so a lost notification only delays a change.
             tokio::spawn(listen_for_changes(
@@ -260,6 +272,12 @@ impl SeaRepository {
             .map_err(|e| DbErr::Custom(e.to_string()))?;
         repo.revisions.send_replace(current);
         Ok(repo)
+    }
+
+    /// The repository with per-tenant quotas in force (none by default).
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// Closes the pools; later calls fail as unavailable.
@@ -279,8 +297,8 @@ impl SeaRepository {
         );
     }
 
-    /// True while the database answers, as a background probe finds at
-    /// most once a second (see `availability`).
+    /// True while the database answers, as a background probe finds once a
+    /// second on PostgreSQL (see `availability`); always true on SQLite.
     pub fn database_up(&self) -> watch::Receiver<bool> {
         self.availability.subscribe()
     }
@@ -464,6 +482,7 @@ impl SeaRepository {
                 tenant_etag: tenant_etag.to_owned(),
                 nonce: nonce_row(meta),
                 change_time: meta.now,
+                subscription_limit: self.quotas.limit(Quota::Subscriptions),
             };
             match batches.write(create).await {
                 Outcome::Written(revision) => {
@@ -483,6 +502,7 @@ impl SeaRepository {
             nonce_row(meta).as_ref(),
             self.idempotency_row(meta).as_ref(),
             meta.now,
+            self.quotas.limit(Quota::Subscriptions),
         );
         let run = match &self.lanes {
             Some(lanes) => lanes.query_one(statement).await,
@@ -501,26 +521,60 @@ impl SeaRepository {
         Ok(Some(revision))
     }
 
-    /// Kills the subscription's earlier tokens, stores the new token's hash
-    /// and queues the confirmation message.
+    /// Ends the subscription's earlier tokens as `earlier` says, stores the
+    /// new token's hash and queues the confirmation message.
     async fn queue_verification(
         &self,
         txn: &DatabaseTransaction,
         tenant_id: &str,
         v: &Verification,
+        earlier: EarlierTokens,
         now: Micros,
     ) -> RepoResult<()> {
-        confirmation_token::Entity::update_many()
-            .col_expr(
-                confirmation_token::Column::UsedTime,
-                sea_orm::sea_query::Expr::value(now),
-            )
-            .filter(confirmation_token::Column::TenantId.eq(tenant_id))
-            .filter(confirmation_token::Column::SubscriptionId.eq(v.subscription_id.clone()))
-            .filter(confirmation_token::Column::UsedTime.is_null())
-            .exec(txn)
-            .await
-            .map_err(classify)?;
+        let of_subscription = sea_orm::Condition::all()
+            .add(confirmation_token::Column::TenantId.eq(tenant_id))
+            .add(confirmation_token::Column::SubscriptionId.eq(v.subscription_id.clone()));
+        match earlier {
+            EarlierTokens::Replaced => {
+                confirmation_token::Entity::update_many()
+                    .col_expr(
+                        confirmation_token::Column::UsedTime,
+                        sea_orm::sea_query::Expr::value(now),
+                    )
+                    .filter(of_subscription)
+                    .filter(confirmation_token::Column::UsedTime.is_null())
+                    .exec(txn)
+                    .await
+                    .map_err(classify)?;
+            }
+            EarlierTokens::Voided => {
+                confirmation_token::Entity::delete_many()
+                    .filter(of_subscription)
+                    .exec(txn)
+                    .await
+                    .map_err(classify)?;
+                // Their messages, if still queued, would carry dead links
+                // (and go to the endpoint's new URL).
+                outbox::Entity::update_many()
+                    .col_expr(
+                        outbox::Column::DoneTime,
+                        sea_orm::sea_query::Expr::value(now),
+                    )
+                    .col_expr(
+                        outbox::Column::LastError,
+                        sea_orm::sea_query::Expr::value(
+                            "superseded: the subscription's endpoint or URL changed",
+                        ),
+                    )
+                    .filter(outbox::Column::DoneTime.is_null())
+                    .filter(outbox::Column::Kind.eq(CONFIRMATION))
+                    .filter(outbox::Column::TenantId.eq(tenant_id))
+                    .filter(outbox::Column::SubscriptionId.eq(v.subscription_id.clone()))
+                    .exec(txn)
+                    .await
+                    .map_err(classify)?;
+            }
+        }
         confirmation_token::Entity::insert(
             confirmation_token::Model {
                 token_hash: v.token_hash.clone(),
@@ -538,7 +592,7 @@ impl SeaRepository {
         outbox::Entity::insert(
             outbox::Model {
                 id: v.outbox_id.clone(),
-                kind: "confirmation".into(),
+                kind: CONFIRMATION.into(),
                 tenant_id: tenant_id.to_owned(),
                 subscription_id: v.subscription_id.clone(),
                 endpoint_id: v.endpoint_id.clone(),
@@ -1136,6 +1190,14 @@ fn nonce_row(meta: &WriteMeta) -> Option<nonce::ActiveModel> {
     })
 }
 
+fn token_state(row: &confirmation_token::Model) -> TokenState {
+    TokenState {
+        tenant_id: row.tenant_id.clone(),
+        used: row.used_time.is_some(),
+        expire_time: row.expire_time,
+    }
+}
+
 fn credential_aad(api_id: &str) -> String {
     format!("credential:{api_id}")
 }
@@ -1476,14 +1538,6 @@ fn live_subscriptions() -> sea_orm::Condition {
 
 #[async_trait::async_trait]
 impl Repository for SeaRepository {
-    async fn ping(&self) -> RepoResult<()> {
-        self.reader
-            .execute_unprepared("SELECT 1")
-            .await
-            .map(|_| ())
-            .map_err(classify)
-    }
-
     async fn current_revision(&self) -> RepoResult<Revision> {
         let sql = match self.backend {
             // Every revision below the horizon is final; see PG_REVISION_SHIFT.
@@ -1530,6 +1584,32 @@ impl Repository for SeaRepository {
             response,
             create_time: row.create_time,
         }))
+    }
+
+    async fn nonce_recorded(&self, api_id: &str, nonce: &str) -> RepoResult<bool> {
+        // Through the writer, like `find_idempotency`: a write acknowledged a
+        // moment ago must be seen.
+        Ok(
+            nonce::Entity::find_by_id((api_id.to_owned(), nonce.to_owned()))
+                .one(&self.writer)
+                .await
+                .map_err(classify)?
+                .is_some(),
+        )
+    }
+
+    async fn record_nonce(&self, meta: &WriteMeta) -> RepoResult<()> {
+        let Some(row) = nonce_row(meta) else {
+            return Ok(());
+        };
+        nonce::Entity::insert(row)
+            .exec_without_returning(&self.writer)
+            .await
+            .map_err(|e| match classify(e) {
+                RepoError::AlreadyExists(_) => RepoError::Replay,
+                other => other,
+            })?;
+        Ok(())
     }
 
     async fn purge_expired(&self, now: Micros, idempotency_before: Micros) -> RepoResult<u64> {
@@ -1637,12 +1717,14 @@ impl Repository for SeaRepository {
     }
 
     async fn sweep_expired(&self, now: Micros) -> RepoResult<u64> {
+        // PENDING_VERIFICATION stays as stored (readers present it as
+        // EXPIRED): renewing an EXPIRED subscription makes it ACTIVE, which
+        // an unconfirmed one must never become.
         let due_subscriptions = sea_orm::Condition::all()
             .add(subscription::Column::ExpireTime.lte(now))
             .add(subscription::Column::Status.is_in([
                 SubscriptionStatus::Active.as_str(),
                 SubscriptionStatus::Disabled.as_str(),
-                SubscriptionStatus::PendingVerification.as_str(),
             ]));
         let due_secrets = endpoint::Column::PreviousSecretExpireTime.lte(now);
         // Cheap check first, so an idle sweeper does not take the write lock.
@@ -1772,6 +1854,7 @@ impl Repository for SeaRepository {
         tenants.sort_unstable();
         tenants.dedup();
         for t in tenants {
+            quota::recount(&txn, t).await?;
             log.record(&txn, Some(t), "tenant", t, "UPSERT", now)
                 .await?;
         }
@@ -1786,6 +1869,7 @@ impl Repository for SeaRepository {
             .exec_without_returning(&*txn)
             .await
             .map_err(unique_as("tenant"))?;
+        quota::open(&txn, &t.tenant_id).await?;
         log.record(
             &txn,
             Some(&t.tenant_id),
@@ -1896,6 +1980,7 @@ impl Repository for SeaRepository {
                 subs.len()
             )));
         }
+        quota::give_back(&txn, tenant_id, endpoints.len(), subs.len()).await?;
         soft_delete_subscriptions(&txn, subs, &mut log, meta.now).await?;
         for ep in endpoints {
             let mut am = ep.clone().into_active_model();
@@ -2180,6 +2265,7 @@ impl Repository for SeaRepository {
     async fn create_endpoint(&self, e: &Endpoint, meta: &WriteMeta) -> RepoResult<Revision> {
         let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, &e.tenant_id).await?;
+        quota::take(&txn, &e.tenant_id, Quota::Endpoints, &self.quotas).await?;
         endpoint::Entity::insert(self.endpoint_to_row(e).into_active_model())
             .exec_without_returning(&*txn)
             .await
@@ -2284,11 +2370,7 @@ impl Repository for SeaRepository {
                 )
                 .filter(subscription::Column::TenantId.eq(e.tenant_id.clone()))
                 .filter(subscription::Column::SubscriptionId.eq(v.subscription_id.clone()))
-                .filter(subscription::Column::Status.is_in([
-                    SubscriptionStatus::Active.as_str(),
-                    SubscriptionStatus::Disabled.as_str(),
-                    SubscriptionStatus::PendingVerification.as_str(),
-                ]))
+                .filter(live_subscriptions())
                 .exec(&*txn)
                 .await
                 .map_err(classify)?;
@@ -2304,7 +2386,7 @@ impl Repository for SeaRepository {
                 meta.now,
             )
             .await?;
-            self.queue_verification(&txn, &e.tenant_id, v, meta.now)
+            self.queue_verification(&txn, &e.tenant_id, v, EarlierTokens::Voided, meta.now)
                 .await?;
         }
         if verifications.is_empty() {
@@ -2350,6 +2432,7 @@ impl Repository for SeaRepository {
                 subs.len()
             )));
         }
+        quota::give_back(&txn, tenant_id, 1, subs.len()).await?;
         soft_delete_subscriptions(&txn, subs, &mut log, meta.now).await?;
         let mut am = row.into_active_model();
         am.delete_time = sea_orm::Set(Some(meta.now));
@@ -2387,6 +2470,7 @@ impl Repository for SeaRepository {
         if ensure_parents(&txn, &s.tenant_id, &s.endpoint_id).await? != tenant_etag {
             return Err(RepoError::TenantChanged);
         }
+        quota::take(&txn, &s.tenant_id, Quota::Subscriptions, &self.quotas).await?;
         // The key (its row stays after a delete) and the live name are both
         // unique in the database; the violated one names the clash.
         subscription::Entity::insert(subscription_to_row(s)?.into_active_model())
@@ -2411,7 +2495,7 @@ impl Repository for SeaRepository {
         )
         .await?;
         if let Some(v) = verification {
-            self.queue_verification(&txn, &s.tenant_id, v, meta.now)
+            self.queue_verification(&txn, &s.tenant_id, v, EarlierTokens::Voided, meta.now)
                 .await?;
         }
         if verification.is_some() {
@@ -2477,6 +2561,7 @@ impl Repository for SeaRepository {
         &self,
         s: &Subscription,
         prev_etag: &str,
+        verification: Option<&Verification>,
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
         let (txn, mut log) = self.begin_write(meta).await?;
@@ -2502,7 +2587,14 @@ impl Repository for SeaRepository {
             meta.now,
         )
         .await?;
-        self.commit(txn, meta, log.last).await
+        match verification {
+            Some(v) => {
+                self.queue_verification(&txn, &s.tenant_id, v, EarlierTokens::Voided, meta.now)
+                    .await?;
+                self.commit_queued(txn, meta, log.last).await
+            }
+            None => self.commit(txn, meta, log.last).await,
+        }
     }
 
     async fn delete_subscription(
@@ -2530,6 +2622,7 @@ impl Repository for SeaRepository {
         am.update_time = sea_orm::Set(meta.now);
         am.etag = sea_orm::Set(new_etag());
         let updated = am.update(&*txn).await.map_err(classify)?;
+        quota::give_back(&txn, tenant_id, 0, 1).await?;
         log.record(
             &txn,
             Some(tenant_id),
@@ -2555,16 +2648,8 @@ impl Repository for SeaRepository {
         )
         .await?
         .ok_or(RepoError::NotFound("confirmation token"))?;
-        if token.used_time.is_some() {
-            return Err(RepoError::Precondition(
-                "the confirmation token was already used or replaced by a newer one".into(),
-            ));
-        }
-        if token.expire_time <= meta.now {
-            return Err(RepoError::Precondition(
-                "the confirmation token has expired; ask for a new one with ResendConfirmation"
-                    .into(),
-            ));
+        if let Some(refusal) = token_state(&token).refusal(meta.now) {
+            return Err(refusal);
         }
         let row = by_key(
             &*txn,
@@ -2627,7 +2712,7 @@ impl Repository for SeaRepository {
             )));
         }
         ensure_live_endpoint(&txn, tenant_id, &row.endpoint_id).await?;
-        self.queue_verification(&txn, tenant_id, v, meta.now)
+        self.queue_verification(&txn, tenant_id, v, EarlierTokens::Replaced, meta.now)
             .await?;
         log.record(
             &txn,
@@ -2642,19 +2727,32 @@ impl Repository for SeaRepository {
         Ok((subscription_from_row(row)?, revision))
     }
 
-    async fn token_tenant(&self, token_hash: &str) -> RepoResult<Option<String>> {
+    async fn confirmation_token(&self, token_hash: &str) -> RepoResult<Option<TokenState>> {
         Ok(self
             .read_by_key(confirmation_token::Entity::find_by_id(
                 token_hash.to_owned(),
             ))
             .await?
-            .map(|t| t.tenant_id))
+            .map(|t| token_state(&t)))
     }
 
-    async fn due_deliveries(&self, now: Micros, limit: u64) -> RepoResult<Vec<OutboxItem>> {
-        outbox::Entity::find()
+    async fn due_deliveries(
+        &self,
+        now: Micros,
+        limit: u64,
+        busy: &[(String, String)],
+    ) -> RepoResult<Vec<OutboxItem>> {
+        let mut select = outbox::Entity::find()
             .filter(outbox::Column::DoneTime.is_null())
-            .filter(outbox::Column::NextAttemptTime.lte(now))
+            .filter(outbox::Column::NextAttemptTime.lte(now));
+        for (tenant_id, endpoint_id) in busy {
+            select = select.filter(
+                sea_orm::Condition::any()
+                    .add(outbox::Column::TenantId.ne(tenant_id.clone()))
+                    .add(outbox::Column::EndpointId.ne(endpoint_id.clone())),
+            );
+        }
+        select
             .order_by_asc(outbox::Column::NextAttemptTime)
             .limit(limit)
             .all(&self.writer)

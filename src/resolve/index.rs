@@ -797,14 +797,15 @@ impl ResolveIndex {
         self.awaited.notified().await;
     }
 
-    /// Targets for an event, and the revision the answer reflects.
+    /// Targets for an event, and the revision the answer reflects; `None`
+    /// when the tenant does not exist (as far as this replica knows).
     pub fn resolve(
         &self,
         tenant_id: &str,
         event_type: &str,
         now: Micros,
         with_secrets: bool,
-    ) -> (Vec<Target>, Revision) {
+    ) -> Option<(Vec<Target>, Revision)> {
         self.resolve_with(
             tenant_id,
             event_type,
@@ -815,7 +816,8 @@ impl ResolveIndex {
     }
 
     /// What `render` makes of the subscriptions an event reaches and the
-    /// revision that answer reflects. `render` runs while the tenant's
+    /// revision that answer reflects; `None` when the tenant does not exist
+    /// (as far as this replica knows). `render` runs while the tenant's
     /// index is read-locked, so it should be quick.
     pub fn resolve_with<R>(
         &self,
@@ -824,17 +826,18 @@ impl ResolveIndex {
         now: Micros,
         with_secrets: bool,
         render: impl FnOnce(&[Match<'_>], Revision) -> R,
-    ) -> R {
+    ) -> Option<R> {
         let revision = self.applied();
+        let index = self.tenant(tenant_id)?;
         let resolvable = read(&self.resolvable);
         let Some(ids) = resolvable.get(event_type) else {
-            return render(&[], revision);
-        };
-        let Some(index) = self.tenant(tenant_id) else {
-            return render(&[], revision);
+            return Some(render(&[], revision));
         };
         let index = read(&index);
-        render(&index.matches(event_type, ids, now, with_secrets), revision)
+        Some(render(
+            &index.matches(event_type, ids, now, with_secrets),
+            revision,
+        ))
     }
 }
 
@@ -1016,7 +1019,7 @@ pub(crate) mod tests {
                 .collect(),
         );
         let matched = |event_type: &str| -> Vec<(String, String)> {
-            let (targets, _) = index.resolve("acme", event_type, 1_000, false);
+            let (targets, _) = index.resolve("acme", event_type, 1_000, false).unwrap();
             targets
                 .into_iter()
                 .map(|t| (t.subscription_id, t.matched_pattern))
@@ -1048,7 +1051,9 @@ pub(crate) mod tests {
     }
 
     fn resolved(index: &ResolveIndex) -> Vec<String> {
-        let (targets, _) = index.resolve("acme", "order.created", 1_000, false);
+        let (targets, _) = index
+            .resolve("acme", "order.created", 1_000, false)
+            .unwrap();
         targets.into_iter().map(|t| t.subscription_id).collect()
     }
 

@@ -125,6 +125,9 @@ impl Services {
             tenant.as_deref().unwrap_or("")
         );
         let request = self.page_request(&scope, paging)?;
+        if let Some(t) = &tenant {
+            self.live_tenant(t).await?;
+        }
         let filter = CredentialFilter {
             tenant_id: tenant,
             show_revoked,

@@ -11,7 +11,7 @@ use crate::auth::{Caller, Permission, ScopeError};
 use crate::domain::{EventTypeName, TenantId};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{Endpoint, Subscription, now_micros};
-use crate::repository::{RepoResult, Revision};
+use crate::repository::Revision;
 use crate::resolve::Match;
 
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -58,9 +58,9 @@ impl Services {
         TenantId::parse(&tenant_id).field("tenant_id")?;
         EventTypeName::parse(event_type).field("event_type")?;
         let with_secrets = caller.has(Permission::SecretsRead);
-        Ok(self
-            .index
-            .resolve_with(&tenant_id, event_type, now_micros(), with_secrets, render))
+        self.index
+            .resolve_with(&tenant_id, event_type, now_micros(), with_secrets, render)
+            .ok_or_else(|| Error::NotFound(format!("tenant {tenant_id} not found")))
     }
 
     /// Starts a watch; events arrive on the returned channel until the
@@ -85,7 +85,12 @@ impl Services {
         if since_revision < 0 {
             return Err(Error::invalid("since_revision", "must not be negative"));
         }
+        if let Some(tenant_id) = &tenant {
+            self.live_tenant(tenant_id).await?;
+        }
         let current = self.repo.current_revision().await?;
+        // The cache that admitted the call may not have the revocation yet.
+        ensure_not_revoked(self.repo.as_ref(), &caller.api_id).await?;
         if since_revision > current {
             return Err(Error::OutOfRange(format!(
                 "since_revision {since_revision} is newer than the current revision {current}; resync from 0"
@@ -96,9 +101,11 @@ impl Services {
                 "since_revision {since_revision} is older than the retained change log; resync from 0"
             )));
         }
+        let slot = self.watch_slots.take(&caller.api_id)?;
         let (tx, rx) = mpsc::channel(256);
         let watcher = Watcher {
             repo: self.repo.clone(),
+            api_id: caller.api_id.clone(),
             tenant,
             with_secrets: caller.has(Permission::SecretsRead),
             local: self.index.subscribe_applied(),
@@ -113,10 +120,12 @@ impl Services {
         };
         let ended = watcher.tx.clone();
         tokio::spawn(async move {
+            // The stream's slot is taken until this task ends.
+            let _slot = slot;
             tokio::select! {
                 failed = watcher.run(since_revision, current) => {
                     if let Err(e) = failed {
-                        let _ = e.tx.send(Err(e.error.into())).await;
+                        let _ = e.tx.send(Err(e.error)).await;
                     }
                 }
                 // The server is stopping: a stream would hold its shutdown
@@ -131,8 +140,22 @@ impl Services {
     }
 }
 
+/// Refuses a credential the store has revoked (or forgotten). Read from the
+/// store, not the cache: whatever was read before this check committed
+/// before the revocation, if any, did.
+async fn ensure_not_revoked(repo: &dyn crate::repository::Repository, api_id: &str) -> Result<()> {
+    match repo.get_credential(api_id).await? {
+        Some(c) if c.revoke_time.is_none() => Ok(()),
+        _ => Err(Error::Unauthenticated(
+            "the credential of this watch was revoked".into(),
+        )),
+    }
+}
+
 struct Watcher {
     repo: std::sync::Arc<dyn crate::repository::Repository>,
+    /// The caller's credential: its revocation ends the watch.
+    api_id: String,
     tenant: Option<String>,
     with_secrets: bool,
     local: tokio::sync::watch::Receiver<Revision>,
@@ -141,7 +164,7 @@ struct Watcher {
 
 struct WatchFailure {
     tx: mpsc::Sender<Result<WatchEvent>>,
-    error: crate::repository::RepoError,
+    error: Error,
 }
 
 /// Stops the watch quietly when the client went away.
@@ -179,13 +202,14 @@ impl Watcher {
         &mut self,
         since: Revision,
         current: Revision,
-    ) -> RepoResult<std::result::Result<(), Gone>> {
+    ) -> Result<std::result::Result<(), Gone>> {
         let mut cursor = since;
         if since == 0 {
             // Changes after `current` are replayed below, so nothing
             // committed while the snapshot is read is lost.
             cursor = current;
             let snapshot = self.repo.snapshot(self.tenant.as_deref()).await?;
+            ensure_not_revoked(self.repo.as_ref(), &self.api_id).await?;
             let now = now_micros();
             for e in snapshot.endpoints {
                 let resource = self.endpoint(e);
@@ -227,16 +251,29 @@ impl Watcher {
         }
     }
 
+    /// Sends the changes after `cursor`, in revision order. A change to the
+    /// watch's own credential ends the watch if it was a revocation, before
+    /// anything committed after it is sent.
     async fn forward_changes(
         &mut self,
         cursor: &mut Revision,
-    ) -> RepoResult<std::result::Result<(), Gone>> {
+    ) -> Result<std::result::Result<(), Gone>> {
         loop {
             let changes = self.repo.changes_since(*cursor, 1000).await?;
             let Some(last) = changes.last().map(|c| c.revision) else {
                 return Ok(Ok(()));
             };
+            let mut events = Vec::new();
+            let mut revoked = false;
             for c in &changes {
+                if c.resource_type == "credential" && c.resource_key == self.api_id {
+                    if let Err(e) = ensure_not_revoked(self.repo.as_ref(), &self.api_id).await {
+                        revoked = true;
+                        events.push(Err(e));
+                        break;
+                    }
+                    continue;
+                }
                 if self.tenant.is_some() && c.tenant_id != self.tenant {
                     continue;
                 }
@@ -255,11 +292,20 @@ impl Watcher {
                     _ => None,
                 };
                 let Some(resource) = resource else { continue };
-                let event = if c.kind == "DELETE" {
+                events.push(Ok(if c.kind == "DELETE" {
                     WatchEvent::Delete(c.revision, resource)
                 } else {
                     WatchEvent::Upsert(c.revision, resource)
-                };
+                }));
+            }
+            // The resources were read after their change rows: one of them
+            // may reflect a change committed after a revocation that the
+            // rows above do not show yet.
+            if !revoked && !events.is_empty() {
+                ensure_not_revoked(self.repo.as_ref(), &self.api_id).await?;
+            }
+            for event in events {
+                let event = event?;
                 if self.send(event).await.is_err() {
                     return Ok(Err(Gone));
                 }

@@ -126,6 +126,7 @@ impl Services {
         TenantId::parse(&tenant_id).field("tenant_id")?;
         let scope = format!("endpoints/{tenant_id}");
         let request = self.page_request(&scope, paging)?;
+        self.live_tenant(&tenant_id).await?;
         let page = self.repo.list_endpoints(&tenant_id, &request).await?;
         Ok(self.listed(&scope, page, |e| (e.create_time, e.endpoint_id.clone())))
     }
@@ -234,10 +235,10 @@ impl Services {
                 status: None,
                 show_deleted: false,
             };
+            // EXPIRED included: renewed, it would be ACTIVE for a URL
+            // that never confirmed it.
             for s in self.repo.all_subscriptions(&filter).await? {
-                if s.status != crate::model::SubscriptionStatus::Expired {
-                    verifications.push(self.new_verification(&s, meta.now)?);
-                }
+                verifications.push(self.new_verification(&s, meta.now)?);
             }
         }
         let revision = self

@@ -1,10 +1,11 @@
 //! The platform-wide event-type catalog and payload validation against its
 //! JSON Schemas.
 
+use super::payloads::PayloadCheck;
 use super::{Idempotency, Listed, Paging, Services, Written, attach_response, check_text};
 use crate::auth::{Caller, Permission};
 use crate::domain::EventTypeName;
-use crate::error::{Error, FieldExt, Result};
+use crate::error::{Error, FieldExt, Result, echo};
 use crate::model::{EventType, new_etag, now_micros};
 
 pub struct NewEventType {
@@ -29,12 +30,6 @@ pub enum EventTypeKey {
     LegacyCode(i32),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PayloadViolation {
-    pub path: String,
-    pub message: String,
-}
-
 const DESCRIPTION_MAX: usize = 1024;
 const SCHEMA_MAX_BYTES: usize = 256 * 1024;
 
@@ -54,8 +49,12 @@ fn check_schema(field: &str, schema_json: &str) -> Result<Option<String>> {
     if !(value.is_object() || value.is_boolean()) {
         return Err(Error::invalid(field, "must be a JSON Schema object"));
     }
-    jsonschema::validator_for(&value)
-        .map_err(|e| Error::invalid(field, format!("is not a valid JSON Schema: {e}")))?;
+    jsonschema::validator_for(&value).map_err(|e| {
+        Error::invalid(
+            field,
+            format!("is not a valid JSON Schema: {}", echo(&e.to_string())),
+        )
+    })?;
     Ok(Some(schema_json.to_owned()))
 }
 
@@ -216,39 +215,11 @@ impl Services {
         caller: &Caller,
         key: Option<EventTypeKey>,
         payload_json: &str,
-    ) -> Result<Vec<PayloadViolation>> {
+    ) -> Result<PayloadCheck> {
         if payload_json.len() > SCHEMA_MAX_BYTES * 4 {
             return Err(Error::invalid("payload_json", "is too large"));
         }
         let event_type = self.get_event_type(caller, key).await?;
-        let payload: serde_json::Value = match serde_json::from_str(payload_json) {
-            Ok(v) => v,
-            Err(e) => {
-                return Ok(vec![PayloadViolation {
-                    path: String::new(),
-                    message: format!("payload is not valid JSON: {e}"),
-                }]);
-            }
-        };
-        let Some(schema_json) = &event_type.schema_json else {
-            if payload.is_object() {
-                return Ok(Vec::new());
-            }
-            return Ok(vec![PayloadViolation {
-                path: String::new(),
-                message: "payload must be a JSON object".into(),
-            }]);
-        };
-        let schema: serde_json::Value =
-            serde_json::from_str(schema_json).map_err(Error::internal)?;
-        let validator =
-            jsonschema::validator_for(&schema).map_err(|e| Error::internal(e.to_string()))?;
-        Ok(validator
-            .iter_errors(&payload)
-            .map(|e| PayloadViolation {
-                path: e.instance_path().to_string(),
-                message: e.to_string(),
-            })
-            .collect())
+        self.payloads.check(&event_type, payload_json).await
     }
 }

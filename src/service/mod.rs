@@ -6,9 +6,11 @@ mod data_plane;
 mod endpoints;
 mod event_types;
 pub mod page_token;
+mod payloads;
 mod subscriptions;
 mod tenants;
 mod verification;
+mod watch_slots;
 
 use std::sync::Arc;
 
@@ -17,8 +19,9 @@ use serde::{Serialize, de::DeserializeOwned};
 pub use credentials::{NewCredential, generate_api_id, generate_credential_secret};
 pub use data_plane::{WatchEvent, WatchResource};
 pub use endpoints::{EndpointChanges, NewEndpoint};
-pub use event_types::{EventTypeChanges, EventTypeKey, NewEventType, PayloadViolation};
+pub use event_types::{EventTypeChanges, EventTypeKey, NewEventType};
 pub use page_token::PageTokens;
+pub use payloads::{MAX_VIOLATIONS, PayloadCheck, PayloadViolation};
 pub use subscriptions::{NewSubscription, SubscriptionChanges, SubscriptionListFilter};
 pub use tenants::{NewTenant, TenantChanges};
 pub use verification::token_hash;
@@ -27,7 +30,7 @@ use crate::auth::{CachedCredential, Caller, CredentialCache, Permission, ScopeEr
 use crate::error::{Error, Result};
 use crate::model::{Credential, Micros, Subscription, now_micros};
 use crate::repository::{
-    IdempotencyWrite, PageRequest, RepoError, Repository, Revision, WriteMeta,
+    IdempotencyWrite, PageRequest, Quota, RepoError, Repository, Revision, WriteMeta,
 };
 use crate::resolve::ResolveIndex;
 
@@ -43,6 +46,10 @@ pub struct ServiceSettings {
     /// Base of confirmation links, e.g. `https://hooks.example.com`.
     pub public_url: String,
     pub confirmation_ttl_secs: i64,
+    /// Open Watch streams on this replica, at most.
+    pub max_watch_streams: usize,
+    /// Open Watch streams of one credential on this replica, at most.
+    pub max_watch_streams_per_credential: usize,
 }
 
 pub struct Services {
@@ -54,6 +61,8 @@ pub struct Services {
     sender: Arc<crate::delivery::Sender>,
     /// Turns true when the server begins to stop.
     stopping: tokio::sync::watch::Receiver<bool>,
+    payloads: payloads::PayloadChecker,
+    watch_slots: Arc<watch_slots::WatchSlots>,
 }
 
 /// A write's result: the value, and the change-log revision it produced
@@ -114,6 +123,15 @@ impl From<RepoError> for Error {
             RepoError::IdempotencyRace => {
                 Error::Aborted("a call with the same request_id is in progress; retry".into())
             }
+            RepoError::QuotaExceeded(quota, limit) => {
+                let (what, flag) = match quota {
+                    Quota::Endpoints => ("endpoints", "--max-endpoints-per-tenant"),
+                    Quota::Subscriptions => ("subscriptions", "--max-subscriptions-per-tenant"),
+                };
+                Error::ResourceExhausted(format!(
+                    "the tenant already has {limit} live {what}, the limit {flag} sets; delete some first"
+                ))
+            }
             RepoError::Unavailable(source) => Error::Unavailable(source),
             RepoError::StorageFull(source) => Error::StorageFull(source),
             RepoError::Internal(source) => Error::Internal(source),
@@ -131,6 +149,10 @@ impl Services {
         sender: Arc<crate::delivery::Sender>,
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
+        let watch_slots = watch_slots::WatchSlots::new(
+            settings.max_watch_streams,
+            settings.max_watch_streams_per_credential,
+        );
         Services {
             repo,
             credentials,
@@ -139,6 +161,8 @@ impl Services {
             index,
             sender,
             stopping,
+            payloads: payloads::PayloadChecker::default(),
+            watch_slots,
         }
     }
 
@@ -270,9 +294,10 @@ impl Services {
                 "must be 1..128 visible ASCII characters",
             ));
         }
-        if let Some(found) = self.find_replay(caller, method, &idem, now).await? {
+        if let Some(found) = self.find_replay(method, &idem, &meta).await? {
             return Ok(found);
         }
+        let meta_again = meta.clone();
         meta.idempotency = Some(IdempotencyWrite {
             request_id: idem.request_id.clone(),
             method,
@@ -281,7 +306,7 @@ impl Services {
         });
         match run(meta).await {
             Ok((value, revision)) => Ok(self.settled(settle, value, revision).await),
-            Err(Error::Aborted(_)) => match self.find_replay(caller, method, &idem, now).await? {
+            Err(Error::Aborted(_)) => match self.find_replay(method, &idem, &meta_again).await? {
                 Some(found) => Ok(found),
                 None => Err(Error::Aborted(
                     "the call conflicted with another; retry".into(),
@@ -291,19 +316,22 @@ impl Services {
         }
     }
 
+    /// The stored response of an earlier call with this request id, handed
+    /// out only once this call's nonce is recorded: a request that was
+    /// accepted before (replayed after a restart or on another replica)
+    /// finds its nonce taken and is refused, and never reads the response.
     async fn find_replay<T: DeserializeOwned>(
         &self,
-        caller: &Caller,
         method: &'static str,
         idem: &Idempotency,
-        now: Micros,
+        meta: &WriteMeta,
     ) -> Result<Option<Written<T>>> {
         let Some(record) = self
             .repo
             .find_idempotency(
-                &caller.api_id,
+                &meta.api_id,
                 &idem.request_id,
-                now - IDEMPOTENCY_RETENTION_MICROS,
+                meta.now - IDEMPOTENCY_RETENTION_MICROS,
             )
             .await?
         else {
@@ -316,10 +344,33 @@ impl Services {
             ));
         }
         let value = serde_json::from_slice(&record.response).map_err(Error::internal)?;
+        // Last: a recorded nonce marks the call as accepted (see
+        // `refused_write`).
+        self.repo.record_nonce(meta).await?;
         Ok(Some(Written {
             value,
             revision: None,
         }))
+    }
+
+    /// What a refused write answers. A write signed with a nonce that an
+    /// earlier write recorded is a replay, and a replay is UNAUTHENTICATED
+    /// whatever else is wrong with it (on this replica the nonce store
+    /// catches it first; after a restart or on another replica only the
+    /// database remembers). Checked only once a write has failed, so an
+    /// accepted write costs no extra read.
+    pub async fn refused_write(&self, caller: &Caller, error: Error) -> Error {
+        if matches!(error, Error::Unauthenticated(_)) {
+            return error;
+        }
+        match self
+            .repo
+            .nonce_recorded(&caller.api_id, &caller.nonce)
+            .await
+        {
+            Ok(true) => RepoError::Replay.into(),
+            _ => error,
+        }
     }
 
     /// Turns caller paging into a repository page for a listing identified

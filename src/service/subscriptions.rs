@@ -331,6 +331,7 @@ impl Services {
             filter.show_deleted
         );
         let request = self.page_request(&scope, paging)?;
+        self.live_tenant(&tenant_id).await?;
         let repo_filter = SubscriptionFilter {
             tenant_id,
             endpoint_id,
@@ -449,7 +450,7 @@ impl Services {
             Some(p) => Some(self.checked_patterns("subscription.event_types", p).await?),
             None => None,
         };
-        self.writable_tenant(&tenant_id).await?;
+        let tenant = self.writable_tenant(&tenant_id).await?;
         let current = match (
             self.repo
                 .get_subscription(&tenant_id, subscription_id.as_str())
@@ -515,9 +516,18 @@ impl Services {
         let meta = self.write_meta(caller, now);
         next.update_time = meta.now;
         next.etag = new_etag();
+        // A confirmation is bound to the endpoint it was sent to: on a
+        // verifying tenant, a move (whatever the status) is confirmed anew.
+        let verification =
+            if tenant.settings.require_verification && next.endpoint_id != current.endpoint_id {
+                next.status = SubscriptionStatus::PendingVerification;
+                Some(self.new_verification(&next, meta.now)?)
+            } else {
+                None
+            };
         let revision = self
             .repo
-            .update_subscription(&next, &current.etag, &meta)
+            .update_subscription(&next, &current.etag, verification.as_ref(), &meta)
             .await?;
         let written = self.applied(next, revision);
         Ok(Written {
@@ -595,7 +605,7 @@ impl Services {
         next.etag = new_etag();
         let revision = self
             .repo
-            .update_subscription(&next, &current.etag, &meta)
+            .update_subscription(&next, &current.etag, None, &meta)
             .await?;
         Ok(self.applied(next, revision))
     }

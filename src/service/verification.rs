@@ -21,6 +21,10 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+fn unknown_token() -> Error {
+    Error::NotFound("unknown confirmation token".into())
+}
+
 fn seconds(micros: Micros) -> f64 {
     (micros as f64 / 1000.0).round() / 1000.0
 }
@@ -76,15 +80,8 @@ impl Services {
     ) -> Result<Written<Subscription>> {
         self.require(caller, Permission::SubscriptionsWrite)?;
         let hash = Self::check_token(token)?;
-        let tenant = self.repo.token_tenant(&hash).await?;
-        if let Some(t) = &tenant
-            && !caller.may_access_tenant(t)
-        {
-            return Err(Error::PermissionDenied(
-                "the credential is scoped to another tenant".into(),
-            ));
-        }
         let meta = self.write_meta(caller, now_micros());
+        self.live_token(&hash, meta.now, Some(caller)).await?;
         self.confirm_with(&hash, meta).await
     }
 
@@ -92,6 +89,7 @@ impl Services {
     pub async fn confirm_by_link(&self, token: &str) -> Result<Written<Subscription>> {
         let hash = Self::check_token(token)?;
         let now = now_micros();
+        self.live_token(&hash, now, None).await?;
         let meta = WriteMeta {
             api_id: String::new(),
             nonce: None,
@@ -102,15 +100,35 @@ impl Services {
         self.confirm_with(&hash, meta).await
     }
 
+    /// The tenant of a token that can still confirm, read without a write:
+    /// only such a token starts one. A caller (ConfirmSubscription) must
+    /// also be allowed to act on that tenant.
+    async fn live_token(&self, hash: &str, now: Micros, caller: Option<&Caller>) -> Result<String> {
+        let token = self
+            .repo
+            .confirmation_token(hash)
+            .await?
+            .ok_or_else(unknown_token)?;
+        if let Some(caller) = caller
+            && !caller.may_access_tenant(&token.tenant_id)
+        {
+            return Err(Error::PermissionDenied(
+                "the credential is scoped to another tenant".into(),
+            ));
+        }
+        if let Some(refusal) = token.refusal(now) {
+            return Err(refusal.into());
+        }
+        Ok(token.tenant_id)
+    }
+
     async fn confirm_with(&self, hash: &str, meta: WriteMeta) -> Result<Written<Subscription>> {
         let (s, revision) =
             self.repo
                 .confirm_subscription(hash, &meta)
                 .await
                 .map_err(|e| match e {
-                    crate::repository::RepoError::NotFound("confirmation token") => {
-                        Error::NotFound("unknown confirmation token".into())
-                    }
+                    crate::repository::RepoError::NotFound("confirmation token") => unknown_token(),
                     other => other.into(),
                 })?;
         Ok(self.applied(s, revision))
@@ -152,6 +170,11 @@ impl Services {
         let endpoint_id = EndpointId::parse(endpoint_id).field("endpoint_id")?;
         let endpoint = self.live_endpoint(&tenant_id, endpoint_id.as_str()).await?;
         let now = now_micros();
+        // A ping writes nothing, but a replayed one would still send: its
+        // nonce is recorded like a write's.
+        self.repo
+            .record_nonce(&self.write_meta(caller, now))
+            .await?;
         let msg_id = format!("msg_{}", uuid::Uuid::now_v7().simple());
         let body = serde_json::json!({
             "type": "webhook.ping",

@@ -35,6 +35,7 @@ use tonic::transport::server::Router;
 
 use crate::auth::MethodPathLayer;
 
+pub mod http;
 mod write_behind;
 
 use write_behind::WriteBehind;

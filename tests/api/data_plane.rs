@@ -14,8 +14,9 @@ use hookplane::proto::tenant::State as TenantState;
 use hookplane::proto::watch_subscriptions_response::{Kind, Resource};
 use hookplane::proto::{
     CreateEndpointRequest, DeleteEndpointRequest, DeleteSubscriptionRequest, Endpoint,
-    GetEndpointRequest, ResolveSubscribersRequest, RotateEndpointSecretRequest, Subscription,
-    Tenant, UpdateSubscriptionRequest, UpdateTenantRequest,
+    GetEndpointRequest, ResolveSubscribersRequest, RevokeCredentialRequest,
+    RotateEndpointSecretRequest, Subscription, Tenant, UpdateSubscriptionRequest,
+    UpdateTenantRequest,
 };
 use tokio::task::JoinSet;
 use tonic::Code;
@@ -988,7 +989,68 @@ async fn revisions_follow_commit_order_under_concurrent_writers(backend: Backend
     server.stop().await;
 }
 
+/// Revoking a credential ends its open watch with UNAUTHENTICATED within a
+/// second, and nothing committed after the revocation (here, the endpoint's
+/// new signing secret) reaches it.
+async fn revocation_ends_the_credentials_watch(backend: Backend) {
+    let (server, admin) = fixture(&backend).await;
+    let dispatcher = create_credential(&admin, TENANT, Role::Dispatcher).await;
+    let mut watch = Watch::open(&server.clients(&dispatcher), TENANT, 0).await;
+    watch.snapshot().await;
+    let (created, _) = create_with_revision(&admin, subscription(TENANT, ENDPOINT, &["*"])).await;
+    let seen = watch.next_change().await;
+    assert_eq!(
+        subscription_of(&seen).subscription_id,
+        created.subscription_id
+    );
+    // Another credential's watch is not affected.
+    let mut other = Watch::open(&admin, TENANT, 0).await;
+    other.snapshot().await;
+
+    let response = admin
+        .credentials()
+        .revoke_credential(RevokeCredentialRequest {
+            api_id: dispatcher.api_id.clone(),
+        })
+        .await
+        .expect("revoke");
+    let revoked_at = std::time::Instant::now();
+    let revoked_revision = revision(response.metadata());
+    let rotated = ok(admin
+        .endpoints()
+        .rotate_endpoint_secret(RotateEndpointSecretRequest {
+            tenant_id: TENANT.to_owned(),
+            endpoint_id: ENDPOINT.to_owned(),
+            ..Default::default()
+        })
+        .await);
+
+    let (after, status) = watch.failure_within(Duration::from_secs(1)).await;
+    println!(
+        "the watch ended {:?} after the revocation",
+        revoked_at.elapsed()
+    );
+    assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+    for m in &after {
+        assert!(
+            m.revision < revoked_revision,
+            "sent after the revocation: {m:?}"
+        );
+        if let Some(Resource::Endpoint(e)) = &m.resource {
+            assert!(!e.signing_secrets.contains(&rotated.secret), "{m:?}");
+        }
+    }
+    let change = other.next_change().await;
+    assert_eq!(endpoint_of(&change).endpoint_id, ENDPOINT);
+
+    // And a new watch with the revoked credential is refused.
+    let refused = watch_error(&server.clients(&dispatcher), TENANT, 0).await;
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    server.stop().await;
+}
+
 backend_tests!(
+    revocation_ends_the_credentials_watch,
     resolve_matches_exact_prefix_middle_and_star_patterns,
     seed_002_004_changes_take_effect_at_once,
     resolve_needs_permission_and_secrets_go_to_secret_readers,

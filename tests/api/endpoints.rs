@@ -21,6 +21,8 @@ const PRIVATE_URLS: &[&str] = &[
     "http://169.254.169.254/latest/meta-data",
     "http://192.168.1.10/",
     "http://[::1]/hook",
+    "http://[::127.0.0.1]/hook",
+    "http://[::a9fe:a9fe]/latest/meta-data",
 ];
 
 fn create(endpoint: Endpoint) -> CreateEndpointRequest {

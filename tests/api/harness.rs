@@ -143,6 +143,20 @@ impl Backend {
             .expect("connect to the server's database")
     }
 
+    /// The flags that point a `hookplane serve` process at this backend's
+    /// database (none on SQLite: the process keeps its own in its data dir).
+    pub fn database_flags(&self) -> Vec<String> {
+        match &self.store.postgres {
+            Some(pg) => vec![
+                "--database-url".to_owned(),
+                pg.url.clone(),
+                "--master-key".to_owned(),
+                pg.master_key.clone(),
+            ],
+            None => Vec::new(),
+        }
+    }
+
     /// Drops the test's PostgreSQL database (ending its sessions); the
     /// harness does so after every test.
     pub async fn drop_database(&self) {
@@ -163,14 +177,7 @@ impl Backend {
     pub fn database_args(&self) -> Vec<String> {
         let data_dir = self.data_dir().to_str().expect("utf-8 temp dir");
         let mut args = vec!["--data-dir".to_owned(), data_dir.to_owned()];
-        if let Some(pg) = &self.store.postgres {
-            args.extend([
-                "--database-url".to_owned(),
-                pg.url.clone(),
-                "--master-key".to_owned(),
-                pg.master_key.clone(),
-            ]);
-        }
+        args.extend(self.database_flags());
         args
     }
 

@@ -1194,6 +1194,24 @@ impl Watch {
         }
     }
 
+    /// Reads until the stream fails, which it must within `wait`: the
+    /// messages that came first and the status it ended with.
+    pub async fn failure_within(
+        &mut self,
+        wait: Duration,
+    ) -> (Vec<WatchSubscriptionsResponse>, Status) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut messages = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.message()).await {
+                Err(_) => panic!("the watch did not end within {wait:?}; got {messages:?}"),
+                Ok(Ok(Some(m))) => messages.push(m),
+                Ok(Ok(None)) => panic!("the watch ended without a status; got {messages:?}"),
+                Ok(Err(status)) => return (messages, status),
+            }
+        }
+    }
+
     /// The first change that satisfies `pred`, skipping others.
     pub async fn change_where(
         &mut self,

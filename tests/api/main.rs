@@ -5,6 +5,7 @@
 mod harness;
 
 mod auth;
+mod bad_input;
 mod cli;
 mod concurrency;
 mod credentials;
@@ -14,9 +15,12 @@ mod defaults;
 mod endpoints;
 mod event_types;
 mod fencing;
+mod http_listener;
 mod lifecycle;
 mod limits;
+mod outbound;
 mod paging;
+mod replays;
 mod replicas;
 mod restart;
 mod seeds;
@@ -25,3 +29,4 @@ mod storage;
 mod subscriptions;
 mod tenants;
 mod tls;
+mod verification;

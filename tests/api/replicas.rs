@@ -23,7 +23,7 @@ use hookplane::proto::tenant::Settings;
 use hookplane::proto::watch_subscriptions_response::Kind;
 use hookplane::proto::{
     GetTenantRequest, ListCredentialsRequest, ListSubscriptionsRequest, ResolveSubscribersRequest,
-    RevokeCredentialRequest, Subscription, UpdateSubscriptionRequest,
+    RevokeCredentialRequest, RotateEndpointSecretRequest, Subscription, UpdateSubscriptionRequest,
 };
 use sea_orm::ConnectionTrait as _;
 use tonic::Code;
@@ -40,7 +40,7 @@ use crate::lifecycle::{
 /// fails: the contract's 1 s, counted from the write's answer (just after
 /// its commit). The observed delay is printed.
 const PROPAGATION_DEADLINE: Duration = Duration::from_secs(1);
-const BOOTSTRAP: [&str; 4] = [
+pub const BOOTSTRAP: [&str; 4] = [
     "--bootstrap-api-id",
     ADMIN_API_ID,
     "--bootstrap-secret",
@@ -186,16 +186,16 @@ pub struct Replica {
 }
 
 impl Replica {
-    fn clients(&self, cred: &Cred) -> Clients {
+    pub fn clients(&self, cred: &Cred) -> Clients {
         Clients::on(self.channel.clone(), cred)
     }
 
-    fn admin(&self) -> Clients {
+    pub fn admin(&self) -> Clients {
         self.clients(&Cred::admin())
     }
 
     /// SIGTERM, and the process must exit cleanly.
-    async fn stop(mut self) {
+    pub async fn stop(mut self) {
         let status = self.process.terminate().await;
         assert!(
             status.success(),
@@ -240,7 +240,7 @@ fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 type Listening = Result<(SocketAddr, SocketAddr), String>;
 
 /// A spawned server that has not yet said where it listens.
-struct Starting {
+pub struct Starting {
     name: &'static str,
     process: Process,
     data_dir: tempfile::TempDir,
@@ -248,6 +248,15 @@ struct Starting {
 }
 
 fn spawn_replica(name: &'static str, db: &PgDb, extra: &[&str]) -> Starting {
+    let mut args = vec!["--database-url", &db.url, "--master-key", &db.master_key];
+    args.extend_from_slice(extra);
+    spawn_serve(name, &args, &[])
+}
+
+/// Spawns `hookplane serve` on ports of its choosing and a data dir of its
+/// own, with `args` and, besides the test's environment (less any
+/// HOOKPLANE_ variable), `env`.
+pub fn spawn_serve(name: &'static str, args: &[&str], env: &[(&str, &str)]) -> Starting {
     let data_dir = tempfile::tempdir().expect("replica data dir");
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookplane"));
     for (key, _) in std::env::vars() {
@@ -255,19 +264,14 @@ fn spawn_replica(name: &'static str, db: &PgDb, extra: &[&str]) -> Starting {
             command.env_remove(key);
         }
     }
+    command.envs(env.iter().copied());
     command
-        .args([
-            "serve",
-            "--database-url",
-            &db.url,
-            "--master-key",
-            &db.master_key,
-        ])
+        .arg("serve")
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data_dir.path())
         .args(["--log-format", "text", "--shutdown-grace-secs", "2"])
-        .args(extra)
+        .args(args)
         .env(
             "HOOKPLANE_LOG",
             "info,sqlx=warn,sea_orm=warn,h2=warn,hyper=warn,tower=warn",
@@ -310,7 +314,7 @@ fn spawn_replica(name: &'static str, db: &PgDb, extra: &[&str]) -> Starting {
 }
 
 impl Starting {
-    async fn ready(self) -> Replica {
+    pub async fn ready(self) -> Replica {
         let Starting {
             name,
             process,
@@ -752,6 +756,132 @@ async fn revisions_follow_commit_order_across_replicas(db: Arc<PgDb>) {
     b.stop().await;
 }
 
+/// A credential revoked on A ends its watch on B with UNAUTHENTICATED within
+/// a second, before B sends anything committed after the revocation.
+async fn a_revocation_on_one_replica_ends_the_watch_on_the_other(db: Arc<PgDb>) {
+    let (a, b) = start_pair(&db, &BOOTSTRAP).await;
+    let on_a = a.admin();
+    setup(&on_a, Settings::default(), URL).await;
+    let dispatcher = create_credential(&on_a, TENANT, Role::Dispatcher).await;
+    await_credential(&b, &dispatcher).await;
+    let mut watch = Watch::open(&b.clients(&dispatcher), TENANT, 0).await;
+    watch.snapshot().await;
+
+    let response = on_a
+        .credentials()
+        .revoke_credential(RevokeCredentialRequest {
+            api_id: dispatcher.api_id.clone(),
+        })
+        .await
+        .expect("revoke on A");
+    let revoked_at = Instant::now();
+    let revoked_revision = revision(response.metadata());
+    let rotated = ok(on_a
+        .endpoints()
+        .rotate_endpoint_secret(RotateEndpointSecretRequest {
+            tenant_id: TENANT.to_owned(),
+            endpoint_id: ENDPOINT.to_owned(),
+            ..Default::default()
+        })
+        .await);
+
+    let (after, status) = watch.failure_within(Duration::from_secs(1)).await;
+    println!(
+        "a revocation on A ended the watch on B after {:?}",
+        revoked_at.elapsed()
+    );
+    assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+    for m in &after {
+        assert!(
+            m.revision < revoked_revision,
+            "B sent a change after the revocation: {m:?}"
+        );
+        assert!(
+            !format!("{m:?}").contains(&rotated.secret),
+            "B sent the new secret: {m:?}"
+        );
+    }
+    drop(watch);
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn a_tenant_quota_is_exact_across_replicas(db: Arc<PgDb>) {
+    const LIMIT: usize = 12;
+    let (a, b) = start_pair(&db, &flags(&["--max-subscriptions-per-tenant", "12"])).await;
+    let (on_a, on_b) = (a.admin(), b.admin());
+    setup(&on_a, Settings::default(), URL).await;
+    let create = |clients: &Clients, i: usize| {
+        let clients = clients.clone();
+        async move {
+            let mut request =
+                create_subscription_request(subscription(TENANT, ENDPOINT, &["command.completed"]));
+            if i.is_multiple_of(4) {
+                request.request_id = format!("quota-{i}");
+            }
+            clients.subscriptions().create_subscription(request).await
+        }
+    };
+    // B may not have applied the catalog yet: wait until it takes a create.
+    let first = eventually("B to accept a create", PROPAGATION_DEADLINE, || {
+        let on_b = on_b.clone();
+        async move {
+            match create(&on_b, 1).await {
+                Err(s) if s.code() == Code::InvalidArgument || s.code() == Code::NotFound => None,
+                other => Some(other),
+            }
+        }
+    })
+    .await;
+    first.expect("the first create");
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..40usize {
+        let on = if i.is_multiple_of(2) {
+            on_a.clone()
+        } else {
+            on_b.clone()
+        };
+        creates.spawn(create(&on, i));
+    }
+    let outcomes = creates.join_all().await;
+    let created = outcomes.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created + 1, LIMIT, "exactly the limit across both replicas");
+    for refused in outcomes.into_iter().filter_map(Result::err) {
+        assert_eq!(
+            refused.code(),
+            Code::ResourceExhausted,
+            "{}",
+            refused.message()
+        );
+        assert!(refused.message().contains("--max-subscriptions-per-tenant"));
+    }
+    let listed = ok(on_b
+        .subscriptions()
+        .list_subscriptions(ListSubscriptionsRequest {
+            tenant_id: TENANT.to_owned(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await);
+    assert_eq!(listed.total_size as usize, LIMIT);
+    // A delete on one replica frees a place for a create on the other.
+    ok(on_b
+        .subscriptions()
+        .delete_subscription(hookplane::proto::DeleteSubscriptionRequest {
+            tenant_id: TENANT.to_owned(),
+            subscription_id: listed.subscriptions[0].subscription_id.clone(),
+            etag: String::new(),
+        })
+        .await);
+    create(&on_a, 1001)
+        .await
+        .expect("a create after the delete");
+    let refused = create(&on_a, 1002).await.expect_err("the limit again");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    a.stop().await;
+    b.stop().await;
+}
+
 macro_rules! postgres_tests {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -772,4 +902,6 @@ postgres_tests!(
     a_replayed_write_and_a_revoked_credential_are_refused_by_the_other,
     a_confirmation_link_issued_by_one_replica_works_on_the_other,
     revisions_follow_commit_order_across_replicas,
+    a_revocation_on_one_replica_ends_the_watch_on_the_other,
+    a_tenant_quota_is_exact_across_replicas,
 );

@@ -3,7 +3,8 @@
 use hookplane::proto::tenant::{Settings, State};
 use hookplane::proto::{
     CreateTenantRequest, DeleteTenantRequest, GetSubscriptionRequest, GetTenantRequest,
-    ListTenantsRequest, Tenant, UpdateTenantRequest,
+    ListCredentialsRequest, ListEndpointsRequest, ListSubscriptionsRequest, ListTenantsRequest,
+    ResolveSubscribersRequest, Tenant, UpdateTenantRequest,
 };
 use tonic::Code;
 
@@ -972,7 +973,82 @@ async fn delete_tenant_without_subscriptions_needs_no_force(backend: Backend) {
     server.stop().await;
 }
 
+/// Every tenant-scoped read of `tenant_id` must answer NOT_FOUND.
+async fn expect_tenant_not_found(admin: &Clients, tenant_id: &str) {
+    let t = || tenant_id.to_owned();
+    let codes = [
+        admin
+            .endpoints()
+            .list_endpoints(ListEndpointsRequest {
+                tenant_id: t(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        admin
+            .subscriptions()
+            .list_subscriptions(ListSubscriptionsRequest {
+                tenant_id: t(),
+                show_deleted: true,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        admin
+            .credentials()
+            .list_credentials(ListCredentialsRequest {
+                tenant_id: t(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        admin
+            .subscriptions()
+            .resolve_subscribers(ResolveSubscribersRequest {
+                tenant_id: t(),
+                event_type: "command.accepted".to_owned(),
+            })
+            .await
+            .map(drop),
+        Err(crate::lifecycle::watch_error(admin, tenant_id, 0).await),
+    ];
+    for (call, result) in [
+        "ListEndpoints",
+        "ListSubscriptions",
+        "ListCredentials",
+        "ResolveSubscribers",
+        "WatchSubscriptions",
+    ]
+    .iter()
+    .zip(codes)
+    {
+        let status = result.expect_err(call);
+        assert_eq!(
+            status.code(),
+            Code::NotFound,
+            "{call} on {tenant_id}: {}",
+            status.message()
+        );
+    }
+}
+
+async fn reads_of_a_missing_or_deleted_tenant_are_not_found(backend: Backend) {
+    let (server, admin) = fixture(&backend).await;
+    expect_tenant_not_found(&admin, "ghost").await;
+    ok(admin
+        .tenants()
+        .delete_tenant(DeleteTenantRequest {
+            tenant_id: TENANT.to_owned(),
+            etag: String::new(),
+            force: true,
+        })
+        .await);
+    expect_tenant_not_found(&admin, TENANT).await;
+    server.stop().await;
+}
+
 backend_tests!(
+    reads_of_a_missing_or_deleted_tenant_are_not_found,
     create_get_list_round_trip,
     tenant_id_rules,
     tenant_bad_enum_and_settings,

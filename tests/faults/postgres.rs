@@ -358,6 +358,11 @@ fn assert_writes_back(outcomes: &[Outcome], back: Instant) {
         .find(|o| o.code == Code::Ok)
         .unwrap_or_else(|| panic!("no write succeeded after PostgreSQL came back: {writes:?}"));
     let after = (first_ok.started + first_ok.took).duration_since(back);
+    let failed = outcomes.iter().filter(|o| o.code != Code::Ok).count();
+    println!(
+        "{} calls, {failed} UNAVAILABLE; first write succeeded {after:?} after PostgreSQL came back",
+        outcomes.len()
+    );
     assert!(
         after < WRITES_BACK_WITHIN,
         "the first write succeeded {after:?} after PostgreSQL came back"
@@ -437,6 +442,7 @@ async fn stop_within_grace(server: TestServer) {
     tokio::time::timeout(grace + Duration::from_secs(5), server.stop())
         .await
         .unwrap_or_else(|_| panic!("shutdown still running {:?} after it began", grace * 2));
+    println!("shutdown took {:?}", started.elapsed());
     assert!(
         started.elapsed() < grace,
         "shutdown took {:?}, more than the {grace:?} grace period",
@@ -455,6 +461,7 @@ async fn restarted_mid_load(cluster: Arc<Cluster>) {
     cluster.pg_ctl("restart").await;
     let back = Instant::now();
     let serving = health_turns(&server, ServingStatus::Serving, back).await;
+    println!("{DATABASE_HEALTH} SERVING {serving:?} after the restart");
     assert!(serving < HEALTH_WITHIN, "SERVING only {serving:?} after");
     while back.elapsed() < WRITES_BACK_WITHIN {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -473,6 +480,7 @@ async fn stopped_for_ten_seconds_mid_load(cluster: Arc<Cluster>) {
     cluster.pg_ctl("stop").await;
     let down = Instant::now();
     let noticed = health_turns(&server, ServingStatus::NotServing, down).await;
+    println!("{DATABASE_HEALTH} NOT_SERVING {noticed:?} after PostgreSQL stopped");
     assert!(
         noticed < HEALTH_WITHIN,
         "NOT_SERVING only {noticed:?} after"
@@ -483,6 +491,7 @@ async fn stopped_for_ten_seconds_mid_load(cluster: Arc<Cluster>) {
         "the overall status stays SERVING while resolve answers from memory"
     );
     let (status, took) = healthz(&server).await;
+    println!("/healthz answered {status} in {took:?} during the outage");
     assert_eq!(status, 503, "/healthz during the outage");
     assert!(took < AT_ONCE, "/healthz took {took:?}");
     while down.elapsed() < Duration::from_secs(10) {
@@ -505,9 +514,15 @@ async fn stopped_for_ten_seconds_mid_load(cluster: Arc<Cluster>) {
         "writes during the outage were not refused at once: {slow_or_wrong:?}"
     );
 
+    let slowest = during.iter().map(|o| o.took).max();
+    println!(
+        "{} writes refused during the known outage, the slowest in {slowest:?}",
+        during.len()
+    );
     cluster.pg_ctl("start").await;
     let back = Instant::now();
     let serving = health_turns(&server, ServingStatus::Serving, back).await;
+    println!("{DATABASE_HEALTH} SERVING {serving:?} after PostgreSQL started");
     assert!(serving < HEALTH_WITHIN, "SERVING only {serving:?} after");
     assert_eq!(healthz(&server).await.0, 200, "/healthz after the outage");
     while back.elapsed() < WRITES_BACK_WITHIN {
