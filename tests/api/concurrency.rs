@@ -219,7 +219,13 @@ async fn a_locked_tenant_holds_up_only_its_own_creates(backend: Backend) {
             create_subscription(&admin, subscription(TENANT, ENDPOINT, &["*"])).await
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The create on A is queued behind the lock before B's starts.
+    crate::lifecycle::eventually(
+        "the create on the locked tenant to wait for its lock",
+        crate::lifecycle::DEADLINE,
+        || sessions_waiting_for_a_lock(&db),
+    )
+    .await;
     let other = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         create_subscription(&admin, subscription("other", ENDPOINT, &["*"])),
@@ -237,6 +243,21 @@ async fn a_locked_tenant_holds_up_only_its_own_creates(backend: Backend) {
     assert_eq!(created.tenant_id, TENANT);
     db.close().await.expect("close");
     server.stop().await;
+}
+
+/// `Some` once a session of this database waits for a lock (PostgreSQL).
+async fn sessions_waiting_for_a_lock(db: &sea_orm::DatabaseConnection) -> Option<i64> {
+    use sea_orm::{ConnectionTrait as _, Statement};
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*) AS waiting FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        ))
+        .await
+        .expect("read pg_stat_activity")?;
+    let waiting: i64 = row.try_get("", "waiting").expect("a count");
+    (waiting > 0).then_some(waiting)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

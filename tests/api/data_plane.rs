@@ -788,6 +788,75 @@ async fn watch_refuses_revisions_outside_the_log(backend: Backend) {
     server.stop().await;
 }
 
+/// A watch resumed below the retained change log is OUT_OF_RANGE (the
+/// client resyncs from 0); from the oldest retained revision on, it
+/// resumes. The log is pruned behind the server's back, as another
+/// replica's sweeper would prune it: rows deleted and the mark moved in one
+/// transaction.
+async fn watch_below_the_retained_log_is_out_of_range(backend: Backend) {
+    let (server, admin) = fixture(&backend).await;
+    let (_, oldest) =
+        create_with_revision(&admin, subscription(TENANT, ENDPOINT, &["command.*"])).await;
+    let (_, pruned) =
+        create_with_revision(&admin, subscription(TENANT, ENDPOINT, &["alarm-raised"])).await;
+    let (kept, kept_revision) =
+        create_with_revision(&admin, subscription(TENANT, ENDPOINT, &["*"])).await;
+    // Before the prune, every revision resumes.
+    let mut before = Watch::open(&admin, TENANT, oldest).await;
+    assert_eq!(before.next_change().await.revision, pruned);
+    drop(before);
+
+    prune_change_log_through(&backend, pruned).await;
+
+    for since in [1, oldest, pruned - 1] {
+        let status = watch_error(&admin, TENANT, since).await;
+        assert_eq!(
+            status.code(),
+            Code::OutOfRange,
+            "resuming from {since}, below the retained log (pruned through {pruned}): {}",
+            status.message()
+        );
+    }
+    // From the pruning mark on, every later change is there.
+    let mut resumed = Watch::open(&admin, TENANT, pruned).await;
+    let m = resumed.next_change().await;
+    assert_eq!(m.revision, kept_revision);
+    assert_eq!(subscription_of(&m).subscription_id, kept.subscription_id);
+    // And a resync from 0 works: a snapshot of every live subscription.
+    let mut resync = Watch::open(&admin, TENANT, 0).await;
+    let (snapshot, _) = resync.snapshot().await;
+    let subscriptions = snapshot
+        .iter()
+        .filter(|m| matches!(m.resource, Some(Resource::Subscription(_))))
+        .count();
+    assert_eq!(subscriptions, 3, "the snapshot has every live subscription");
+    server.stop().await;
+}
+
+/// Deletes the change-log rows up to `through` and records the mark, as the
+/// server's own pruning does.
+async fn prune_change_log_through(backend: &Backend, through: i64) {
+    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+    let db = backend.database().await;
+    let txn = db.begin().await.expect("begin");
+    let deleted = txn
+        .execute_unprepared(&format!("DELETE FROM changes WHERE revision <= {through}"))
+        .await
+        .expect("delete old changes")
+        .rows_affected();
+    assert!(deleted > 0, "there were changes to prune");
+    let marked = txn
+        .execute_unprepared(&format!(
+            "UPDATE revision_counter SET pruned_through = {through} WHERE id = 1"
+        ))
+        .await
+        .expect("move the pruning mark")
+        .rows_affected();
+    assert_eq!(marked, 1, "the revision counter row");
+    txn.commit().await.expect("commit the prune");
+    db.close().await.expect("close");
+}
+
 // ---------------------------------------------------------------------------
 // Revisions in commit order
 // ---------------------------------------------------------------------------
@@ -989,5 +1058,6 @@ backend_tests!(
     watch_streams_snapshot_heartbeat_then_changes,
     watch_resumes_after_a_reconnect_without_gap_or_duplicate,
     watch_refuses_revisions_outside_the_log,
+    watch_below_the_retained_log_is_out_of_range,
     revisions_follow_commit_order_under_concurrent_writers,
 );

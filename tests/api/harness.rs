@@ -172,18 +172,24 @@ impl Backend {
         }
     }
 
+    /// The flags that put any command on this backend's data: the data
+    /// dir, and on PostgreSQL the database URL and master key.
+    pub fn database_args(&self) -> Vec<String> {
+        let data_dir = self.data_dir().to_str().expect("utf-8 temp dir");
+        let mut args = vec!["--data-dir".to_owned(), data_dir.to_owned()];
+        args.extend(self.database_flags());
+        args
+    }
+
     /// `serve` and the flags that put a server on this backend's data, with
     /// ports picked by the system and the bootstrap admin.
     pub fn serve_args(&self) -> Vec<String> {
-        let data_dir = self.data_dir().to_str().expect("utf-8 temp dir");
         let mut args: Vec<String> = [
             "serve",
             "--grpc-addr",
             "127.0.0.1:0",
             "--http-addr",
             "127.0.0.1:0",
-            "--data-dir",
-            data_dir,
             "--bootstrap-api-id",
             ADMIN_API_ID,
             "--bootstrap-secret",
@@ -192,7 +198,7 @@ impl Backend {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        args.extend(self.database_flags());
+        args.extend(self.database_args());
         args
     }
 

@@ -427,8 +427,12 @@ async fn confirmation_survives_a_restart_between_failed_send_and_retry(backend: 
     let id = created.subscription_id.clone();
     let failed = receiver.confirmation(&id, 1).await;
     assert_eq!(failed.delivery.answered, 500);
-    // Lets the server record the failed attempt before it stops.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server records the failed attempt (and its backoff) before it
+    // stops, so the retry after the restart is the queued one.
+    eventually("the failed attempt to be recorded", DEADLINE, || {
+        recorded_attempts(&backend, &id)
+    })
+    .await;
     server.stop().await;
 
     receiver.set_default(Reply::Status(200));
@@ -1038,6 +1042,23 @@ async fn ping(clients: &Clients, endpoint_id: &str) -> PingEndpointResponse {
             endpoint_id: endpoint_id.to_owned(),
         })
         .await)
+}
+
+/// The attempts recorded on a subscription's queued confirmation, once
+/// there is at least one; read from the outbox behind the server's back.
+async fn recorded_attempts(backend: &Backend, subscription_id: &str) -> Option<i64> {
+    use sea_orm::{ConnectionTrait as _, Statement};
+    let db = backend.database().await;
+    let query = format!(
+        "SELECT CAST(MAX(attempts) AS BIGINT) AS attempts FROM outbox WHERE subscription_id = '{subscription_id}'"
+    );
+    let attempts = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), query))
+        .await
+        .expect("read the outbox")
+        .and_then(|row| row.try_get::<Option<i64>>("", "attempts").ok().flatten());
+    let _ = db.close().await;
+    attempts.filter(|n| *n >= 1)
 }
 
 /// GET `url` without following redirects; returns the status code.

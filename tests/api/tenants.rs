@@ -637,6 +637,252 @@ async fn suspended_tenant_refuses_writes_but_serves_reads(backend: Backend) {
     server.stop().await;
 }
 
+/// Every write under a suspended tenant is FAILED_PRECONDITION saying so,
+/// writes nothing (the revision stands still, nothing is sent), and leaves
+/// the tenant's resources as they were: the endpoint writes, the
+/// subscription writes, both upserts, ResendConfirmation, and a
+/// confirmation by RPC or by link (whose token still works afterwards).
+async fn suspended_tenant_refuses_every_write_under_it(backend: Backend) {
+    use crate::lifecycle::{
+        get_subscription, http_get, receiving_fixture, resolve_answer, verifying,
+    };
+    use hookplane::proto::subscription::Status as SubStatus;
+    use hookplane::proto::{
+        ConfirmSubscriptionRequest, CreateEndpointRequest, DeleteEndpointRequest,
+        DeleteSubscriptionRequest, Endpoint, GetEndpointRequest, RenewSubscriptionRequest,
+        ResendConfirmationRequest, RotateEndpointSecretRequest, Subscription,
+        UpdateEndpointRequest, UpdateSubscriptionRequest,
+    };
+
+    let (server, admin, receiver, _) = receiving_fixture(&backend, verifying(), &[]).await;
+    let pending = create_subscription(&admin, subscription(TENANT, ENDPOINT, &["*"])).await;
+    assert_eq!(status_of(&pending), SubStatus::PendingVerification);
+    let id = pending.subscription_id.clone();
+    let confirmation = receiver.confirmation(&id, 1).await;
+    let get_endpoint = || {
+        let admin = admin.clone();
+        async move {
+            ok(admin
+                .endpoints()
+                .get_endpoint(GetEndpointRequest {
+                    tenant_id: TENANT.to_owned(),
+                    endpoint_id: ENDPOINT.to_owned(),
+                })
+                .await)
+        }
+    };
+    let endpoint_before = get_endpoint().await;
+    let suspend = |state: State| Tenant {
+        tenant_id: TENANT.to_owned(),
+        state: state as i32,
+        ..Default::default()
+    };
+    ok(admin
+        .tenants()
+        .update_tenant(UpdateTenantRequest {
+            tenant: Some(suspend(State::Suspended)),
+            update_mask: mask(&["state"]),
+        })
+        .await);
+    let revision_before = resolve_answer(&admin, TENANT, "command.completed")
+        .await
+        .revision;
+
+    #[track_caller]
+    fn refused<T: std::fmt::Debug>(rpc: &str, result: Result<T, tonic::Status>) {
+        let status = expect_code(result, Code::FailedPrecondition);
+        assert!(
+            status.message().contains("suspended"),
+            "{rpc}: the refusal says why: {}",
+            status.message()
+        );
+    }
+    let (mut endpoints, mut subscriptions) = (admin.endpoints(), admin.subscriptions());
+    refused(
+        "CreateEndpoint",
+        endpoints
+            .create_endpoint(CreateEndpointRequest {
+                endpoint: Some(endpoint(TENANT, "ep2", URL)),
+                request_id: String::new(),
+            })
+            .await,
+    );
+    refused(
+        "UpdateEndpoint",
+        endpoints
+            .update_endpoint(UpdateEndpointRequest {
+                endpoint: Some(Endpoint {
+                    description: "changed".to_owned(),
+                    ..endpoint(TENANT, ENDPOINT, "")
+                }),
+                update_mask: mask(&["description"]),
+                allow_missing: false,
+            })
+            .await,
+    );
+    refused(
+        "UpdateEndpoint (upsert)",
+        endpoints
+            .update_endpoint(UpdateEndpointRequest {
+                endpoint: Some(endpoint(TENANT, "upserted", URL)),
+                update_mask: mask(&["url"]),
+                allow_missing: true,
+            })
+            .await,
+    );
+    refused(
+        "RotateEndpointSecret",
+        endpoints
+            .rotate_endpoint_secret(RotateEndpointSecretRequest {
+                tenant_id: TENANT.to_owned(),
+                endpoint_id: ENDPOINT.to_owned(),
+                secret: String::new(),
+                grace_period_seconds: 0,
+            })
+            .await,
+    );
+    refused(
+        "DeleteEndpoint",
+        endpoints
+            .delete_endpoint(DeleteEndpointRequest {
+                tenant_id: TENANT.to_owned(),
+                endpoint_id: ENDPOINT.to_owned(),
+                etag: String::new(),
+                force: true,
+            })
+            .await,
+    );
+    refused(
+        "CreateSubscription",
+        subscriptions
+            .create_subscription(create_subscription_request(subscription(
+                TENANT,
+                ENDPOINT,
+                &["command.accepted"],
+            )))
+            .await,
+    );
+    refused(
+        "UpdateSubscription",
+        subscriptions
+            .update_subscription(UpdateSubscriptionRequest {
+                subscription: Some(Subscription {
+                    event_types: vec!["command.accepted".to_owned()],
+                    ..pending.clone()
+                }),
+                update_mask: mask(&["event_types"]),
+                allow_missing: false,
+            })
+            .await,
+    );
+    refused(
+        "UpdateSubscription (upsert)",
+        subscriptions
+            .update_subscription(UpdateSubscriptionRequest {
+                subscription: Some(Subscription {
+                    subscription_id: "upserted".to_owned(),
+                    ..subscription(TENANT, ENDPOINT, &["command.accepted"])
+                }),
+                update_mask: mask(&["endpoint_id", "event_types"]),
+                allow_missing: true,
+            })
+            .await,
+    );
+    refused(
+        "RenewSubscription",
+        subscriptions
+            .renew_subscription(RenewSubscriptionRequest {
+                tenant_id: TENANT.to_owned(),
+                subscription_id: id.clone(),
+                ttl_seconds: 3600,
+            })
+            .await,
+    );
+    refused(
+        "ResendConfirmation",
+        subscriptions
+            .resend_confirmation(ResendConfirmationRequest {
+                tenant_id: TENANT.to_owned(),
+                subscription_id: id.clone(),
+            })
+            .await,
+    );
+    refused(
+        "ConfirmSubscription",
+        subscriptions
+            .confirm_subscription(ConfirmSubscriptionRequest {
+                token: confirmation.token.clone(),
+            })
+            .await,
+    );
+    refused(
+        "DeleteSubscription",
+        subscriptions
+            .delete_subscription(DeleteSubscriptionRequest {
+                tenant_id: TENANT.to_owned(),
+                subscription_id: id.clone(),
+                etag: String::new(),
+            })
+            .await,
+    );
+    assert_eq!(
+        http_get(&confirmation.url).await,
+        410,
+        "the confirmation link is refused too"
+    );
+
+    // Nothing was written, nothing sent, nothing changed.
+    assert_eq!(
+        resolve_answer(&admin, TENANT, "command.completed")
+            .await
+            .revision,
+        revision_before,
+        "no refused call committed a change"
+    );
+    assert_eq!(get_subscription(&admin, &id).await, pending);
+    assert_eq!(get_endpoint().await, endpoint_before);
+    for missing in ["ep2", "upserted"] {
+        expect_code(
+            endpoints
+                .get_endpoint(GetEndpointRequest {
+                    tenant_id: TENANT.to_owned(),
+                    endpoint_id: missing.to_owned(),
+                })
+                .await,
+            Code::NotFound,
+        );
+    }
+    expect_code(
+        subscriptions
+            .get_subscription(GetSubscriptionRequest {
+                tenant_id: TENANT.to_owned(),
+                subscription_id: "upserted".to_owned(),
+            })
+            .await,
+        Code::NotFound,
+    );
+    assert_eq!(
+        receiver.confirmations_for(&id).len(),
+        1,
+        "no confirmation resent"
+    );
+
+    // Reactivated: the refused confirmations did not use the token up.
+    ok(admin
+        .tenants()
+        .update_tenant(UpdateTenantRequest {
+            tenant: Some(suspend(State::Active)),
+            update_mask: mask(&["state"]),
+        })
+        .await);
+    assert_eq!(http_get(&confirmation.url).await, 200);
+    assert_eq!(
+        status_of(&get_subscription(&admin, &id).await),
+        SubStatus::Active
+    );
+    server.stop().await;
+}
+
 async fn delete_tenant_with_live_subscriptions_needs_force(backend: Backend) {
     let (server, admin) = fixture(&backend).await;
     let sub = create_subscription(
@@ -814,6 +1060,7 @@ backend_tests!(
     list_tenants_bad_paging_input,
     create_tenant_request_id_is_idempotent,
     suspended_tenant_refuses_writes_but_serves_reads,
+    suspended_tenant_refuses_every_write_under_it,
     delete_tenant_with_live_subscriptions_needs_force,
     delete_tenant_without_subscriptions_needs_no_force,
 );
