@@ -15,12 +15,14 @@ mod group_commit;
 mod inline_read;
 mod one_statement;
 mod pg_lanes;
+mod rekey;
 mod sea;
 
 use crate::model::{
     Credential, Endpoint, EventType, Micros, Subscription, SubscriptionStatus, Tenant,
 };
 
+pub use rekey::{RekeyError, RekeyReport};
 pub use sea::{DatabaseSettings, SeaRepository, sqlite_memory_statistics_off};
 
 #[derive(Debug, thiserror::Error)]

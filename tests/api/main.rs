@@ -16,6 +16,7 @@ mod http_listener;
 mod lifecycle;
 mod limits;
 mod outbound;
+mod rekey;
 mod replays;
 mod replicas;
 mod restart;
