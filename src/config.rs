@@ -28,6 +28,8 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Print signed request metadata as grpcurl -H flags.
     Sign(SignArgs),
+    /// Re-encrypt every stored secret under a new master key, online.
+    Rekey(RekeyArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -53,6 +55,11 @@ pub struct DatabaseArgs {
     /// PostgreSQL; on SQLite a key file is generated in the data dir.
     #[arg(long, env = "HOOKPLANE_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+
+    /// During a master-key rotation, the key secrets may still be under:
+    /// they are read with either key and written with --master-key.
+    #[arg(long, env = "HOOKPLANE_PREVIOUS_MASTER_KEY", hide_env_values = true)]
+    pub previous_master_key: Option<String>,
 
     /// Database pool size.
     #[arg(long, env = "HOOKPLANE_DB_MAX_CONNECTIONS", default_value_t = 8)]
@@ -256,6 +263,22 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace(),
         }
     }
+}
+
+/// `hookplane rekey`: --master-key (and --previous-master-key) are the keys
+/// secrets are under now, --new-master-key the one they go under.
+#[derive(Debug, Clone, Args)]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Base64 of 32 bytes: the key every secret is re-encrypted under.
+    #[arg(long, env = "HOOKPLANE_NEW_MASTER_KEY", hide_env_values = true)]
+    pub new_master_key: String,
+
+    /// Rows re-encrypted per transaction.
+    #[arg(long, env = "HOOKPLANE_REKEY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch_size: u64,
 }
 
 #[derive(Debug, Clone, Args)]

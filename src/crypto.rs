@@ -134,6 +134,42 @@ impl MasterKey {
     }
 }
 
+/// The key secrets are encrypted under and, during a master-key rotation,
+/// the one they may still be under: encrypts with the current key, decrypts
+/// with either.
+#[derive(Clone, Debug)]
+pub struct Keyring {
+    current: MasterKey,
+    previous: Option<MasterKey>,
+}
+
+impl Keyring {
+    pub fn new(current: MasterKey, previous: Option<MasterKey>) -> Self {
+        Keyring { current, previous }
+    }
+
+    pub fn current(&self) -> &MasterKey {
+        &self.current
+    }
+
+    pub fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        self.current.encrypt(plaintext, aad)
+    }
+
+    pub fn decrypt(&self, blob: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        match (self.current.decrypt(blob, aad), &self.previous) {
+            (Err(CryptoError::Decrypt), Some(previous)) => previous.decrypt(blob, aad),
+            (result, _) => result,
+        }
+    }
+}
+
+impl From<MasterKey> for Keyring {
+    fn from(current: MasterKey) -> Self {
+        Keyring::new(current, None)
+    }
+}
+
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MasterKey([redacted])")
@@ -238,6 +274,23 @@ mod tests {
         );
         // A fresh nonce each time: equal plaintexts do not give equal blobs.
         assert_ne!(blob, key.encrypt(b"whsec-abc", b"credential:ak_1"));
+    }
+
+    #[test]
+    fn a_keyring_encrypts_with_the_current_key_and_decrypts_with_either() {
+        let (old, new) = (MasterKey::generate(), MasterKey::generate());
+        let rotating = Keyring::new(new.clone(), Some(old.clone()));
+        let under_old = old.encrypt(b"secret", b"aad");
+        assert_eq!(rotating.decrypt(&under_old, b"aad").unwrap(), b"secret");
+        let sealed = rotating.encrypt(b"secret", b"aad");
+        assert_eq!(new.decrypt(&sealed, b"aad").unwrap(), b"secret");
+        assert!(old.decrypt(&sealed, b"aad").is_err());
+        let stranger = MasterKey::generate().encrypt(b"secret", b"aad");
+        assert!(matches!(
+            rotating.decrypt(&stranger, b"aad"),
+            Err(CryptoError::Decrypt)
+        ));
+        assert!(Keyring::from(new).decrypt(&under_old, b"aad").is_err());
     }
 
     #[test]

@@ -37,6 +37,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Rekey(args) => {
+            hookplane::telemetry::init(LogFormat::Text);
+            let report = hookplane::startup::rekey(&args).await?;
+            tracing::info!(
+                reencrypted = report.reencrypted,
+                already_under_the_new_key = report.already,
+                "every stored secret is under the new master key"
+            );
+            Ok(())
+        }
         Command::Sign(args) => {
             println!("{}", hookplane::sign::grpcurl_flags(&args)?);
             Ok(())

@@ -15,13 +15,15 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::auth::{Authenticator, CredentialCache, MethodPathLayer, NonceStore, RateLimit, Role};
-use crate::config::{BOOTSTRAP_FILE, DatabaseArgs, MASTER_KEY_FILE, ServeArgs};
-use crate::crypto::{MasterKey, load_or_create_key_file};
+use crate::config::{BOOTSTRAP_FILE, DatabaseArgs, MASTER_KEY_FILE, RekeyArgs, ServeArgs};
+use crate::crypto::{Keyring, MasterKey, load_or_create_key_file};
 use crate::delivery::{Sender, Worker};
 use crate::grpc::Api;
 use crate::model::{Credential, new_etag, now_micros};
 use crate::proto;
-use crate::repository::{Bootstrap, DatabaseSettings, Quotas, Repository, SeaRepository};
+use crate::repository::{
+    Bootstrap, DatabaseSettings, Quotas, RekeyReport, Repository, SeaRepository,
+};
 use crate::resolve::{Follower, ResolveIndex, run_sweeper};
 use crate::service::{PageTokens, ServiceSettings, Services};
 use crate::serving;
@@ -81,7 +83,17 @@ async fn wait_for_signal() {
 }
 
 /// The master key: from the flag/env, or (SQLite only) a generated key file.
-pub fn master_key(args: &DatabaseArgs) -> anyhow::Result<MasterKey> {
+pub fn master_key(args: &DatabaseArgs) -> anyhow::Result<Keyring> {
+    let previous = args
+        .previous_master_key
+        .as_deref()
+        .map(MasterKey::from_base64)
+        .transpose()
+        .context("HOOKPLANE_PREVIOUS_MASTER_KEY is not base64 of 32 bytes")?;
+    Ok(Keyring::new(current_master_key(args)?, previous))
+}
+
+fn current_master_key(args: &DatabaseArgs) -> anyhow::Result<MasterKey> {
     if let Some(encoded) = &args.master_key {
         return MasterKey::from_base64(encoded)
             .context("HOOKPLANE_MASTER_KEY is not base64 of 32 bytes");
@@ -94,6 +106,16 @@ pub fn master_key(args: &DatabaseArgs) -> anyhow::Result<MasterKey> {
     let path = args.data_dir.join(MASTER_KEY_FILE);
     load_or_create_key_file(&path)
         .with_context(|| format!("cannot use key file {}", path.display()))
+}
+
+/// `hookplane rekey`: every stored secret re-encrypted under the new key.
+pub async fn rekey(args: &RekeyArgs) -> anyhow::Result<RekeyReport> {
+    let new = MasterKey::from_base64(&args.new_master_key)
+        .context("HOOKPLANE_NEW_MASTER_KEY is not base64 of 32 bytes")?;
+    let repo = connect(&args.database).await?;
+    let report = repo.rekey(&new, args.batch_size).await;
+    repo.close().await;
+    Ok(report?)
 }
 
 /// Connects and migrates.
@@ -365,7 +387,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
             max_watch_streams: args.max_watch_streams,
             max_watch_streams_per_credential: args.max_watch_streams_per_credential,
         },
-        PageTokens::new(&key.derive(b"hookplane page tokens")),
+        PageTokens::new(&key.current().derive(b"hookplane page tokens")),
         index.clone(),
         sender.clone(),
         stop_rx.clone(),

@@ -17,6 +17,7 @@ mod inline_read;
 mod one_statement;
 mod pg_lanes;
 mod quota;
+mod rekey;
 mod sea;
 mod sqlite_writer;
 
@@ -25,6 +26,7 @@ use crate::model::{
 };
 
 pub use quota::{Quota, Quotas};
+pub use rekey::{RekeyError, RekeyReport};
 pub use sea::{DatabaseSettings, SeaRepository, sqlite_memory_statistics_off};
 
 #[derive(Debug, thiserror::Error)]

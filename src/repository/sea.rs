@@ -32,7 +32,7 @@ use super::{
     TokenState, Verification, WriteMeta,
 };
 use crate::auth::Role;
-use crate::crypto::MasterKey;
+use crate::crypto::Keyring;
 use crate::model::{
     Credential, Endpoint, EventType, Micros, PreviousSecret, Subscription, SubscriptionStatus,
     Tenant, TenantSettings, TenantState, new_etag,
@@ -58,7 +58,7 @@ pub struct SeaRepository {
     /// Whether the database answers (see `availability`).
     availability: Arc<Availability>,
     backend: DatabaseBackend,
-    key: MasterKey,
+    key: Keyring,
     revisions: watch::Sender<Revision>,
     /// Counts this process's commits that queued outbox rows, so its
     /// delivery worker wakes for them and not for every other commit.
@@ -151,7 +151,7 @@ fn internal(msg: impl Into<String>) -> RepoError {
 
 impl SeaRepository {
     /// Connects, applies migrations and returns the repository.
-    pub async fn connect(settings: &DatabaseSettings, key: MasterKey) -> Result<Self, DbErr> {
+    pub async fn connect(settings: &DatabaseSettings, key: Keyring) -> Result<Self, DbErr> {
         let backend = if settings.url.starts_with("sqlite:") {
             DatabaseBackend::Sqlite
         } else if settings.url.starts_with("postgres://")
@@ -307,6 +307,10 @@ impl SeaRepository {
         self.backend
     }
 
+    pub(super) fn keyring(&self) -> &Keyring {
+        &self.key
+    }
+
     /// The row a primary-key select finds: on SQLite inline (see
     /// `inline_read`), elsewhere through the reader pool.
     async fn read_by_key<E>(&self, select: Select<E>) -> RepoResult<Option<E::Model>>
@@ -364,7 +368,7 @@ impl SeaRepository {
         Ok(revision)
     }
 
-    async fn begin(&self) -> RepoResult<DatabaseTransaction> {
+    pub(super) async fn begin(&self) -> RepoResult<DatabaseTransaction> {
         self.writer
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
@@ -1198,19 +1202,19 @@ fn token_state(row: &confirmation_token::Model) -> TokenState {
     }
 }
 
-fn credential_aad(api_id: &str) -> String {
+pub(super) fn credential_aad(api_id: &str) -> String {
     format!("credential:{api_id}")
 }
 
-fn endpoint_aad(tenant_id: &str, endpoint_id: &str) -> String {
+pub(super) fn endpoint_aad(tenant_id: &str, endpoint_id: &str) -> String {
     format!("endpoint:{tenant_id}/{endpoint_id}")
 }
 
-fn outbox_aad(id: &str) -> String {
+pub(super) fn outbox_aad(id: &str) -> String {
     format!("outbox:{id}")
 }
 
-fn idempotency_aad(api_id: &str, request_id: &str) -> String {
+pub(super) fn idempotency_aad(api_id: &str, request_id: &str) -> String {
     format!("idempotency:{api_id}/{request_id}")
 }
 
@@ -2954,7 +2958,7 @@ mod tests {
             max_connections: 2,
             acquire_timeout: Duration::from_secs(5),
         };
-        let repo = SeaRepository::connect(&settings, MasterKey::generate())
+        let repo = SeaRepository::connect(&settings, crate::crypto::MasterKey::generate().into())
             .await
             .unwrap();
         let now = crate::model::now_micros();

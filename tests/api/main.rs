@@ -21,6 +21,7 @@ mod lifecycle;
 mod limits;
 mod outbound;
 mod paging;
+mod rekey;
 mod replays;
 mod replicas;
 mod restart;

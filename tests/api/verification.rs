@@ -246,13 +246,31 @@ async fn write_revision(admin: &Clients) -> i64 {
     revision(response.metadata())
 }
 
+/// The next transaction id PostgreSQL will hand out (the test's own read;
+/// it takes none).
+async fn next_transaction_id(db: &sea_orm::DatabaseConnection) -> i64 {
+    use sea_orm::ConnectionTrait as _;
+    db.query_one_raw(sea_orm::Statement::from_string(
+        db.get_database_backend(),
+        "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next",
+    ))
+    .await
+    .expect("read the next transaction id")
+    .expect("a row")
+    .try_get::<i64>("", "next")
+    .expect("a number")
+}
+
 /// Unknown confirmation tokens, by link or by RPC, are answered from a
 /// read and commit nothing: on SQLite the revisions of the writes around a
-/// flood of them stay consecutive; on PostgreSQL (revisions derive from
-/// transaction ids) they take no transaction id each.
+/// flood of them stay consecutive. On PostgreSQL, whose transaction ids are
+/// shared with every other test running on the server, a round of links
+/// must take far fewer ids than it has links, in the quietest of a few
+/// rounds.
 async fn unknown_confirmation_tokens_write_nothing(backend: Backend) {
     let (server, admin) = fixture(&backend).await;
-    const LINKS: usize = 300;
+    const ROUNDS: usize = 6;
+    const LINKS: usize = 50;
     let random_token = || {
         format!(
             "{}{}",
@@ -262,14 +280,26 @@ async fn unknown_confirmation_tokens_write_nothing(backend: Backend) {
     };
     let link = |token: &str| format!("http://{}/v1/confirm?token={token}", server.http_addr);
     let client = reqwest::Client::new();
+    let db = backend.database().await;
     let before = write_revision(&admin).await;
-    for _ in 0..LINKS {
-        let answer = client
-            .get(link(&random_token()))
-            .send()
-            .await
-            .expect("GET a confirmation link");
-        assert_eq!(answer.status().as_u16(), 404);
+    let mut quietest = i64::MAX;
+    for _ in 0..ROUNDS {
+        let first = if backend.is_postgres() {
+            next_transaction_id(&db).await
+        } else {
+            0
+        };
+        for _ in 0..LINKS {
+            let answer = client
+                .get(link(&random_token()))
+                .send()
+                .await
+                .expect("GET a confirmation link");
+            assert_eq!(answer.status().as_u16(), 404);
+        }
+        if backend.is_postgres() {
+            quietest = quietest.min(next_transaction_id(&db).await - first);
+        }
     }
     let mut subs = admin.subscriptions();
     for _ in 0..20 {
@@ -280,11 +310,12 @@ async fn unknown_confirmation_tokens_write_nothing(backend: Backend) {
         assert_eq!(status.message(), "unknown confirmation token");
     }
     let after = write_revision(&admin).await;
+    let _ = db.close().await;
     if backend.is_postgres() {
-        let transactions = (after >> 20) - (before >> 20);
+        println!("the quietest round of {LINKS} links saw {quietest} transaction ids go by");
         assert!(
-            transactions < (LINKS / 10) as i64,
-            "{transactions} transaction ids went by for {LINKS} unknown links"
+            quietest < (LINKS / 2) as i64,
+            "{quietest} transaction ids went by for {LINKS} unknown links"
         );
     } else {
         assert_eq!(after, before + 1, "no revision between the two writes");

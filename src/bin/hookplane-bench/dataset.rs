@@ -89,6 +89,7 @@ pub fn database(
         data_dir: data_dir.to_owned(),
         database_url: url,
         master_key: key,
+        previous_master_key: None,
         db_max_connections: 8,
     }
 }
