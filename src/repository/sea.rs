@@ -99,6 +99,8 @@ const CONFIRMATION: &str = "confirmation";
 /// one is queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EarlierTokens {
+    /// A new subscription has none.
+    None,
     /// ResendConfirmation: they stay known, as used ("replaced by a newer one").
     Replaced,
     /// The subscription's endpoint or that endpoint's URL changed: a
@@ -539,6 +541,7 @@ impl SeaRepository {
             .add(confirmation_token::Column::TenantId.eq(tenant_id))
             .add(confirmation_token::Column::SubscriptionId.eq(v.subscription_id.clone()));
         match earlier {
+            EarlierTokens::None => {}
             EarlierTokens::Replaced => {
                 confirmation_token::Entity::update_many()
                     .col_expr(
@@ -2527,7 +2530,7 @@ impl Repository for SeaRepository {
         )
         .await?;
         if let Some(v) = verification {
-            self.queue_verification(&txn, &s.tenant_id, v, EarlierTokens::Voided, meta.now)
+            self.queue_verification(&txn, &s.tenant_id, v, EarlierTokens::None, meta.now)
                 .await?;
         }
         if verification.is_some() {

@@ -297,7 +297,8 @@ impl Services {
         if let Some(found) = self.find_replay(method, &idem, &meta).await? {
             return Ok(found);
         }
-        let meta_again = meta.clone();
+        // The lookup after a conflict records the nonce of a call that wrote nothing.
+        let lookup_meta = meta.clone();
         meta.idempotency = Some(IdempotencyWrite {
             request_id: idem.request_id.clone(),
             method,
@@ -306,7 +307,7 @@ impl Services {
         });
         match run(meta).await {
             Ok((value, revision)) => Ok(self.settled(settle, value, revision).await),
-            Err(Error::Aborted(_)) => match self.find_replay(method, &idem, &meta_again).await? {
+            Err(Error::Aborted(_)) => match self.find_replay(method, &idem, &lookup_meta).await? {
                 Some(found) => Ok(found),
                 None => Err(Error::Aborted(
                     "the call conflicted with another; retry".into(),

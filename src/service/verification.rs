@@ -100,10 +100,10 @@ impl Services {
         self.confirm_with(&hash, meta).await
     }
 
-    /// The tenant of a token that can still confirm, read without a write:
-    /// only such a token starts one. A caller (ConfirmSubscription) must
-    /// also be allowed to act on that tenant.
-    async fn live_token(&self, hash: &str, now: Micros, caller: Option<&Caller>) -> Result<String> {
+    /// Refuses a token that cannot confirm anything, reading it without a
+    /// write: only a live token starts one. A caller (ConfirmSubscription)
+    /// must also be allowed to act on the token's tenant.
+    async fn live_token(&self, hash: &str, now: Micros, caller: Option<&Caller>) -> Result<()> {
         let token = self
             .repo
             .confirmation_token(hash)
@@ -116,10 +116,10 @@ impl Services {
                 "the credential is scoped to another tenant".into(),
             ));
         }
-        if let Some(refusal) = token.refusal(now) {
-            return Err(refusal.into());
+        match token.refusal(now) {
+            Some(refusal) => Err(refusal.into()),
+            None => Ok(()),
         }
-        Ok(token.tenant_id)
     }
 
     async fn confirm_with(&self, hash: &str, meta: WriteMeta) -> Result<Written<Subscription>> {
