@@ -8,13 +8,11 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hookplane::proto::{
-    CreateSubscriptionRequest, DeleteSubscriptionRequest, GetSubscriptionRequest, Subscription,
-    UpdateSubscriptionRequest,
-};
+use hookplane::proto::DeleteSubscriptionRequest;
 use tonic::Code;
 
 use crate::harness::*;
+use crate::writes;
 
 /// The file system holding the data directory: small, so the test fills it
 /// in seconds.
@@ -66,7 +64,7 @@ impl Drop for Tmpfs {
 }
 
 /// What the load saw: writes acknowledged, and writes refused.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Ledger {
     /// Acknowledged and not deleted since: id -> the name last acknowledged.
     live: BTreeMap<String, String>,
@@ -105,16 +103,7 @@ async fn write_load(
                     let name = format!("renamed-{worker}-{i}");
                     let result = admin
                         .subscriptions()
-                        .update_subscription(UpdateSubscriptionRequest {
-                            subscription: Some(Subscription {
-                                tenant_id: TENANT.to_owned(),
-                                subscription_id: target.clone(),
-                                name: name.clone(),
-                                ..Default::default()
-                            }),
-                            update_mask: mask(&["name"]),
-                            allow_missing: false,
-                        })
+                        .update_subscription(writes::rename(&target, &name))
                         .await;
                     let mut ledger = ledger.lock().unwrap();
                     match result {
@@ -149,20 +138,16 @@ async fn write_load(
                 let name = format!("created-{worker}-{i}");
                 let result = admin
                     .subscriptions()
-                    .create_subscription(CreateSubscriptionRequest {
-                        subscription: Some(Subscription {
-                            subscription_id: id.clone(),
-                            name: name.clone(),
-                            ..subscription(TENANT, ENDPOINT, &["command.completed"])
-                        }),
+                    .create_subscription(writes::create(
+                        &id,
+                        &name,
                         // Some through the transactional path, most batched.
-                        request_id: if n == 3 {
+                        &if n == 3 {
                             format!("req-{id}")
                         } else {
                             String::new()
                         },
-                        ttl_seconds: 0,
-                    })
+                    ))
                     .await;
                 let mut ledger = ledger.lock().unwrap();
                 match result {
@@ -217,15 +202,7 @@ async fn load_must_succeed(
         let id = format!("{prefix}-{i}");
         ok(admin
             .subscriptions()
-            .create_subscription(CreateSubscriptionRequest {
-                subscription: Some(Subscription {
-                    subscription_id: id.clone(),
-                    name: id.clone(),
-                    ..subscription(TENANT, ENDPOINT, &["command.completed"])
-                }),
-                request_id: String::new(),
-                ttl_seconds: 0,
-            })
+            .create_subscription(writes::create(&id, &id, ""))
             .await);
         let mut ledger = ledger.lock().unwrap();
         ledger.acknowledged += 1;
@@ -281,13 +258,9 @@ async fn sqlite_full_disk_loses_no_acknowledged_write() {
     // The server stays up: reads and health answer on a full disk.
     let first = ledger.lock().unwrap().live.keys().next().cloned();
     if let Some(id) = first {
-        ok(admin
-            .subscriptions()
-            .get_subscription(GetSubscriptionRequest {
-                tenant_id: TENANT.to_owned(),
-                subscription_id: id,
-            })
-            .await);
+        writes::get(&admin, &id)
+            .await
+            .expect("reads answer on a full disk");
     }
 
     // Space freed: writes work again, without a restart.
@@ -299,32 +272,25 @@ async fn sqlite_full_disk_loses_no_acknowledged_write() {
         let id = format!("after-{attempt}");
         let result = admin
             .subscriptions()
-            .create_subscription(CreateSubscriptionRequest {
-                subscription: Some(Subscription {
-                    subscription_id: id.clone(),
-                    name: id.clone(),
-                    ..subscription(TENANT, ENDPOINT, &["command.completed"])
-                }),
-                request_id: String::new(),
-                ttl_seconds: 0,
-            })
+            .create_subscription(writes::create(&id, &id, ""))
             .await;
-        let mut l = ledger.lock().unwrap();
-        match result {
-            Ok(_) => {
-                l.acknowledged += 1;
-                l.live.insert(id.clone(), id);
-                break;
-            }
-            Err(status) => {
-                l.refused.insert(id);
-                assert!(
-                    Instant::now() < deadline,
-                    "writes did not resume within 10 s of freeing space: {status:?}"
-                );
+        {
+            let mut l = ledger.lock().unwrap();
+            match result {
+                Ok(_) => {
+                    l.acknowledged += 1;
+                    l.live.insert(id.clone(), id);
+                    break;
+                }
+                Err(status) => {
+                    l.refused.insert(id);
+                    assert!(
+                        Instant::now() < deadline,
+                        "writes did not resume within 10 s of freeing space: {status:?}"
+                    );
+                }
             }
         }
-        drop(l);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     load_must_succeed(&admin, &ledger, "resumed", 200).await;
@@ -333,47 +299,22 @@ async fn sqlite_full_disk_loses_no_acknowledged_write() {
     // create is.
     let server = server.restart().await;
     let admin = server.admin();
-    let ledger = ledger.lock().unwrap();
+    let ledger = ledger.lock().unwrap().clone();
     let mut lost = Vec::new();
     for (id, name) in &ledger.live {
-        match admin
-            .subscriptions()
-            .get_subscription(GetSubscriptionRequest {
-                tenant_id: TENANT.to_owned(),
-                subscription_id: id.clone(),
-            })
-            .await
-        {
-            Ok(found) if found.get_ref().name == *name => {}
+        match writes::get(&admin, id).await {
+            Ok(found) if found.name == *name => {}
             other => lost.push(format!("{id}: expected name {name:?}, got {other:?}")),
         }
     }
     for id in &ledger.deleted {
-        let found = admin
-            .subscriptions()
-            .get_subscription(GetSubscriptionRequest {
-                tenant_id: TENANT.to_owned(),
-                subscription_id: id.clone(),
-            })
-            .await;
-        let gone = match &found {
-            Err(s) => s.code() == Code::NotFound,
-            Ok(r) => r.get_ref().status == hookplane::proto::subscription::Status::Deleted as i32,
-        };
-        if !gone {
-            lost.push(format!("{id}: deleted, but found {found:?}"));
+        if let Err(e) = writes::deleted(&admin, id).await {
+            lost.push(e);
         }
     }
     let mut refused_but_written = Vec::new();
     for id in &ledger.refused {
-        let found = admin
-            .subscriptions()
-            .get_subscription(GetSubscriptionRequest {
-                tenant_id: TENANT.to_owned(),
-                subscription_id: id.clone(),
-            })
-            .await;
-        if found.is_ok() {
+        if writes::get(&admin, id).await.is_ok() {
             refused_but_written.push(id.clone());
         }
     }

@@ -10,14 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hookplane::proto::{
-    CreateSubscriptionRequest, DeleteSubscriptionRequest, GetSubscriptionRequest,
-    ListSubscriptionsRequest, Subscription, UpdateSubscriptionRequest,
-};
+use hookplane::proto::{DeleteSubscriptionRequest, ListSubscriptionsRequest, Subscription};
 use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::harness::*;
+use crate::writes;
 
 const KILLS: usize = 5;
 const WORKERS: usize = 8;
@@ -96,13 +94,6 @@ struct Ledger {
     acknowledged: usize,
 }
 
-fn named(name: &str) -> Subscription {
-    Subscription {
-        name: name.to_owned(),
-        ..subscription(TENANT, ENDPOINT, &["command.completed"])
-    }
-}
-
 /// Writes until the process dies under it.
 async fn write_load(admin: Clients, round: usize, worker: usize, ledger: Arc<Mutex<Ledger>>) {
     let mut own: Vec<String> = Vec::new();
@@ -119,16 +110,7 @@ async fn write_load(admin: Clients, round: usize, worker: usize, ledger: Arc<Mut
                     .insert(target.clone(), Some(name.clone()));
                 let answer = admin
                     .subscriptions()
-                    .update_subscription(UpdateSubscriptionRequest {
-                        subscription: Some(Subscription {
-                            tenant_id: TENANT.to_owned(),
-                            subscription_id: target.clone(),
-                            name: name.clone(),
-                            ..Default::default()
-                        }),
-                        update_mask: mask(&["name"]),
-                        allow_missing: false,
-                    })
+                    .update_subscription(writes::rename(&target, &name))
                     .await;
                 answer.map(|_| {
                     let mut l = ledger.lock().unwrap();
@@ -177,11 +159,7 @@ async fn write_load(admin: Clients, round: usize, worker: usize, ledger: Arc<Mut
                 }
                 let answer = admin
                     .subscriptions()
-                    .create_subscription(CreateSubscriptionRequest {
-                        subscription: Some(named(&name)),
-                        request_id: request_id.clone(),
-                        ttl_seconds: 0,
-                    })
+                    .create_subscription(writes::create("", &name, &request_id))
                     .await;
                 answer.map(|created| {
                     let id = created.into_inner().subscription_id;
@@ -216,11 +194,7 @@ async fn retry_unanswered(admin: &Clients, ledger: &Arc<Mutex<Ledger>>) {
     for (request_id, name) in unanswered {
         let created = ok(admin
             .subscriptions()
-            .create_subscription(CreateSubscriptionRequest {
-                subscription: Some(named(&name)),
-                request_id,
-                ttl_seconds: 0,
-            })
+            .create_subscription(writes::create("", &name, &request_id))
             .await);
         assert_eq!(created.name, name, "the retry answers for its own create");
         let mut l = ledger.lock().unwrap();
@@ -286,18 +260,9 @@ async fn check(admin: &Clients, ledger: &Ledger) {
         );
     }
     for id in &ledger.deleted {
-        let found = admin
-            .subscriptions()
-            .get_subscription(GetSubscriptionRequest {
-                tenant_id: TENANT.to_owned(),
-                subscription_id: id.clone(),
-            })
-            .await;
-        let gone = match &found {
-            Err(s) => s.code() == Code::NotFound,
-            Ok(r) => r.get_ref().status == hookplane::proto::subscription::Status::Deleted as i32,
-        };
-        assert!(gone, "acknowledged delete of {id} holds: {found:?}");
+        if let Err(e) = writes::deleted(admin, id).await {
+            panic!("an acknowledged delete was lost: {e}");
+        }
     }
     let mut names = BTreeSet::new();
     for s in stored.values() {

@@ -12,3 +12,4 @@ mod disk_full;
 mod harness;
 mod kill9;
 mod postgres;
+mod writes;
