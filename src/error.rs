@@ -1,5 +1,6 @@
 //! The service-level error and the single place that turns it into a
-//! `tonic::Status`.
+//! `tonic::Status`; the HTTP listener's status codes follow from the gRPC
+//! code chosen here, so the two listeners never disagree.
 
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -127,15 +128,26 @@ impl std::fmt::Display for Echo<'_> {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+/// An error followed by each of its sources, `: `-separated, for logs.
+/// `RepoError` and friends display only their outermost layer ("database
+/// error"); the cause an operator needs is further down the chain.
+pub(crate) fn chain(error: &dyn std::error::Error) -> Chain<'_> {
+    Chain(error)
+}
+
+/// See [`chain`].
+pub(crate) struct Chain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
-    text
 }
 
 impl From<Error> for tonic::Status {
@@ -165,25 +177,93 @@ impl From<Error> for tonic::Status {
                 tonic::Status::with_error_details(Code::ResourceExhausted, message, details)
             }
             Error::Unavailable(ref source) => {
-                tracing::error!(error = %error_chain(source.as_ref()), "database unavailable");
+                tracing::error!(error = %chain(source.as_ref()), "database unavailable");
                 tonic::Status::unavailable(message)
             }
             Error::StorageFull(ref source) => {
-                tracing::error!(error = %error_chain(source.as_ref()), "database disk full");
+                tracing::error!(error = %chain(source.as_ref()), "database disk full");
                 tonic::Status::unavailable(message)
             }
             Error::ShuttingDown => tonic::Status::unavailable(message),
             Error::Internal(ref source) => {
-                tracing::error!(error = %error_chain(source.as_ref()), "internal error");
+                tracing::error!(error = %chain(source.as_ref()), "internal error");
                 tonic::Status::internal(message)
             }
         }
     }
 }
 
+impl Error {
+    /// What the HTTP listener answers for this error: the status that
+    /// follows from its gRPC code (see [`http_status`]) and the same
+    /// message a gRPC caller would get. Internal errors are logged here, by
+    /// the conversion into `tonic::Status`, as on the gRPC listener.
+    pub fn into_http(self) -> (http::StatusCode, String) {
+        let status = tonic::Status::from(self);
+        (http_status(status.code()), status.message().to_owned())
+    }
+}
+
+/// The HTTP status for a gRPC code. The HTTP listener serves confirmation
+/// links, so a failed precondition there is a link that no longer applies
+/// (used, expired or replaced): 410 Gone.
+fn http_status(code: tonic::Code) -> http::StatusCode {
+    use tonic::Code;
+    match code {
+        Code::InvalidArgument => http::StatusCode::BAD_REQUEST,
+        Code::NotFound => http::StatusCode::NOT_FOUND,
+        Code::FailedPrecondition => http::StatusCode::GONE,
+        Code::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+        _ => http::StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_statuses_follow_the_grpc_codes() {
+        let cases = [
+            (Error::invalid("token", "must not be empty"), 400),
+            (Error::NotFound("unknown confirmation token".into()), 404),
+            (Error::FailedPrecondition("the link was used".into()), 410),
+            (Error::Unavailable("connection refused".into()), 503),
+            (Error::StorageFull("no space left on device".into()), 503),
+            (Error::ShuttingDown, 503),
+            (Error::internal("a bug"), 500),
+        ];
+        for (error, expected) in cases {
+            let shown = format!("{error:?}");
+            assert_eq!(error.into_http().0.as_u16(), expected, "{shown}");
+        }
+    }
+
+    #[test]
+    fn http_messages_are_the_grpc_ones_and_hide_internals() {
+        let (_, message) = Error::invalid("token", "must not be empty").into_http();
+        assert_eq!(message, "token: must not be empty");
+        let (_, message) = Error::internal("SELECT failed on table secrets").into_http();
+        assert_eq!(message, "internal error");
+        let (_, message) = Error::Unavailable("password authentication failed".into()).into_http();
+        assert_eq!(message, "the database is unavailable");
+    }
+
+    #[test]
+    fn chain_shows_every_source_in_order() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("database error")]
+        struct Outer(#[source] Middle);
+        #[derive(Debug, thiserror::Error)]
+        #[error("connection lost")]
+        struct Middle(#[source] std::io::Error);
+        let error = Outer(Middle(std::io::Error::other("broken pipe")));
+        assert_eq!(
+            chain(&error).to_string(),
+            "database error: connection lost: broken pipe"
+        );
+        assert_eq!(chain(&std::io::Error::other("alone")).to_string(), "alone");
+    }
 
     #[test]
     fn echo_keeps_short_input_whole() {

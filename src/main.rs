@@ -11,8 +11,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Before any thread opens a database (see the function's notes).
-    hookplane::repository::sqlite_memory_statistics_off();
+    // SAFETY: before any thread opens a database (the runtime's worker
+    // threads have run nothing yet).
+    unsafe { hookplane::repository::sqlite_memory_statistics_off() };
     let cli = Cli::parse();
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,14 +4,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Role;
+use crate::domain::Role;
 
-pub type Micros = i64;
+pub use hookplane_core::Micros;
+use hookplane_core::has_expired;
 
 /// The current time truncated to microseconds.
 pub fn now_micros() -> Micros {
     chrono::Utc::now().timestamp_micros()
 }
+
+/// How long a request_id (and the response it replays) is remembered: the
+/// service reads idempotency records this far back and the sweeper purges
+/// older ones.
+pub const IDEMPOTENCY_RETENTION_MICROS: Micros = 24 * 3600 * 1_000_000;
 
 /// A fresh opaque etag.
 pub fn new_etag() -> String {
@@ -38,6 +44,14 @@ impl TenantState {
             "SUSPENDED" => Some(TenantState::Suspended),
             _ => None,
         }
+    }
+
+    /// Why a write under a tenant in this state is refused, if it is: the
+    /// service checks before a write and the repository again inside it,
+    /// with the same words.
+    pub fn refuses_writes(self, tenant_id: &str) -> Option<String> {
+        (self == TenantState::Suspended)
+            .then(|| format!("tenant {tenant_id} is suspended; its resources cannot be changed"))
     }
 }
 
@@ -125,7 +139,7 @@ impl Endpoint {
     pub fn live_secrets(&self, now: Micros) -> Vec<String> {
         let mut secrets = vec![self.secret.clone()];
         if let Some(p) = &self.previous_secret
-            && p.expire_time > now
+            && !has_expired(p.expire_time, now)
         {
             secrets.push(p.secret.clone());
         }

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::auth::permissions::Role;
+use crate::domain::Role;
+use crate::model::Credential;
 
 /// A credential as the interceptor needs it.
 #[derive(Clone)]
@@ -16,6 +17,20 @@ pub struct CachedCredential {
     pub tenant_id: Option<String>,
     pub role: Role,
     pub revoked: bool,
+}
+
+/// What the interceptor keeps of a stored credential; the start-up load,
+/// the service after a write and the change-log follower all build it here.
+impl From<&Credential> for CachedCredential {
+    fn from(c: &Credential) -> Self {
+        CachedCredential {
+            api_id: c.api_id.clone(),
+            key: c.secret.as_bytes().to_vec(),
+            tenant_id: c.tenant_id.clone(),
+            role: c.role,
+            revoked: c.revoke_time.is_some(),
+        }
+    }
 }
 
 impl fmt::Debug for CachedCredential {

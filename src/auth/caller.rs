@@ -1,6 +1,6 @@
 //! The authenticated caller, as seen by handlers, and its scope checks.
 
-use crate::auth::permissions::{Permission, Role};
+use crate::domain::{Permission, Role};
 
 /// The identity behind an authenticated request, put into the request
 /// extensions by the [`Authenticator`](crate::auth::Authenticator).
@@ -37,7 +37,7 @@ impl Caller {
     /// Whether this caller may create a credential with `role` for
     /// `tenant_id` (`None` = platform-wide): no more permissions and no wider
     /// scope than its own. Whether `role` may have that scope at all is
-    /// [`ScopeRule::allows`](crate::auth::ScopeRule::allows), checked separately.
+    /// [`ScopeRule::allows`](crate::domain::ScopeRule::allows), checked separately.
     pub fn can_create(&self, role: Role, tenant_id: Option<&str>) -> bool {
         let scope_ok = match (self.tenant_id.as_deref(), tenant_id) {
             (None, _) => true,

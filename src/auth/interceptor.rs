@@ -1,8 +1,8 @@
-//! Request authentication: a tower layer that records the gRPC method path,
-//! and a synchronous tonic interceptor that checks the HMAC signature.
+//! The tonic interceptor that authenticates every call: the timestamp
+//! window, the signature against the cached credential, the rate limit and
+//! the nonce, in that order; on success the [`Caller`] goes into the request.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -10,118 +10,21 @@ use tonic::{Request, Status};
 
 use crate::auth::cache::CredentialCache;
 use crate::auth::caller::{Caller, RequestId};
+use crate::auth::headers::{
+    NONCE_HEADER, REQUEST_ID_HEADER, SignedHeaders, TIMESTAMP_HEADER, request_id,
+};
+use crate::auth::method_path::MethodPath;
 use crate::auth::nonce::{NonceCheck, NonceStore};
 use crate::auth::rate_limit::RateLimit;
 use crate::auth::signature;
 use crate::error::Error;
 
-pub const API_ID_HEADER: &str = "x-api-id";
-pub const TIMESTAMP_HEADER: &str = "x-api-timestamp";
-pub const NONCE_HEADER: &str = "x-api-nonce";
-pub const SIGNATURE_HEADER: &str = "x-api-signature";
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
 /// One message for unknown, revoked and wrongly signed, so a caller cannot
 /// learn which api ids exist.
 const INVALID_CREDENTIALS: &str = "invalid credentials or signature";
-const MAX_ID_LEN: usize = 128;
-const NONCE_LEN: std::ops::RangeInclusive<usize> = 16..=128;
 /// Signed in place of a real key for unknown api ids, so that they cost the
 /// same HMAC work as known ones.
 const DUMMY_KEY: &[u8] = b"hookplane-dummy-key-for-unknown-api-ids";
-
-/// The full gRPC method path, e.g. `/hookplane.v1.TenantService/GetTenant`,
-/// in the request extensions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MethodPath(pub String);
-
-/// Wraps every gRPC call: puts [`MethodPath`] into the request extensions
-/// (a tonic interceptor sees metadata and extensions but not the URI), makes
-/// sure the call has an `x-request-id` (the client's, or a new one), runs the
-/// call inside a tracing span carrying that id, and echoes the id in the
-/// response headers.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MethodPathLayer;
-
-impl<S> tower::Layer<S> for MethodPathLayer {
-    type Service = MethodPathService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        MethodPathService { inner }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct MethodPathService<S> {
-    inner: S,
-}
-
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S, B, R> tower::Service<http::Request<B>> for MethodPathService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    R: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        use tracing::Instrument;
-
-        let path = req.uri().path().to_owned();
-        let request_id = request_id_in(req.headers());
-        let header = http::HeaderValue::from_str(&request_id)
-            .ok()
-            .map(|mut value| {
-                // Usually unique to the call, so HPACK should send it as a
-                // never-indexed literal: indexing it would only push reusable
-                // headers out of the table (RFC 7541, 7.1.3).
-                value.set_sensitive(true);
-                value
-            });
-        if let Some(value) = &header {
-            req.headers_mut().insert(REQUEST_ID_HEADER, value.clone());
-        }
-        let span = tracing::info_span!("call", method = %path, request_id = %request_id);
-        req.extensions_mut().insert(MethodPath(path));
-        let started = std::time::Instant::now();
-        let future = {
-            let _entered = span.enter();
-            self.inner.call(req)
-        };
-        Box::pin(
-            async move {
-                let mut response = future.await?;
-                if let Some(value) = header {
-                    response.headers_mut().insert(REQUEST_ID_HEADER, value);
-                }
-                // Errors usually come trailers-only, with grpc-status in the
-                // headers; otherwise the status follows in the trailers.
-                let grpc_status = response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("in-trailers")
-                    .to_owned();
-                tracing::debug!(
-                    grpc_status = %grpc_status,
-                    elapsed_us = started.elapsed().as_micros() as u64,
-                    "call finished"
-                );
-                Ok(response)
-            }
-            .instrument(span),
-        )
-    }
-}
 
 /// Checks the signed metadata of every call against the credential cache,
 /// the rate limit and the nonce store; on success puts a [`Caller`] into
@@ -159,27 +62,13 @@ impl Authenticator {
         request_id: &str,
         now: i64,
     ) -> Result<Caller, Status> {
-        let api_id = header(metadata, API_ID_HEADER)?;
-        if !is_visible_ascii(api_id, MAX_ID_LEN) {
-            return Err(malformed(
-                API_ID_HEADER,
-                "1 to 128 visible ASCII characters",
-            ));
-        }
-        let timestamp_text = header(metadata, TIMESTAMP_HEADER)?;
-        let timestamp = parse_timestamp(timestamp_text)
-            .ok_or_else(|| malformed(TIMESTAMP_HEADER, "Unix seconds in decimal"))?;
-        let nonce = header(metadata, NONCE_HEADER)?;
-        if !is_valid_nonce(nonce) {
-            return Err(malformed(
-                NONCE_HEADER,
-                "16 to 128 characters of [A-Za-z0-9_-]",
-            ));
-        }
-        let signature_hex = header(metadata, SIGNATURE_HEADER)?;
-        if !signature::is_lower_hex_signature(signature_hex) {
-            return Err(malformed(SIGNATURE_HEADER, "64 lowercase hex characters"));
-        }
+        let SignedHeaders {
+            api_id,
+            timestamp_text,
+            timestamp,
+            nonce,
+            signature_hex,
+        } = SignedHeaders::parse(metadata)?;
 
         if now.abs_diff(timestamp) > self.window_secs.unsigned_abs() {
             return Err(Status::unauthenticated(format!(
@@ -291,79 +180,21 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-/// The client's `x-request-id` if it is 1..=128 visible ASCII characters,
-/// else a fresh UUID v4.
-pub fn request_id(metadata: &MetadataMap) -> String {
-    request_id_in(metadata.as_ref())
-}
-
-/// [`request_id`] over plain HTTP headers, as the tower layer sees them.
-fn request_id_in(headers: &http::HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_visible_ascii(v, MAX_ID_LEN))
-        .map_or_else(new_request_id, str::to_owned)
-}
-
-fn header<'a>(metadata: &'a MetadataMap, name: &'static str) -> Result<&'a str, Status> {
-    let value = metadata
-        .get(name)
-        .ok_or_else(|| Status::unauthenticated(format!("missing {name} header")))?;
-    value
-        .to_str()
-        .map_err(|_| Status::unauthenticated(format!("{name} header is not valid ASCII")))
-}
-
-fn malformed(name: &str, expected: &str) -> Status {
-    Status::unauthenticated(format!("{name} header must be {expected}"))
-}
-
-fn is_visible_ascii(s: &str, max_len: usize) -> bool {
-    (1..=max_len).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
-}
-
-fn parse_timestamp(s: &str) -> Option<i64> {
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-fn is_valid_nonce(s: &str) -> bool {
-    NONCE_LEN.contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// A random (version 4) UUID for a call that brought no request id. From a
-/// thread-local generator: request ids need to be unique, not secret, and
-/// the OS generator cost a system call per call.
-fn new_request_id() -> String {
-    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
-        .into_uuid()
-        .to_string()
-}
-
 #[cfg(test)]
 mod tests {
-    use std::future::Ready;
-    use std::pin::pin;
-
     use tonic::Code;
     use tonic::service::Interceptor;
-    use tower::{Layer, Service};
 
     use super::*;
     use crate::auth::cache::CachedCredential;
-    use crate::auth::permissions::Role;
+    use crate::auth::headers::{API_ID_HEADER, SIGNATURE_HEADER};
+    use crate::domain::Role;
 
     const NOW: i64 = 1_700_000_000;
     const WINDOW: i64 = 300;
@@ -629,110 +460,5 @@ mod tests {
         assert_eq!(caller.api_id, "ak_live");
         assert_eq!(&caller.request_id, id);
         assert!(uuid::Uuid::parse_str(id).is_ok(), "generated id {id}");
-    }
-
-    #[test]
-    fn request_id_is_taken_from_metadata_only_when_valid() {
-        let mut md = MetadataMap::new();
-        md.insert(REQUEST_ID_HEADER, "abc-123".parse().unwrap());
-        assert_eq!(request_id(&md), "abc-123");
-        md.insert(REQUEST_ID_HEADER, "has space".parse().unwrap());
-        assert!(uuid::Uuid::parse_str(&request_id(&md)).is_ok());
-        md.insert(REQUEST_ID_HEADER, "x".repeat(129).parse().unwrap());
-        assert!(uuid::Uuid::parse_str(&request_id(&md)).is_ok());
-    }
-
-    /// Records the method path the layer handed on.
-    #[derive(Clone)]
-    struct Recorder;
-
-    impl Service<http::Request<()>> for Recorder {
-        type Response = http::Response<Option<MethodPath>>;
-        type Error = std::convert::Infallible;
-        type Future = Ready<Result<Self::Response, Self::Error>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, req: http::Request<()>) -> Self::Future {
-            std::future::ready(Ok(http::Response::new(
-                req.extensions().get::<MethodPath>().cloned(),
-            )))
-        }
-    }
-
-    #[test]
-    fn method_path_layer_records_the_uri_path() {
-        let mut svc = MethodPathLayer.layer(Recorder);
-        let req = http::Request::builder()
-            .uri("http://localhost:50051/hookplane.v1.TenantService/GetTenant")
-            .body(())
-            .unwrap();
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let fut = pin!(svc.call(req));
-        let Poll::Ready(Ok(response)) = fut.poll(&mut cx) else {
-            panic!("the inner future is ready at once");
-        };
-        assert_eq!(response.body(), &Some(MethodPath(METHOD.into())));
-        // A request without an id gets a generated one, echoed back.
-        let echoed = response
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .unwrap()
-            .to_str()
-            .unwrap();
-        assert!(
-            uuid::Uuid::parse_str(echoed).is_ok(),
-            "generated id {echoed}"
-        );
-    }
-
-    #[test]
-    fn method_path_layer_echoes_the_callers_request_id() {
-        let mut svc = MethodPathLayer.layer(Recorder);
-        let req = http::Request::builder()
-            .uri("http://localhost:50051/hookplane.v1.TenantService/GetTenant")
-            .header(REQUEST_ID_HEADER, "req-001")
-            .body(())
-            .unwrap();
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let fut = pin!(svc.call(req));
-        let Poll::Ready(Ok(response)) = fut.poll(&mut cx) else {
-            panic!("the inner future is ready at once");
-        };
-        assert_eq!(
-            response.headers().get(REQUEST_ID_HEADER).unwrap(),
-            "req-001"
-        );
-    }
-
-    /// Stands in for the generated gRPC services behind the layer.
-    #[derive(Clone)]
-    struct Grpc;
-
-    impl Service<http::Request<tonic::body::Body>> for Grpc {
-        type Response = http::Response<tonic::body::Body>;
-        type Error = std::convert::Infallible;
-        type Future = Ready<Result<Self::Response, Self::Error>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
-            std::future::ready(Ok(http::Response::new(tonic::body::Body::empty())))
-        }
-    }
-
-    #[test]
-    fn method_path_layer_fits_the_tonic_server() {
-        // Building the serve future checks the layered stack against the
-        // server's bounds at compile time; it is never polled.
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let serve = tonic::transport::Server::builder()
-            .layer(MethodPathLayer)
-            .serve(addr, Grpc);
-        drop(serve);
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
 
 use super::Sender;
+use crate::error::chain;
 use crate::model::{Micros, now_micros};
 use crate::repository::{DeliveryOutcome, OutboxItem, Repository};
 
@@ -125,7 +126,7 @@ async fn send_and_record(repo: Arc<dyn Repository>, sender: Arc<Sender>, item: O
     }
     if let Err(e) = repo.finish_delivery(&item, &outcome, now_micros()).await {
         // The lease expires and the row is sent again: at least once.
-        tracing::warn!(error = %e, "cannot record a delivery outcome");
+        tracing::warn!(error = %chain(&e), "cannot record a delivery outcome");
     }
 }
 
@@ -150,7 +151,7 @@ impl Worker {
         let items = match self.repo.due_deliveries(now_micros(), 100, &excluded).await {
             Ok(items) => items,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the outbox");
+                tracing::warn!(error = %chain(&e), "cannot read the outbox");
                 return;
             }
         };
@@ -168,7 +169,7 @@ impl Worker {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim a delivery");
+                    tracing::warn!(error = %chain(&e), "cannot claim a delivery");
                     continue;
                 }
             }

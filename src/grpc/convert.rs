@@ -1,6 +1,6 @@
 //! Conversions between proto messages and model records.
 
-use crate::auth::Role;
+use crate::domain::Role;
 use crate::error::Error;
 use crate::model::{
     Credential, Endpoint, EventType, Micros, Subscription, SubscriptionStatus, Tenant,

@@ -10,7 +10,7 @@
 //!
 //! A connection that failed makes every connection opened before it
 //! suspect: a PostgreSQL restart ends them all, and each would otherwise
-//! fail one more call after PostgreSQL is back. The pool and the held lanes
+//! fail one more call after PostgreSQL is back. The pool and the held connections
 //! drop a connection that [`Availability::outdated`] names instead of
 //! using it. A failure also wakes the probe early (at most
 //! [`PROBE_GAP`] after the previous probe), so an outage that calls run
@@ -165,7 +165,7 @@ impl Gated {
         Gated { db, availability }
     }
 
-    /// The pool itself, for what is not a statement (closing, lanes).
+    /// The pool itself, for what is not a statement (closing, held connections).
     pub(super) fn pool(&self) -> &DatabaseConnection {
         &self.db
     }

@@ -12,7 +12,7 @@
 
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction, Statement};
 
-use super::sea::classify;
+use super::error::classify;
 use super::{RepoError, RepoResult};
 
 /// What a quota counts.

@@ -14,9 +14,9 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Quer
 
 use super::RepoError;
 use super::entities::{credential, endpoint, idempotency, outbox};
-use super::sea::{
-    SeaRepository, classify, credential_aad, endpoint_aad, idempotency_aad, outbox_aad,
-};
+use super::error::classify;
+use super::sea::SeaRepository;
+use super::secrets::{credential_aad, endpoint_aad, idempotency_aad, outbox_aad};
 use crate::crypto::MasterKey;
 
 /// What a rekey did.

@@ -11,9 +11,9 @@ use tokio::sync::watch;
 
 use super::ResolveIndex;
 use super::index::Catalog;
-use crate::auth::CredentialCache;
-use crate::repository::{RepoResult, Repository, Revision};
-use crate::service::cached;
+use crate::auth::{CachedCredential, CredentialCache};
+use crate::error::chain;
+use crate::repository::{RepoResult, Repository, ResourceKind, Revision};
 
 const POLL: Duration = Duration::from_millis(250);
 /// Re-reads while an announced commit is not yet readable: 1, 2, 4, 8 ms.
@@ -94,7 +94,7 @@ impl Follower {
         release_freed_memory();
         let credentials = self.repo.all_credentials().await?;
         self.credentials
-            .replace_all(credentials.iter().map(cached).collect());
+            .replace_all(credentials.iter().map(CachedCredential::from).collect());
         self.index.mark_applied(revision);
         Ok(revision)
     }
@@ -153,23 +153,25 @@ impl Follower {
             let mut credentials = BTreeSet::new();
             let count = changes.len();
             for c in changes {
+                let resource = c.resource();
                 let tenant = c.tenant_id.unwrap_or_default();
-                match c.resource_type.as_str() {
-                    "event_type" => catalog = true,
-                    "credential" => {
+                match resource {
+                    Some(ResourceKind::EventType) => catalog = true,
+                    Some(ResourceKind::Credential) => {
                         credentials.insert(c.resource_key);
                     }
-                    "subscription" => {
+                    Some(ResourceKind::Subscription) => {
                         // The change log read brought each row along, in its
                         // latest state; changes come in revision order, so the
                         // last one kept is the row's latest change.
                         subscriptions
                             .insert((tenant, c.resource_key), (c.revision, c.subscription));
                     }
-                    "endpoint" => {
+                    Some(ResourceKind::Endpoint) => {
                         endpoints.insert((tenant, c.resource_key));
                     }
-                    _ => {
+                    // A kind this build does not know reloads the tenant.
+                    Some(ResourceKind::Tenant) | None => {
                         tenants.insert(tenant);
                     }
                 }
@@ -206,7 +208,7 @@ impl Follower {
             }
             for api_id in &credentials {
                 match self.repo.get_credential(api_id).await? {
-                    Some(c) => self.credentials.upsert(cached(&c)),
+                    Some(c) => self.credentials.upsert(CachedCredential::from(&c)),
                     None => self.credentials.remove(api_id),
                 }
             }
@@ -245,7 +247,7 @@ impl Follower {
             }
             let before = self.index.applied();
             if let Err(e) = self.catch_up().await {
-                tracing::warn!(error = %e, "cannot follow the change log; retrying");
+                tracing::warn!(error = %chain(&e), "cannot follow the change log; retrying");
                 retry = None;
                 due = Instant::now() + POLL;
                 continue;

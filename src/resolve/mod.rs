@@ -4,7 +4,6 @@
 mod follower;
 mod index;
 mod sweeper;
-mod trie;
 
 pub use follower::Follower;
 pub use index::{Catalog, Match, ResolveIndex, Target};

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::model::now_micros;
+use crate::error::chain;
+use crate::model::{IDEMPOTENCY_RETENTION_MICROS, now_micros};
 use crate::repository::Repository;
 
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -37,19 +38,19 @@ pub async fn run_sweeper(
                     changed = n,
                     "expired subscriptions and rotated-out secrets swept"
                 ),
-                Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+                Err(e) => tracing::warn!(error = %chain(&e), "expiry sweep failed"),
             },
             _ = purge.tick() => {
                 let now = now_micros();
                 let retention = i64::try_from(change_retention.as_micros()).unwrap_or(i64::MAX);
                 if let Err(e) = repo
-                    .purge_expired(now, now - crate::service::IDEMPOTENCY_RETENTION_MICROS)
+                    .purge_expired(now, now - IDEMPOTENCY_RETENTION_MICROS)
                     .await
                 {
-                    tracing::warn!(error = %e, "cannot purge expired nonces and request ids");
+                    tracing::warn!(error = %chain(&e), "cannot purge expired nonces and request ids");
                 }
                 if let Err(e) = repo.prune_changes(now.saturating_sub(retention)).await {
-                    tracing::warn!(error = %e, "cannot prune the change log");
+                    tracing::warn!(error = %chain(&e), "cannot prune the change log");
                 }
             }
         }

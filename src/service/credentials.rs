@@ -4,9 +4,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::{Idempotency, Listed, Paging, Services, Written, attach_response, check_text};
-use crate::auth::{Caller, Permission, Role};
+use crate::auth::Caller;
 use crate::crypto::random_bytes;
 use crate::domain::TenantId;
+use crate::domain::{Permission, Role};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{Credential, new_etag, now_micros};
 use crate::repository::CredentialFilter;

@@ -7,11 +7,12 @@ use tokio::sync::mpsc;
 
 use super::Services;
 use super::subscriptions::presented;
-use crate::auth::{Caller, Permission, ScopeError};
+use crate::auth::{Caller, ScopeError};
+use crate::domain::Permission;
 use crate::domain::{EventTypeName, TenantId};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{Endpoint, Subscription, now_micros};
-use crate::repository::Revision;
+use crate::repository::{ChangeKind, ResourceKind, Revision};
 use crate::resolve::Match;
 
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -278,7 +279,7 @@ impl Watcher {
             let mut events = Vec::new();
             let mut revoked = false;
             for c in &changes {
-                if c.resource_type == "credential" && c.resource_key == self.api_id {
+                if c.resource() == Some(ResourceKind::Credential) && c.resource_key == self.api_id {
                     if let Err(e) = ensure_not_revoked(self.repo.as_ref(), &self.api_id).await {
                         revoked = true;
                         events.push(Err(e));
@@ -290,13 +291,13 @@ impl Watcher {
                     continue;
                 }
                 let Some(tenant) = &c.tenant_id else { continue };
-                let resource = match c.resource_type.as_str() {
-                    "subscription" => self
+                let resource = match c.resource() {
+                    Some(ResourceKind::Subscription) => self
                         .repo
                         .get_subscription(tenant, &c.resource_key)
                         .await?
                         .map(|s| WatchResource::Subscription(presented(s, now_micros()))),
-                    "endpoint" => self
+                    Some(ResourceKind::Endpoint) => self
                         .repo
                         .get_endpoint(tenant, &c.resource_key)
                         .await?
@@ -304,7 +305,7 @@ impl Watcher {
                     _ => None,
                 };
                 let Some(resource) = resource else { continue };
-                events.push(Ok(if c.kind == "DELETE" {
+                events.push(Ok(if c.change() == Some(ChangeKind::Delete) {
                     WatchEvent::Delete(c.revision, resource)
                 } else {
                     WatchEvent::Upsert(c.revision, resource)

@@ -2,7 +2,8 @@
 //! only on creation and rotation), soft delete.
 
 use super::{Idempotency, Listed, Paging, Services, Written, attach_response, check_text};
-use crate::auth::{Caller, Permission};
+use crate::auth::Caller;
+use crate::domain::Permission;
 use crate::domain::{CallbackUrl, EndpointId, SigningSecret, TenantId, UrlPolicy};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{Endpoint, PreviousSecret, Tenant, new_etag, now_micros};

@@ -3,8 +3,9 @@
 
 use super::payloads::PayloadCheck;
 use super::{Idempotency, Listed, Paging, Services, Written, attach_response, check_text};
-use crate::auth::{Caller, Permission};
+use crate::auth::Caller;
 use crate::domain::EventTypeName;
+use crate::domain::Permission;
 use crate::error::{Error, FieldExt, Result, echo};
 use crate::model::{EventType, new_etag, now_micros};
 

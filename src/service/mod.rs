@@ -26,16 +26,15 @@ pub use subscriptions::{NewSubscription, SubscriptionChanges, SubscriptionListFi
 pub use tenants::{NewTenant, TenantChanges};
 pub use verification::token_hash;
 
-use crate::auth::{CachedCredential, Caller, CredentialCache, Permission, ScopeError};
+use crate::auth::{CachedCredential, Caller, CredentialCache, ScopeError};
+use crate::domain::Permission;
 use crate::error::{Error, Result};
-use crate::model::{Credential, Micros, Subscription, now_micros};
+use crate::model::{Credential, IDEMPOTENCY_RETENTION_MICROS, Micros, Subscription, now_micros};
 use crate::repository::{
     IdempotencyWrite, PageRequest, Quota, RepoError, Repository, Revision, WriteMeta,
 };
 use crate::resolve::ResolveIndex;
 
-/// How long a request_id is remembered.
-pub const IDEMPOTENCY_RETENTION_MICROS: i64 = 24 * 3600 * 1_000_000;
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
 pub const MAX_PAGE_SIZE: u64 = 1000;
 
@@ -412,7 +411,7 @@ impl Services {
 
     /// Keeps this replica's credential cache current at once after a write.
     fn cache_credential(&self, c: &Credential) {
-        self.credentials.upsert(cached(c));
+        self.credentials.upsert(CachedCredential::from(c));
     }
 
     /// Replaces the credential cache with the stored credentials.
@@ -420,18 +419,8 @@ impl Services {
         let all = self.repo.all_credentials().await?;
         let count = all.len();
         self.credentials
-            .replace_all(all.iter().map(cached).collect());
+            .replace_all(all.iter().map(CachedCredential::from).collect());
         Ok(count)
-    }
-}
-
-pub fn cached(c: &Credential) -> CachedCredential {
-    CachedCredential {
-        api_id: c.api_id.clone(),
-        key: c.secret.as_bytes().to_vec(),
-        tenant_id: c.tenant_id.clone(),
-        role: c.role,
-        revoked: c.revoke_time.is_some(),
     }
 }
 

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use super::{Idempotency, Listed, Paging, Services, Settle, Written, attach_response};
-use crate::auth::{Caller, Permission};
+use crate::auth::Caller;
+use crate::domain::Permission;
 use crate::domain::{EndpointId, EventPattern, SubscriptionId, TenantId, resolve_ttl};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{
@@ -129,7 +130,7 @@ fn ttl_expiry(tenant: &Tenant, ttl_seconds: i64, now: Micros) -> Result<Option<M
 /// the sweeper records it.
 pub fn presented(mut s: Subscription, now: Micros) -> Subscription {
     if let Some(expire) = s.expire_time
-        && expire <= now
+        && hookplane_core::has_expired(expire, now)
         && matches!(
             s.status,
             SubscriptionStatus::Active

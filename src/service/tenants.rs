@@ -1,7 +1,8 @@
 //! Tenants: create, read, list, update (including suspension), delete.
 
 use super::{Idempotency, Listed, Paging, Services, Written, attach_response, check_text};
-use crate::auth::{Caller, Permission};
+use crate::auth::Caller;
+use crate::domain::Permission;
 use crate::domain::{TenantId, validate_tenant_ttls};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{Tenant, TenantSettings, TenantState, new_etag, now_micros};
@@ -193,11 +194,9 @@ impl Services {
     /// The tenant must exist and accept writes.
     pub(crate) async fn writable_tenant(&self, tenant_id: &str) -> Result<Tenant> {
         let tenant = self.live_tenant(tenant_id).await?;
-        if tenant.state == TenantState::Suspended {
-            return Err(Error::FailedPrecondition(format!(
-                "tenant {tenant_id} is suspended; its resources cannot be changed"
-            )));
+        match tenant.state.refuses_writes(tenant_id) {
+            Some(why) => Err(Error::FailedPrecondition(why)),
+            None => Ok(tenant),
         }
-        Ok(tenant)
     }
 }

@@ -6,9 +6,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use super::Services;
-use crate::auth::{Caller, Permission};
+use crate::auth::Caller;
 use crate::crypto::random_bytes;
 use crate::delivery::DeliveryResult;
+use crate::domain::Permission;
 use crate::domain::{EndpointId, SubscriptionId, TenantId};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{Micros, Subscription, now_micros};

@@ -5,10 +5,9 @@
 //! tasks of its streams run on different threads: every answer takes a
 //! cross-thread wake-up, and threads meet on h2's per-connection lock
 //! (off-CPU profiles of ResolveSubscribers showed both sides sleeping on
-//! it). Kept on one thread, a connection's streams never contend. Measured
-//! on two cores, resolves were 10-35 % faster with a lower p99; health
-//! checks 38 % faster on one machine and 12-15 % slower on another (see
-//! BENCHMARKS.md).
+//! it). Kept on one thread, a connection's streams never contend; what that
+//! buys resolve, and costs health checks on some machines, is measured in
+//! BENCHMARKS.md.
 //!
 //! The price: one connection is served by one core. Callers that need more
 //! open several connections; `--grpc-threads 0` serves on the shared

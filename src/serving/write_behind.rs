@@ -5,8 +5,8 @@
 //! h2 can hold only one DATA frame of 256 bytes or more waiting to be
 //! written; before it takes the next frame it flushes. Every
 //! ResolveSubscribers answer is such a frame, so on a plain socket each
-//! answer cost a `writev` of its own (1.2 writes per call under load, 27 %
-//! of a lane's CPU), where small answers share one.
+//! answer cost a `writev` of its own, a large share of a lane's CPU under
+//! load (see BENCHMARKS.md), where small answers share one.
 //!
 //! Here a write only copies into the connection's outbox, and a flush only
 //! hands the outbox to the connection's writer task. The writer is woken

@@ -9,6 +9,7 @@ mod bad_input;
 mod bootstrap;
 mod cli;
 mod concurrency;
+mod create_paths;
 mod credentials;
 mod data_plane;
 mod database;

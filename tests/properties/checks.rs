@@ -9,7 +9,7 @@ use std::sync::Arc;
 use hookplane::auth::cache::{CachedCredential, CredentialCache};
 use hookplane::auth::interceptor::Authenticator;
 use hookplane::auth::nonce::NonceStore;
-use hookplane::auth::permissions::Role;
+use hookplane::domain::Role;
 use hookplane::domain::{CallbackUrl, EventPattern, UrlPolicy, is_forbidden_ip};
 use hookplane::service::page_token::PageTokens;
 use tonic::Code;

@@ -1,0 +1,80 @@
+//! hookplane-bench: seeds a data set, drives signed load against a real
+//! server, and measures it against the machine's own baselines (an
+//! unauthenticated health check, pgbench, a bare SQLite loop).
+//!
+//! ```text
+//! hookplane-bench seed --data-dir /tmp/bench --tenants 10000 --subscriptions 1000000
+//! hookplane-bench run --data-dir /tmp/bench --workloads resolve,get --concurrency 64
+//! hookplane-bench pg-baseline --database-url postgres://... --concurrency 8
+//! hookplane-bench propagation --database-url postgres://...
+//! ```
+
+mod baseline;
+mod client;
+mod dataset;
+mod limits;
+mod report;
+mod run;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+/// The same allocator as the server: the load generator shares the machine
+/// with it, so its own allocation costs come out of the server's share.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(name = "hookplane-bench", about = "Benchmark harness for hookplane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load a synthetic data set straight through the repository.
+    Seed(dataset::SeedArgs),
+    /// Start a server on the data set and drive workloads against it.
+    Run(run::RunArgs),
+    /// Compare creates on PostgreSQL with pgbench running the same statements.
+    PgBaseline(baseline::PgArgs),
+    /// Compare creates on SQLite with a bare loop running the same statements.
+    SqliteBaseline(baseline::SqliteArgs),
+    /// Two servers on one PostgreSQL: how long a write on A takes to resolve on B.
+    Propagation(run::PropagationArgs),
+    /// The same workloads on two servers (A and B flags) in turn: B's
+    /// throughput over A's.
+    Compare(limits::CompareArgs),
+    /// RSS and CPU of the server with no Watch stream, then with N idle ones.
+    WatchIdle(limits::WatchIdleArgs),
+    /// ValidateEventPayload with a large payload that violates its schema.
+    ValidatePayload(limits::ValidateArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    // As the server does, so the SQLite baselines run under the same
+    // settings as the server they are compared with.
+    // SAFETY: before any thread opens a database (the runtime's worker
+    // threads have run nothing yet).
+    unsafe { hookplane::repository::sqlite_memory_statistics_off() };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match Cli::parse().command {
+        Command::Seed(args) => dataset::seed(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::PgBaseline(args) => baseline::pg(args).await,
+        Command::SqliteBaseline(args) => baseline::sqlite(args).await,
+        Command::Propagation(args) => run::propagation(args).await,
+        Command::Compare(args) => limits::compare(args).await,
+        Command::WatchIdle(args) => limits::watch_idle(args).await,
+        Command::ValidatePayload(args) => limits::validate_payload(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookplane-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
