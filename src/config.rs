@@ -78,8 +78,7 @@ impl DatabaseArgs {
     }
 
     pub fn is_postgres(&self) -> bool {
-        let url = self.database_url();
-        url.starts_with("postgres://") || url.starts_with("postgresql://")
+        crate::repository::is_postgres_url(&self.database_url())
     }
 }
 
@@ -181,6 +180,12 @@ pub struct ServeArgs {
     /// Open WatchSubscriptions streams on this replica, at most.
     #[arg(long, env = "HOOKPLANE_MAX_WATCH_STREAMS", default_value_t = 10_000)]
     pub max_watch_streams: usize,
+
+    /// Recent changes this replica keeps in memory for its Watch streams.
+    /// A stream further behind (resuming from an older revision, or too
+    /// slow a reader) reads the change log itself until it catches up.
+    #[arg(long, env = "HOOKPLANE_WATCH_FEED_EVENTS", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub watch_feed_events: u64,
 
     /// Open WatchSubscriptions streams of one credential on this replica,
     /// at most.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use hookplane::repository::baseline_sql;
 
 use crate::report::median;
 use crate::run::{RunArgs, run_collect};
@@ -14,7 +15,8 @@ use crate::run::{RunArgs, run_collect};
 /// The statements one CreateSubscription issues on PostgreSQL, in order,
 /// as pgbench script. Nothing is read before the write: the catalog and the
 /// tenant (TTL, verification and URL policy) come from the replica's memory.
-/// The write, one statement (see `src/repository/one_statement.rs`):
+/// The write, one statement (see `src/repository/fast_create/one_statement.rs`;
+/// the parent rule and the revision come from the server's own builders):
 /// share-lock tenant and endpoint and check both are live and the tenant
 /// still at the etag the create was built from (here a check on the same
 /// column, as pgbench cannot know each tenant's etag), record the request
@@ -28,10 +30,17 @@ use crate::run::{RunArgs, run_collect};
 /// in that time); the pruning mark, which the follower reads at most once a
 /// second; and the NOTIFY to other replicas, which the server sends once
 /// per burst of commits on a connection of its own, outside the write.
-const PG_CREATE_SCRIPT: &str = r#"\set t random(0, :tenants - 1)
+fn pg_create_script() -> String {
+    let parents = baseline_sql::parents("'bt' || lpad(:t::text, 5, '0')", "'e0'");
+    let revision = baseline_sql::pg_revision();
+    let shift = baseline_sql::PG_REVISION_SHIFT;
+    format!(
+        r#"\set t random(0, :tenants - 1)
 \set n random(1, 2000000000)
-WITH parents AS (SELECT 1 FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id WHERE t.tenant_id = 'bt' || lpad(:t::text, 5, '0') AND e.endpoint_id = 'e0' AND t.state = 'ACTIVE' AND t.etag <> '' AND t.delete_time IS NULL AND e.delete_time IS NULL FOR SHARE), written AS (INSERT INTO request_nonces (api_id, nonce, expire_time) SELECT 'pgbench', md5(:n::text || clock_timestamp()::text), 0 FROM parents RETURNING CASE WHEN pg_current_xact_id()::text::bigint < 8796093022208 THEN pg_current_xact_id()::text::bigint << 20 END AS revision), inserted AS (INSERT INTO subscriptions (tenant_id, subscription_id, endpoint_id, name, event_types, status, expire_time, create_time, update_time, etag) SELECT 'bt' || lpad(:t::text, 5, '0'), 'pgb' || (revision >> 20), 'e0', 'pgb-' || (revision >> 20), '["d0.e0.a0"]', 'ACTIVE', NULL, 0, 0, 'x' FROM written RETURNING 1), changed AS (INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) SELECT revision, 'bt' || lpad(:t::text, 5, '0'), 'subscription', 'pgb' || (revision >> 20), 'UPSERT', 0 FROM written, inserted RETURNING revision) SELECT revision FROM changed;
-"#;
+WITH parents AS (SELECT 1 FROM {parents} FOR SHARE), written AS (INSERT INTO request_nonces (api_id, nonce, expire_time) SELECT 'pgbench', md5(:n::text || clock_timestamp()::text), 0 FROM parents RETURNING {revision} AS revision), inserted AS (INSERT INTO subscriptions (tenant_id, subscription_id, endpoint_id, name, event_types, status, expire_time, create_time, update_time, etag) SELECT 'bt' || lpad(:t::text, 5, '0'), 'pgb' || (revision >> {shift}), 'e0', 'pgb-' || (revision >> {shift}), '["d0.e0.a0"]', 'ACTIVE', NULL, 0, 0, 'x' FROM written RETURNING 1), changed AS (INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) SELECT revision, 'bt' || lpad(:t::text, 5, '0'), 'subscription', 'pgb' || (revision >> {shift}), 'UPSERT', 0 FROM written, inserted RETURNING revision) SELECT revision FROM changed;
+"#
+    )
+}
 
 const PG_INSERT_SCRIPT: &str = r#"\set n random(1, 2000000000)
 INSERT INTO bench_single_insert (tenant_id, subscription_id, endpoint_id, name, event_types, status, expire_time, create_time, update_time, etag) VALUES ('bt00000', md5(:n::text || clock_timestamp()::text), 'e0', NULL, '["d0.e0.a0"]', 'ACTIVE', NULL, 0, 0, 'x');
@@ -110,7 +119,7 @@ pub async fn pg(args: PgArgs) -> anyhow::Result<()> {
         let same = pgbench(
             &args.pgbench,
             &url,
-            PG_CREATE_SCRIPT,
+            &pg_create_script(),
             tenants,
             clients,
             seconds,
@@ -260,6 +269,17 @@ async fn sqlite_loop(
         )
         .await?;
     }
+    let parents = baseline_sql::parents("$1", "'e0'");
+    let sqlite_create_text = format!(
+        "SAVEPOINT create_batch; \
+         INSERT INTO request_nonces SELECT 'sqlite-bench', $2, 0 WHERE $2 IS NOT NULL AND EXISTS ( \
+         SELECT 1 FROM {parents}); \
+         INSERT INTO subscriptions SELECT $1, $2, 'e0', $2, '[\"d0.e0.a0\"]', 'ACTIVE', NULL, 0, 0, 'x' \
+         WHERE EXISTS (SELECT 1 FROM {parents}); \
+         INSERT INTO changes SELECT $3, $1, 'subscription', $2, 'UPSERT', 0 WHERE changes() = 1 \
+         RETURNING revision; \
+         RELEASE create_batch"
+    );
     let started = Instant::now();
     let mut n: u64 = 0;
     let mut rng = crate::dataset::Rng::new(99);
@@ -289,25 +309,14 @@ async fn sqlite_loop(
         // nonce and the subscription each under the parent check (with the
         // tenant's etag), the change row only if the subscription was
         // written, the release; one call to the connection's thread.
-        let written = sea_orm::sqlx::query(
-            "SAVEPOINT create_batch; \
-             INSERT INTO request_nonces SELECT 'sqlite-bench', $2, 0 WHERE $2 IS NOT NULL AND EXISTS ( \
-             SELECT 1 FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id \
-             WHERE t.tenant_id = $1 AND e.endpoint_id = 'e0' AND t.state = 'ACTIVE' AND t.etag <> '' \
-             AND t.delete_time IS NULL AND e.delete_time IS NULL); \
-             INSERT INTO subscriptions SELECT $1, $2, 'e0', $2, '[\"d0.e0.a0\"]', 'ACTIVE', NULL, 0, 0, 'x' \
-             WHERE EXISTS (SELECT 1 FROM tenants t JOIN endpoints e ON e.tenant_id = t.tenant_id \
-             WHERE t.tenant_id = $1 AND e.endpoint_id = 'e0' AND t.state = 'ACTIVE' AND t.etag <> '' \
-             AND t.delete_time IS NULL AND e.delete_time IS NULL); \
-             INSERT INTO changes SELECT $3, $1, 'subscription', $2, 'UPSERT', 0 WHERE changes() = 1 \
-             RETURNING revision; \
-             RELEASE create_batch",
-        )
-        .bind(&t)
-        .bind(&id)
-        .bind(rev)
-        .fetch_all(&mut conn)
-        .await?;
+        // Built from constants and the server's own SQL builders: no input.
+        let written =
+            sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sqlite_create_text.clone()))
+                .bind(&t)
+                .bind(&id)
+                .bind(rev)
+                .fetch_all(&mut conn)
+                .await?;
         anyhow::ensure!(
             written.len() == 1,
             "the bare loop's create for {t} wrote nothing"

@@ -24,21 +24,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sea_orm::sqlx;
-use sea_orm::sqlx::Connection as _;
-use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
     QueryResult, RuntimeErr, Statement, TransactionOptions, TransactionTrait,
 };
 use tokio::sync::{Notify, watch};
 
+use super::error::{broken_connection, lost_connection};
+use super::postgres::Probe;
+
 /// How often the probe asks the database when nothing went wrong.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// The least time between two probes, however many failures wake it.
 const PROBE_GAP: Duration = Duration::from_millis(200);
-/// A probe not answered within this counts as the database being down.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(super) struct Availability {
     up: watch::Sender<bool>,
@@ -65,7 +63,7 @@ impl Availability {
 
     /// Records that a connection failed: connections opened until now are
     /// not used again, and the probe looks soon.
-    pub(super) fn connection_failed(&self) {
+    pub(in crate::repository) fn connection_failed(&self) {
         let since = self.epoch.elapsed().as_nanos().max(1);
         self.failed
             .fetch_max(u64::try_from(since).unwrap_or(u64::MAX), Ordering::SeqCst);
@@ -209,51 +207,6 @@ impl ConnectionTrait for Gated {
     }
 }
 
-/// How the probe asks PostgreSQL: a connection of its own, opened again
-/// when it fails, since a server that refuses connections is down even
-/// while older ones linger.
-pub(super) struct Probe {
-    url: String,
-    conn: Option<PgConnection>,
-}
-
-impl Probe {
-    pub(super) fn new(url: String) -> Self {
-        Probe { url, conn: None }
-    }
-
-    /// Whether the database answers. A connection found broken on the way
-    /// is reported to `availability`: the others are as old as it.
-    async fn check(&mut self, availability: &Availability) -> bool {
-        if let Some(c) = self.conn.as_mut() {
-            if ping(c).await {
-                return true;
-            }
-            availability.connection_failed();
-        }
-        // The held connection died (a restart ends it even when the server
-        // is back at once): only a fresh one tells.
-        self.conn = None;
-        let fresh = tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect(&self.url)).await;
-        let Ok(Ok(mut fresh)) = fresh else {
-            // Whatever was open before the outage is not used after it.
-            availability.connection_failed();
-            return false;
-        };
-        let up = ping(&mut fresh).await;
-        if up {
-            self.conn = Some(fresh);
-        }
-        up
-    }
-}
-
-async fn ping(conn: &mut PgConnection) -> bool {
-    tokio::time::timeout(PROBE_TIMEOUT, conn.ping())
-        .await
-        .is_ok_and(|r| r.is_ok())
-}
-
 /// The error of a call refused because the database is down.
 fn unreachable() -> DbErr {
     DbErr::Conn(RuntimeErr::Internal(
@@ -261,114 +214,9 @@ fn unreachable() -> DbErr {
     ))
 }
 
-/// Whether `e` means the database could not be reached: the connection
-/// broke (see [`broken_connection`]) or none could be had. Such failures
-/// are UNAVAILABLE, never INTERNAL.
-pub(super) fn lost_connection(e: &DbErr) -> bool {
-    match e {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(RuntimeErr::Internal(_)) => true,
-        _ => sqlx_error(e).is_some_and(|e| {
-            sqlx_broken_connection(e)
-                || matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
-                || sqlstate(e).is_some_and(|code| code == "53300" || code == "57P03")
-        }),
-    }
-}
-
-/// Whether the connection `e` came from cannot be used again.
-pub(super) fn broken_connection(e: &DbErr) -> bool {
-    sqlx_error(e).is_some_and(sqlx_broken_connection)
-}
-
-/// [`broken_connection`] for a sqlx error: the socket failed, or
-/// PostgreSQL ended the session: connection exceptions (class 08),
-/// administrator or crash shutdown (57P01, 57P02, what every restart
-/// sends), the database dropped (57P04), an idle session timed out (57P05).
-pub(super) fn sqlx_broken_connection(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
-        _ => sqlstate(e).is_some_and(|code| {
-            code.starts_with("08") || ["57P01", "57P02", "57P04", "57P05"].contains(&code.as_ref())
-        }),
-    }
-}
-
-fn sqlx_error(e: &DbErr) -> Option<&sqlx::Error> {
-    match e {
-        DbErr::Conn(RuntimeErr::SqlxError(e))
-        | DbErr::Exec(RuntimeErr::SqlxError(e))
-        | DbErr::Query(RuntimeErr::SqlxError(e)) => Some(e),
-        _ => None,
-    }
-}
-
-fn sqlstate(e: &sqlx::Error) -> Option<std::borrow::Cow<'_, str>> {
-    e.as_database_error().and_then(|d| d.code())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn database_error(code: &str) -> DbErr {
-        #[derive(Debug)]
-        struct Coded(String);
-        impl std::fmt::Display for Coded {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "error {}", self.0)
-            }
-        }
-        impl std::error::Error for Coded {}
-        impl sqlx::error::DatabaseError for Coded {
-            fn message(&self) -> &str {
-                "coded"
-            }
-            fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
-                Some(self.0.as_str().into())
-            }
-            fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-                self
-            }
-            fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-                self
-            }
-            fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-                self
-            }
-            fn kind(&self) -> sqlx::error::ErrorKind {
-                sqlx::error::ErrorKind::Other
-            }
-        }
-        DbErr::Query(RuntimeErr::SqlxError(Arc::new(sqlx::Error::Database(
-            Box::new(Coded(code.to_owned())),
-        ))))
-    }
-
-    #[test]
-    fn shutdowns_and_connection_exceptions_are_lost_connections() {
-        for code in ["57P01", "57P02", "08006", "08003", "08P01"] {
-            assert!(lost_connection(&database_error(code)), "{code}");
-            assert!(broken_connection(&database_error(code)), "{code}");
-        }
-        // Refusals at connect time: unavailable, but no connection broke.
-        for code in ["57P03", "53300"] {
-            assert!(lost_connection(&database_error(code)), "{code}");
-            assert!(!broken_connection(&database_error(code)), "{code}");
-        }
-        for code in ["23505", "40001", "22021", "42P01"] {
-            assert!(!lost_connection(&database_error(code)), "{code}");
-            assert!(!broken_connection(&database_error(code)), "{code}");
-        }
-        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
-        let io = DbErr::Query(RuntimeErr::SqlxError(Arc::new(sqlx::Error::Io(io))));
-        assert!(lost_connection(&io) && broken_connection(&io));
-        let timed_out = DbErr::Conn(RuntimeErr::SqlxError(Arc::new(sqlx::Error::PoolTimedOut)));
-        assert!(lost_connection(&timed_out) && !broken_connection(&timed_out));
-        assert!(!lost_connection(&DbErr::Custom("no".into())));
-    }
 
     #[tokio::test]
     async fn a_failure_outdates_connections_opened_before_it() {

@@ -127,6 +127,8 @@ mod tests {
             resource_key: "orders.created".into(),
             kind: "DELETE".into(),
             subscription: None,
+            endpoint: None,
+            credential_live: None,
         };
         assert_eq!(record.resource(), Some(ResourceKind::EventType));
         assert_eq!(record.change(), Some(ChangeKind::Delete));

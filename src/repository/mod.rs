@@ -1,16 +1,9 @@
 //! Storage. The service layer talks to the [`Repository`] trait only (one
 //! trait per resource, combined); its one implementation, [`SeaRepository`],
 //! runs on SQLite and PostgreSQL, and stores each resource in a file of
-//! `resources/`. The records and [`RepoError`] live here, the traits in
-//! `stores.rs`.
-//!
-//! Every write runs in one transaction that (1) takes the next change-log
-//! revision first, which serialises writers in commit order, (2) records the
-//! caller's request nonce so a replayed write fails on every replica, (3)
-//! re-checks parents, (4) writes, (5) appends the change-log rows and (6)
-//! stores the idempotent response, then commits. On PostgreSQL,
-//! CreateSubscription does all of that in one statement (see
-//! `one_statement`), falling back to the transaction to name an error.
+//! `resources/`. The records live here, [`RepoError`] in `error.rs`, the
+//! traits in `stores.rs`. The steps every write takes, and the fast paths
+//! of CreateSubscription, are in docs/ARCHITECTURE.md ("How a write flows").
 
 mod availability;
 mod change;
@@ -35,45 +28,43 @@ mod write;
 use crate::model::{Endpoint, Micros, Subscription, SubscriptionStatus, Tenant};
 
 pub use change::{ChangeKind, ResourceKind};
+
+/// The SQL pieces the benchmark harness's database-only baselines replay,
+/// taken from where the server builds them, so a baseline cannot drift
+/// from the statements it stands for.
+pub mod baseline_sql {
+    use super::fast_create::parent;
+    use super::revision;
+
+    /// A PostgreSQL revision's position bits.
+    pub const PG_REVISION_SHIFT: u32 = revision::PG_REVISION_SHIFT;
+
+    /// The current PostgreSQL transaction's first revision.
+    pub fn pg_revision() -> &'static str {
+        revision::pg_base_sql()
+    }
+
+    /// `FROM ... WHERE` of the parent rule, for a tenant and endpoint given
+    /// as SQL expressions (the tenant's etag compared with itself: a
+    /// baseline cannot know each tenant's etag).
+    pub fn parents(tenant_id: &str, endpoint_id: &str) -> String {
+        let condition = parent::condition(&parent::Keys {
+            tenant_id,
+            endpoint_id,
+            tenant_etag: "t.etag",
+        });
+        format!("{} WHERE {condition}", parent::FROM)
+    }
+}
+pub use error::{RepoError, RepoResult};
 pub use quota::{Quota, Quotas};
 pub use rekey::{RekeyError, RekeyReport};
-pub use sea::{DatabaseSettings, SeaRepository};
+pub use sea::{DatabaseSettings, SeaRepository, is_postgres_url};
 pub use sqlite::sqlite_memory_statistics_off;
 pub use stores::{
     ChangeLogStore, CredentialStore, EndpointStore, EventTypeStore, Maintenance, OutboxStore,
     Repository, RequestStore, SnapshotStore, SubscriptionStore, TenantStore, VerificationStore,
 };
-
-#[derive(Debug, thiserror::Error)]
-pub enum RepoError {
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    #[error("{0} already exists")]
-    AlreadyExists(&'static str),
-    #[error("the resource changed since it was read")]
-    Stale,
-    /// A write started from a tenant whose etag is no longer current.
-    #[error("the tenant changed since it was read")]
-    TenantChanged,
-    #[error("{0}")]
-    Precondition(String),
-    #[error("the request nonce was already used for a write")]
-    Replay,
-    #[error("the request id was recorded by a concurrent call")]
-    IdempotencyRace,
-    /// The tenant already holds `.1`, the most `.0` allows.
-    #[error("the tenant's quota of {1} is used up")]
-    QuotaExceeded(Quota, i64),
-    #[error("database unavailable")]
-    Unavailable(#[source] crate::error::BoxError),
-    /// The database's disk (or file system) is full: nothing was written.
-    #[error("the database's disk is full")]
-    StorageFull(#[source] crate::error::BoxError),
-    #[error("database error")]
-    Internal(#[source] crate::error::BoxError),
-}
-
-pub type RepoResult<T> = Result<T, RepoError>;
 
 /// Who writes, and what the write must record besides the resource.
 #[derive(Debug, Clone)]
@@ -146,9 +137,15 @@ pub struct ChangeRecord {
     pub resource_key: String,
     /// UPSERT or DELETE.
     pub kind: String,
-    /// For a subscription change, the subscription's row as of the read
-    /// (None if it is gone); None for other resources.
+    /// For a subscription change, the subscription as of the read (None
+    /// if it is gone); None for other resources.
     pub subscription: Option<Subscription>,
+    /// For an endpoint change, the endpoint as of the read (None if it is
+    /// gone); None for other resources.
+    pub endpoint: Option<Endpoint>,
+    /// For a credential change, whether the credential exists unrevoked
+    /// as of the read; None for other resources.
+    pub credential_live: Option<bool>,
 }
 
 /// What the resolve index and Watch need of one tenant, or of all.

@@ -67,6 +67,24 @@ fn params(backend: DatabaseBackend) -> [&'static str; 3] {
     }
 }
 
+/// The statement that takes one of `quota` from the tenant bound at
+/// `tenant` while its count is below the limit bound at `limit`, and
+/// `condition` holds (empty: always). Every path that takes one uses it.
+pub(super) fn take_one_sql(quota: Quota, tenant: &str, limit: &str, condition: &str) -> String {
+    let column = quota.column();
+    format!(
+        "UPDATE tenant_usage SET {column} = {column} + 1 \
+         WHERE tenant_id = {tenant} AND {column} < {limit}{condition}"
+    )
+}
+
+/// The condition that the tenant bound at `tenant` has room for one more
+/// of `quota` under the limit bound at `limit`.
+pub(super) fn has_room_sql(quota: Quota, tenant: &str, limit: &str) -> String {
+    let column = quota.column();
+    format!("(SELECT {column} FROM tenant_usage WHERE tenant_id = {tenant}) < {limit}")
+}
+
 /// Takes one of `quota` for `tenant_id`, or fails with `QuotaExceeded`.
 pub(super) async fn take(
     txn: &DatabaseTransaction,
@@ -97,14 +115,10 @@ async fn try_take(
 ) -> RepoResult<bool> {
     let backend = txn.get_database_backend();
     let [tenant, limit, _] = params(backend);
-    let column = quota.column();
     let result = txn
         .execute_raw(Statement::from_sql_and_values(
             backend,
-            format!(
-                "UPDATE tenant_usage SET {column} = {column} + 1 \
-                 WHERE tenant_id = {tenant} AND {column} < {limit}"
-            ),
+            take_one_sql(quota, tenant, limit, ""),
             [tenant_id.to_owned().into(), quotas.limit(quota).into()],
         ))
         .await

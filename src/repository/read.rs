@@ -5,7 +5,7 @@ use sea_orm::{ConnectionTrait, EntityTrait, Select, Statement};
 
 use super::error::classify;
 use super::query::{by_key, model_of};
-use super::sea::SeaRepository;
+use super::sea::{Engine, SeaRepository};
 use super::{RepoError, RepoResult};
 
 impl SeaRepository {
@@ -16,18 +16,21 @@ impl SeaRepository {
         E: EntityTrait,
         E::ActiveModel: sea_orm::TryIntoModel<E::Model>,
     {
-        match &self.inline {
-            Some(_) if *self.closed.borrow() => {
-                Err(RepoError::Unavailable("the repository is closed".into()))
+        if *self.closed.borrow() {
+            return Err(RepoError::Unavailable("the repository is closed".into()));
+        }
+        match &self.engine {
+            Engine::Sqlite {
+                inline: Some(inline),
+                ..
+            } => inline.one(select),
+            Engine::Postgres {
+                held: Some(held), ..
+            } => {
+                let statement = sea_orm::QueryTrait::build(&select, self.backend());
+                model_of::<E>(held.query_one(statement).await.map_err(classify)?)
             }
-            Some(inline) => inline.one(select),
-            None => match &self.held {
-                Some(held) => {
-                    let statement = sea_orm::QueryTrait::build(&select, self.backend);
-                    model_of::<E>(held.query_one(statement).await.map_err(classify)?)
-                }
-                None => by_key(&self.reader, select).await,
-            },
+            _ => by_key(&self.reader, select).await,
         }
     }
 
@@ -38,7 +41,7 @@ impl SeaRepository {
         &self,
         statement: Statement,
     ) -> RepoResult<Vec<sea_orm::QueryResult>> {
-        match &self.held {
+        match self.engine.held() {
             Some(held) => held.query_all(statement).await,
             None => self.reader.query_all_raw(statement).await,
         }

@@ -16,7 +16,9 @@ use super::RepoError;
 use super::entities::{credential, endpoint, idempotency, outbox};
 use super::error::classify;
 use super::sea::SeaRepository;
-use super::secrets::{credential_aad, endpoint_aad, idempotency_aad, outbox_aad};
+use super::secrets::{
+    credential_aad, endpoint_aad, endpoint_previous_aad, idempotency_aad, outbox_aad,
+};
 use crate::crypto::MasterKey;
 
 /// What a rekey did.
@@ -161,7 +163,7 @@ impl SeaRepository {
                     && let Some(blob) = self.reseal(
                         new,
                         previous,
-                        &format!("{aad}:previous"),
+                        &endpoint_previous_aad(&row.tenant_id, &row.endpoint_id),
                         || row_name("rotated-out"),
                         report,
                     )?

@@ -3,7 +3,7 @@
 use super::entities::{confirmation_token, credential, endpoint, event_type, subscription, tenant};
 use super::error::internal;
 use super::sea::SeaRepository;
-use super::secrets::{credential_aad, endpoint_aad};
+use super::secrets::{credential_aad, endpoint_aad, endpoint_previous_aad};
 use super::{RepoError, RepoResult, TokenState};
 use crate::domain::Role;
 use crate::model::{
@@ -33,7 +33,10 @@ impl SeaRepository {
         let secret = self.open(&row.secret_enc, &aad)?;
         let previous_secret = match (&row.previous_secret_enc, row.previous_secret_expire_time) {
             (Some(blob), Some(expire_time)) => Some(PreviousSecret {
-                secret: self.open(blob, &format!("{aad}:previous"))?,
+                secret: self.open(
+                    blob,
+                    &endpoint_previous_aad(&row.tenant_id, &row.endpoint_id),
+                )?,
                 expire_time,
             }),
             _ => None,
@@ -62,10 +65,12 @@ impl SeaRepository {
             description: e.description.clone(),
             enabled: e.enabled,
             secret_enc: self.seal(&e.secret, &aad),
-            previous_secret_enc: e
-                .previous_secret
-                .as_ref()
-                .map(|p| self.seal(&p.secret, &format!("{aad}:previous"))),
+            previous_secret_enc: e.previous_secret.as_ref().map(|p| {
+                self.seal(
+                    &p.secret,
+                    &endpoint_previous_aad(&e.tenant_id, &e.endpoint_id),
+                )
+            }),
             previous_secret_expire_time: e.previous_secret.as_ref().map(|p| p.expire_time),
             create_time: e.create_time,
             update_time: e.update_time,

@@ -13,18 +13,17 @@ use tokio::sync::watch;
 
 use super::ChangeLogStore;
 use super::Revision;
-use super::availability::{Availability, Gated, Probe};
+use super::availability::{Availability, Gated};
 use super::fast_create::create_batch::{CreateBatches, Writer as BatchWriter};
 use super::postgres::HeldConnections;
+use super::postgres::Probe;
 use super::postgres::{self, listen_for_changes, notify_replicas};
 use super::quota::Quotas;
 use super::sqlite::group_commit::GroupCommit;
 use super::sqlite::inline_read::InlineReader;
-use super::sqlite::{checkpoint_wal, open_inline_reader, sqlite_options};
+use super::sqlite::{self, checkpoint_wal};
 use super::write::announce;
 use crate::crypto::Keyring;
-
-// Sibling modules name these as `sea::...`.
 
 /// Arbitrary constants naming hookplane's PostgreSQL advisory locks.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_0001;
@@ -44,26 +43,65 @@ pub struct SeaRepository {
     pub(super) reader: Gated,
     /// Whether the database answers (see `availability`).
     pub(super) availability: Arc<Availability>,
-    pub(super) backend: DatabaseBackend,
+    /// What only this database has.
+    pub(super) engine: Engine,
     pub(super) key: Keyring,
     pub(super) revisions: watch::Sender<Revision>,
     /// Counts this process's commits that queued outbox rows, so its
     /// delivery worker wakes for them and not for every other commit.
     pub(super) outbox: watch::Sender<u64>,
     pub(super) closed: watch::Sender<bool>,
-    /// SQLite only: concurrent writes share one commit.
-    pub(super) group: Option<Arc<GroupCommit>>,
-    /// SQLite file databases only: single-row reads on the caller's thread.
-    pub(super) inline: Option<InlineReader>,
-    /// PostgreSQL only: this process's commits, which `notify_replicas`
-    /// announces to the other replicas.
-    pub(super) committed: Option<watch::Sender<Revision>>,
-    /// PostgreSQL only: connections held for single statements.
-    pub(super) held: Option<Arc<HeldConnections>>,
-    /// Plain creates, written several to a statement.
+    /// Plain creates, written several to a statement (see `fast_create`).
     pub(super) batches: Option<CreateBatches>,
     /// Per-tenant limits every create checks in its write.
     pub(super) quotas: Quotas,
+}
+
+/// The parts of the repository that one database has and the other lacks.
+pub(super) enum Engine {
+    Sqlite {
+        /// Concurrent writes share one commit.
+        group: Arc<GroupCommit>,
+        /// File databases only: single-row reads on the caller's thread.
+        inline: Option<InlineReader>,
+    },
+    Postgres {
+        /// This process's commits, which `notify_replicas` announces to
+        /// the other replicas.
+        committed: watch::Sender<Revision>,
+        /// Connections held for single statements; none from a pool of
+        /// one, since transactions need connections not held out of it.
+        held: Option<Arc<HeldConnections>>,
+    },
+}
+
+impl Engine {
+    pub(super) fn backend(&self) -> DatabaseBackend {
+        match self {
+            Engine::Sqlite { .. } => DatabaseBackend::Sqlite,
+            Engine::Postgres { .. } => DatabaseBackend::Postgres,
+        }
+    }
+
+    /// Held PostgreSQL connections, if there are any.
+    pub(super) fn held(&self) -> Option<&Arc<HeldConnections>> {
+        match self {
+            Engine::Postgres { held, .. } => held.as_ref(),
+            Engine::Sqlite { .. } => None,
+        }
+    }
+
+    /// Where plain creates are batched: the group commit on SQLite, held
+    /// connections on PostgreSQL (none without them).
+    fn batch_writer(&self, writer: &DatabaseConnection) -> Option<BatchWriter> {
+        match self {
+            Engine::Sqlite { group, .. } => Some(BatchWriter::Sqlite {
+                group: group.clone(),
+                connection: writer.clone(),
+            }),
+            Engine::Postgres { held, .. } => held.clone().map(BatchWriter::Postgres),
+        }
+    }
 }
 
 /// A pooled connection idle this long is pinged before use (one that was
@@ -74,110 +112,89 @@ pub(super) const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 impl SeaRepository {
     /// Connects, applies migrations and returns the repository.
     pub async fn connect(settings: &DatabaseSettings, key: Keyring) -> Result<Self, DbErr> {
-        let backend = if settings.url.starts_with("sqlite:") {
-            DatabaseBackend::Sqlite
-        } else if settings.url.starts_with("postgres://")
-            || settings.url.starts_with("postgresql://")
-        {
-            DatabaseBackend::Postgres
+        let availability = Availability::new();
+        let (writer, reader, engine) = if settings.url.starts_with("sqlite:") {
+            let (writer, reader, inline) = sqlite::open(settings).await?;
+            let group = GroupCommit::new();
+            (writer, reader, Engine::Sqlite { group, inline })
+        } else if is_postgres_url(&settings.url) {
+            let pool = Database::connect(postgres::pool_options(settings, &availability)).await?;
+            migrate(&pool, DatabaseBackend::Postgres).await?;
+            let held = (settings.max_connections >= 2).then(|| {
+                Arc::new(HeldConnections::new(
+                    &pool,
+                    settings.max_connections as usize / 2,
+                    availability.clone(),
+                ))
+            });
+            let committed = watch::channel(0).0;
+            (pool.clone(), pool, Engine::Postgres { committed, held })
         } else {
             return Err(DbErr::Custom(
                 "database url must start with sqlite: or postgres://".into(),
             ));
         };
-        let availability = Availability::new();
-        let (writer, reader, inline) = match backend {
-            DatabaseBackend::Sqlite => {
-                let writer = Database::connect(sqlite_options(settings, 1)).await?;
-                // Migrate before readers open, so they see the final schema.
-                migrate(&writer, backend).await?;
-                let reader =
-                    Database::connect(sqlite_options(settings, settings.max_connections)).await?;
-                let inline = open_inline_reader(&reader)?;
-                (writer, reader, inline)
-            }
-            _ => {
-                let pool =
-                    Database::connect(postgres::pool_options(settings, &availability)).await?;
-                migrate(&pool, backend).await?;
-                (pool.clone(), pool, None)
-            }
-        };
-        // Half the pool, and none from a pool of one: transactions need
-        // connections not held out of the pool.
-        let held =
-            (backend == DatabaseBackend::Postgres && settings.max_connections >= 2).then(|| {
-                Arc::new(HeldConnections::new(
-                    &writer,
-                    settings.max_connections as usize / 2,
-                    availability.clone(),
-                ))
-            });
         let closed = watch::channel(false).0;
-        let group = (backend == DatabaseBackend::Sqlite).then(GroupCommit::new);
-        let batch_writer = match (&held, &group) {
-            (Some(held), _) => Some(BatchWriter::Postgres(held.clone())),
-            (None, Some(group)) => Some(BatchWriter::Sqlite {
-                group: group.clone(),
-                connection: writer.clone(),
-            }),
-            (None, None) => None,
-        };
-        let batches = batch_writer.map(|target| CreateBatches::start(target, closed.subscribe()));
+        let batches = engine
+            .batch_writer(&writer)
+            .map(|target| CreateBatches::start(target, closed.subscribe()));
         let repo = SeaRepository {
             writer: Gated::new(writer, availability.clone()),
             reader: Gated::new(reader, availability.clone()),
             availability,
-            backend,
+            engine,
             key,
             revisions: watch::channel(0).0,
             outbox: watch::channel(0).0,
             closed,
-            group,
-            inline,
-            committed: (backend == DatabaseBackend::Postgres).then(|| watch::channel(0).0),
-            held,
             batches,
             quotas: Quotas::UNLIMITED,
         };
-        if let Some(group) = &repo.group {
-            let revisions = repo.revisions.clone();
-            tokio::spawn(group.clone().run(
-                move |revision| announce(&revisions, revision),
-                repo.closed.subscribe(),
-            ));
-            tokio::spawn(checkpoint_wal(
-                repo.reader.pool().clone(),
-                repo.closed.subscribe(),
-            ));
-        }
-        if let Some(committed) = &repo.committed {
-            tokio::spawn(notify_replicas(
-                settings.url.clone(),
-                committed.subscribe(),
-                repo.closed.subscribe(),
-            ));
-        }
-        if backend == DatabaseBackend::Postgres {
-            tokio::spawn(
-                repo.availability
-                    .clone()
-                    .run_probe(Probe::new(settings.url.clone()), repo.closed.subscribe()),
-            );
-            // Other replicas' commits arrive as notifications; the follower
-            // also polls, so a lost notification only delays a change.
-            tokio::spawn(listen_for_changes(
-                settings.url.clone(),
-                repo.revisions.clone(),
-                repo.closed.subscribe(),
-            ));
-        }
+        repo.start_tasks(&settings.url);
         let current = repo
             .current_revision()
             .await
             .map_err(|e| DbErr::Custom(e.to_string()))?;
         repo.revisions.send_replace(current);
         Ok(repo)
+    }
+
+    /// Starts the background tasks of the database's engine; each ends
+    /// when the repository closes.
+    fn start_tasks(&self, url: &str) {
+        match &self.engine {
+            Engine::Sqlite { group, .. } => {
+                let revisions = self.revisions.clone();
+                tokio::spawn(group.clone().run(
+                    move |revision| announce(&revisions, revision),
+                    self.closed.subscribe(),
+                ));
+                tokio::spawn(checkpoint_wal(
+                    self.reader.pool().clone(),
+                    self.closed.subscribe(),
+                ));
+            }
+            Engine::Postgres { committed, .. } => {
+                tokio::spawn(notify_replicas(
+                    url.to_owned(),
+                    committed.subscribe(),
+                    self.closed.subscribe(),
+                ));
+                tokio::spawn(
+                    self.availability
+                        .clone()
+                        .run_probe(Probe::new(url.to_owned()), self.closed.subscribe()),
+                );
+                // Other replicas' commits arrive as notifications; the
+                // follower also polls, so a lost notification only delays
+                // a change.
+                tokio::spawn(listen_for_changes(
+                    url.to_owned(),
+                    self.revisions.clone(),
+                    self.closed.subscribe(),
+                ));
+            }
+        }
     }
 
     /// The repository with per-tenant quotas in force (none by default).
@@ -192,7 +209,7 @@ impl SeaRepository {
         // At once: the pools stop handing out connections while held
         // give theirs back.
         let held = async {
-            if let Some(held) = &self.held {
+            if let Some(held) = self.engine.held() {
                 held.close().await;
             }
         };
@@ -210,7 +227,7 @@ impl SeaRepository {
     }
 
     pub fn backend(&self) -> DatabaseBackend {
-        self.backend
+        self.engine.backend()
     }
 
     pub(super) fn keyring(&self) -> &Keyring {
@@ -247,4 +264,9 @@ pub(crate) async fn migrate(
     } else {
         migration::Migrator::up(db, None).await
     }
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }

@@ -26,6 +26,11 @@ pub(super) fn endpoint_aad(tenant_id: &str, endpoint_id: &str) -> String {
     format!("endpoint:{tenant_id}/{endpoint_id}")
 }
 
+/// The previous secret's, kept during a rotation's grace period.
+pub(super) fn endpoint_previous_aad(tenant_id: &str, endpoint_id: &str) -> String {
+    format!("{}:previous", endpoint_aad(tenant_id, endpoint_id))
+}
+
 pub(super) fn outbox_aad(id: &str) -> String {
     format!("outbox:{id}")
 }

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::change_log::{ChangeLog, first_revision, pg_revision_base};
 use super::entities::{idempotency, nonce};
 use super::error::{classify, internal};
-use super::sea::SeaRepository;
+use super::sea::{Engine, SeaRepository};
 use super::secrets::idempotency_aad;
 use super::sqlite::group_commit::{FinishError, Finished, WriteTxn};
 use super::{RepoError, RepoResult, Revision, WriteMeta};
@@ -46,21 +46,23 @@ impl SeaRepository {
     /// Starts a write: takes the transaction's first revision and records
     /// the request nonce (one statement on PostgreSQL).
     pub(super) async fn begin_write(&self, meta: &WriteMeta) -> RepoResult<(WriteTxn, ChangeLog)> {
-        let txn = match &self.group {
-            Some(group) => group.join(self.writer.pool()).await.map_err(classify)?,
-            None => WriteTxn::single(self.begin().await?),
+        let txn = match &self.engine {
+            Engine::Sqlite { group, .. } => {
+                group.join(self.writer.pool()).await.map_err(classify)?
+            }
+            Engine::Postgres { .. } => WriteTxn::single(self.begin().await?),
         };
         let replay = |e: DbErr| match classify(e) {
             RepoError::AlreadyExists(_) => RepoError::Replay,
             other => other,
         };
-        let revision = match (&meta.nonce, self.backend) {
+        let revision = match (&meta.nonce, self.backend()) {
             (Some(n), DatabaseBackend::Postgres) => {
                 // The insert gives the transaction its id, from which the
                 // revision derives; RETURNING saves a round trip.
                 let row = txn
                     .query_one_raw(Statement::from_sql_and_values(
-                        self.backend,
+                        self.backend(),
                         "INSERT INTO request_nonces (api_id, nonce, expire_time) VALUES ($1, $2, $3) \
                          RETURNING pg_current_xact_id()::text::bigint AS value",
                         [
@@ -135,7 +137,7 @@ impl SeaRepository {
     /// Tells this process's followers that `revision` committed.
     pub(super) fn publish(&self, revision: Revision) {
         announce(&self.revisions, revision);
-        if let Some(committed) = &self.committed {
+        if let Engine::Postgres { committed, .. } = &self.engine {
             announce(committed, revision);
         }
     }

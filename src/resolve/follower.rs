@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::ResolveIndex;
+use super::feed::{ChangeFeed, FeedEvent};
 use super::index::Catalog;
 use crate::auth::{CachedCredential, CredentialCache};
 use crate::error::chain;
@@ -44,6 +45,8 @@ pub struct Follower {
     repo: Arc<dyn Repository>,
     index: Arc<ResolveIndex>,
     credentials: Arc<CredentialCache>,
+    /// What Watch streams are served from.
+    feed: Arc<ChangeFeed>,
     /// The change log's pruning mark and when it was read.
     pruned: std::sync::Mutex<Option<(Revision, Instant)>>,
 }
@@ -51,13 +54,14 @@ pub struct Follower {
 impl Follower {
     pub fn new(
         repo: Arc<dyn Repository>,
-        index: Arc<ResolveIndex>,
+        memory: super::InMemory,
         credentials: Arc<CredentialCache>,
     ) -> Self {
         Follower {
             repo,
-            index,
+            index: memory.index,
             credentials,
+            feed: memory.feed,
             pruned: std::sync::Mutex::new(None),
         }
     }
@@ -95,6 +99,7 @@ impl Follower {
         let credentials = self.repo.all_credentials().await?;
         self.credentials
             .replace_all(credentials.iter().map(CachedCredential::from).collect());
+        self.feed.reset(revision);
         self.index.mark_applied(revision);
         Ok(revision)
     }
@@ -145,30 +150,28 @@ impl Follower {
                 return Ok(());
             }
             // Tenant-level changes reload the tenant; resource changes are
-            // applied one by one (each read once, in its latest state).
+            // applied one by one, in the state the log read brought along.
             let mut tenants = BTreeSet::new();
             let mut subscriptions = BTreeMap::new();
-            let mut endpoints = BTreeSet::new();
+            let mut endpoints = BTreeMap::new();
             let mut catalog = false;
             let mut credentials = BTreeSet::new();
             let count = changes.len();
-            for c in changes {
-                let resource = c.resource();
-                let tenant = c.tenant_id.unwrap_or_default();
-                match resource {
+            for c in &changes {
+                let tenant = c.tenant_id.clone().unwrap_or_default();
+                let key = c.resource_key.clone();
+                // Changes come in revision order, so the last state kept
+                // for a resource is its latest.
+                match c.resource() {
                     Some(ResourceKind::EventType) => catalog = true,
                     Some(ResourceKind::Credential) => {
-                        credentials.insert(c.resource_key);
+                        credentials.insert(key);
                     }
                     Some(ResourceKind::Subscription) => {
-                        // The change log read brought each row along, in its
-                        // latest state; changes come in revision order, so the
-                        // last one kept is the row's latest change.
-                        subscriptions
-                            .insert((tenant, c.resource_key), (c.revision, c.subscription));
+                        subscriptions.insert((tenant, key), (c.revision, c.subscription.clone()));
                     }
                     Some(ResourceKind::Endpoint) => {
-                        endpoints.insert((tenant, c.resource_key));
+                        endpoints.insert((tenant, key), c.endpoint.clone());
                     }
                     // A kind this build does not know reloads the tenant.
                     Some(ResourceKind::Tenant) | None => {
@@ -180,14 +183,16 @@ impl Follower {
                 let snapshot = self.repo.snapshot(Some(tenant)).await?;
                 self.index.load_tenant(tenant, snapshot, last);
             }
-            for (tenant, id) in endpoints.iter().filter(|(t, _)| !tenants.contains(t)) {
-                if !self.index.has_tenant(tenant) {
-                    let snapshot = self.repo.snapshot(Some(tenant)).await?;
-                    self.index.load_tenant(tenant, snapshot, last);
+            for ((tenant, id), current) in endpoints {
+                if tenants.contains(&tenant) {
                     continue;
                 }
-                let current = self.repo.get_endpoint(tenant, id).await?;
-                self.index.apply_endpoint(tenant, id, current, last);
+                if !self.index.has_tenant(&tenant) {
+                    let snapshot = self.repo.snapshot(Some(&tenant)).await?;
+                    self.index.load_tenant(&tenant, snapshot, last);
+                    continue;
+                }
+                self.index.apply_endpoint(&tenant, &id, current, last);
             }
             let mut reloaded = BTreeSet::new();
             for ((tenant, id), (changed, current)) in subscriptions {
@@ -212,6 +217,10 @@ impl Follower {
                     None => self.credentials.remove(api_id),
                 }
             }
+            // Before the index says `last` is applied: a write answered
+            // once it is applied is then in every stream's feed too.
+            self.feed
+                .push(changes.into_iter().filter_map(FeedEvent::from_change), last);
             self.index.mark_applied(last);
             if (count as u64) < BATCH {
                 return Ok(());

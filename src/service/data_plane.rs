@@ -1,6 +1,8 @@
 //! The data plane: ResolveSubscribers from the in-memory index, and
-//! WatchSubscriptions from the change log.
+//! WatchSubscriptions from the replica's change feed (the change log for a
+//! stream further behind than the feed holds).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -12,10 +14,20 @@ use crate::domain::Permission;
 use crate::domain::{EventTypeName, TenantId};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{Endpoint, Subscription, now_micros};
-use crate::repository::{ChangeKind, ResourceKind, Revision};
-use crate::resolve::Match;
+use crate::repository::{ChangeKind, Revision};
+use crate::resolve::{Behind, ChangeFeed, FeedChange, FeedEvent, Match};
 
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Events queued for one stream's connection: enough to keep it busy,
+/// small because every open stream has one.
+const STREAM_QUEUE: usize = 32;
+
+/// Events a stream takes from the feed at a time.
+const FEED_PAGE: usize = 256;
+
+/// Change-log rows a stream below the feed reads at a time.
+const LOG_PAGE: u64 = 1000;
 
 #[derive(Debug, Clone)]
 pub enum WatchResource {
@@ -102,13 +114,14 @@ impl Services {
             )));
         }
         let slot = self.watch_slots.take(&caller.api_id)?;
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let watcher = Watcher {
             repo: self.repo.clone(),
+            feed: self.feed.clone(),
             api_id: caller.api_id.clone(),
             tenant,
             with_secrets: caller.has(Permission::SecretsRead),
-            local: self.index.subscribe_applied(),
+            tip: self.feed.subscribe(),
             tx,
         };
         let mut stopping = self.stopping.clone();
@@ -153,12 +166,14 @@ async fn ensure_not_revoked(repo: &dyn crate::repository::Repository, api_id: &s
 }
 
 struct Watcher {
-    repo: std::sync::Arc<dyn crate::repository::Repository>,
+    repo: Arc<dyn crate::repository::Repository>,
+    feed: Arc<ChangeFeed>,
     /// The caller's credential: its revocation ends the watch.
     api_id: String,
     tenant: Option<String>,
     with_secrets: bool,
-    local: tokio::sync::watch::Receiver<Revision>,
+    /// The feed's tip: moves when the follower applied more changes.
+    tip: tokio::sync::watch::Receiver<Revision>,
     tx: mpsc::Sender<Result<WatchEvent>>,
 }
 
@@ -234,24 +249,16 @@ impl Watcher {
         }
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
-        // The replica's applied revision when the log was last read. Every
-        // change, from any replica, moves it once the follower has read it:
-        // while it stands still there is nothing new to read, so an idle
-        // stream costs the database nothing.
-        let mut read_at = None;
         loop {
-            let applied = *self.local.borrow_and_update();
-            if read_at != Some(applied) {
-                if let Err(Gone) = self.forward_changes(&mut cursor).await? {
-                    return Ok(Err(Gone));
-                }
-                read_at = Some(applied);
+            self.tip.borrow_and_update();
+            if let Err(Gone) = self.forward_changes(&mut cursor).await? {
+                return Ok(Err(Gone));
             }
             tokio::select! {
                 _ = self.tx.closed() => return Ok(Err(Gone)),
-                applied = self.local.changed() => {
-                    // The index is gone: the server is stopping.
-                    if applied.is_err() {
+                moved = self.tip.changed() => {
+                    // The feed is gone: the server is stopping.
+                    if moved.is_err() {
                         return Ok(Err(Gone));
                     }
                 }
@@ -264,69 +271,105 @@ impl Watcher {
         }
     }
 
-    /// Sends the changes after `cursor`, in revision order. A change to the
-    /// watch's own credential ends the watch if it was a revocation, before
-    /// anything committed after it is sent.
+    /// Sends the changes after `cursor` that the feed has, in revision
+    /// order: from the feed, or from the change log while the stream is
+    /// below what the feed holds.
     async fn forward_changes(
         &mut self,
         cursor: &mut Revision,
     ) -> Result<std::result::Result<(), Gone>> {
+        let mut events = Vec::new();
         loop {
-            let changes = self.repo.changes_since(*cursor, 1000).await?;
-            let Some(last) = changes.last().map(|c| c.revision) else {
-                return Ok(Ok(()));
-            };
-            let mut events = Vec::new();
-            let mut revoked = false;
-            for c in &changes {
-                if c.resource() == Some(ResourceKind::Credential) && c.resource_key == self.api_id {
-                    if let Err(e) = ensure_not_revoked(self.repo.as_ref(), &self.api_id).await {
-                        revoked = true;
-                        events.push(Err(e));
-                        break;
+            events.clear();
+            let through = match self.feed.read_after(*cursor, FEED_PAGE, &mut events) {
+                Ok(through) => through,
+                Err(Behind { floor }) => {
+                    if let Err(Gone) = self.forward_from_log(cursor, floor).await? {
+                        return Ok(Err(Gone));
                     }
                     continue;
                 }
-                if self.tenant.is_some() && c.tenant_id != self.tenant {
-                    continue;
-                }
-                let Some(tenant) = &c.tenant_id else { continue };
-                let resource = match c.resource() {
-                    Some(ResourceKind::Subscription) => self
-                        .repo
-                        .get_subscription(tenant, &c.resource_key)
-                        .await?
-                        .map(|s| WatchResource::Subscription(presented(s, now_micros()))),
-                    Some(ResourceKind::Endpoint) => self
-                        .repo
-                        .get_endpoint(tenant, &c.resource_key)
-                        .await?
-                        .map(|e| self.endpoint(e)),
-                    _ => None,
-                };
-                let Some(resource) = resource else { continue };
-                events.push(Ok(if c.change() == Some(ChangeKind::Delete) {
-                    WatchEvent::Delete(c.revision, resource)
-                } else {
-                    WatchEvent::Upsert(c.revision, resource)
-                }));
+            };
+            if let Err(Gone) = self.send_events(events.iter().map(|e| &**e)).await? {
+                return Ok(Err(Gone));
             }
-            // The resources were read after their change rows: one of them
-            // may reflect a change committed after a revocation that the
-            // rows above do not show yet.
-            if !revoked && !events.is_empty() {
-                ensure_not_revoked(self.repo.as_ref(), &self.api_id).await?;
-            }
-            for event in events {
-                let event = event?;
-                if self.send(event).await.is_err() {
-                    return Ok(Err(Gone));
-                }
-            }
-            *cursor = last;
-            if changes.len() < 1000 {
+            let full = events.len() == FEED_PAGE;
+            *cursor = through;
+            if !full {
                 return Ok(Ok(()));
             }
         }
+    }
+
+    /// Sends one page of the change log after `cursor`, for a stream below
+    /// the feed's `floor`. Once the log has nothing more, the stream is
+    /// at the floor: the feed has everything after it.
+    async fn forward_from_log(
+        &mut self,
+        cursor: &mut Revision,
+        floor: Revision,
+    ) -> Result<std::result::Result<(), Gone>> {
+        if *cursor > 0 && *cursor < self.repo.pruned_through().await? {
+            return Err(Error::OutOfRange(format!(
+                "the watch fell behind the retained change log at revision {cursor}; resync from 0"
+            )));
+        }
+        let changes = self.repo.changes_since(*cursor, LOG_PAGE).await?;
+        let complete = (changes.len() as u64) < LOG_PAGE;
+        let last = changes.last().map(|c| c.revision);
+        let events: Vec<FeedEvent> = changes
+            .into_iter()
+            .filter_map(FeedEvent::from_change)
+            .collect();
+        if let Err(Gone) = self.send_events(events.iter()).await? {
+            return Ok(Err(Gone));
+        }
+        if let Some(last) = last {
+            *cursor = last;
+        }
+        if complete {
+            // The log was read through its readable end, which the floor
+            // (a revision the follower read before) cannot be above.
+            *cursor = (*cursor).max(floor);
+        }
+        Ok(Ok(()))
+    }
+
+    /// Sends the events this stream carries. A revocation of the stream's
+    /// own credential among them ends the stream before any of them is
+    /// sent: their states were read with the revocation's, and may be
+    /// newer than it.
+    async fn send_events<'a>(
+        &self,
+        events: impl Iterator<Item = &'a FeedEvent> + Clone,
+    ) -> Result<std::result::Result<(), Gone>> {
+        let revoked = events.clone().any(|e| {
+            matches!(&e.change, FeedChange::Credential { api_id, live: false } if *api_id == self.api_id)
+        });
+        if revoked {
+            return Err(Error::Unauthenticated(
+                "the credential of this watch was revoked".into(),
+            ));
+        }
+        for event in events {
+            if self.tenant.is_some() && event.tenant_id != self.tenant {
+                continue;
+            }
+            let resource = match &event.change {
+                FeedChange::Subscription(s) => {
+                    WatchResource::Subscription(presented(s.clone(), now_micros()))
+                }
+                FeedChange::Endpoint(e) => self.endpoint(e.clone()),
+                FeedChange::Credential { .. } => continue,
+            };
+            let event = match event.kind {
+                ChangeKind::Delete => WatchEvent::Delete(event.revision, resource),
+                ChangeKind::Upsert => WatchEvent::Upsert(event.revision, resource),
+            };
+            if self.send(event).await.is_err() {
+                return Ok(Err(Gone));
+            }
+        }
+        Ok(Ok(()))
     }
 }

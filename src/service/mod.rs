@@ -57,6 +57,8 @@ pub struct Services {
     settings: ServiceSettings,
     tokens: PageTokens,
     index: Arc<ResolveIndex>,
+    /// The changes Watch streams are served from.
+    feed: Arc<crate::resolve::ChangeFeed>,
     sender: Arc<crate::delivery::Sender>,
     /// Turns true when the server begins to stop.
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -144,7 +146,7 @@ impl Services {
         credentials: Arc<CredentialCache>,
         settings: ServiceSettings,
         tokens: PageTokens,
-        index: Arc<ResolveIndex>,
+        memory: crate::resolve::InMemory,
         sender: Arc<crate::delivery::Sender>,
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
@@ -157,7 +159,8 @@ impl Services {
             credentials,
             settings,
             tokens,
-            index,
+            index: memory.index,
+            feed: memory.feed,
             sender,
             stopping,
             payloads: payloads::PayloadChecker::default(),

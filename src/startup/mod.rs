@@ -24,7 +24,7 @@ use crate::delivery::{Sender, Worker};
 use crate::grpc::Api;
 use crate::proto;
 use crate::repository::{Quotas, Repository};
-use crate::resolve::{Follower, ResolveIndex, run_sweeper};
+use crate::resolve::{ChangeFeed, Follower, InMemory, ResolveIndex, run_sweeper};
 use crate::service::{PageTokens, ServiceSettings, Services};
 use crate::serving;
 
@@ -78,6 +78,12 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     );
     let credentials = Arc::new(CredentialCache::new());
     let index = Arc::new(ResolveIndex::default());
+    let memory = InMemory {
+        index: index.clone(),
+        feed: Arc::new(ChangeFeed::new(
+            usize::try_from(args.watch_feed_events).unwrap_or(usize::MAX),
+        )),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let key = master_key(&args.database)?;
     let dyn_repo = repo.clone() as Arc<dyn Repository>;
@@ -93,12 +99,12 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
             max_watch_streams_per_credential: args.max_watch_streams_per_credential,
         },
         PageTokens::new(&key.current().derive(b"hookplane page tokens")),
-        index.clone(),
+        memory.clone(),
         sender.clone(),
         stop_rx.clone(),
     ));
     let change_retention = Duration::from_secs(args.change_retention_hours as u64 * 3600);
-    let follower = Follower::new(dyn_repo.clone(), index.clone(), credentials.clone());
+    let follower = Follower::new(dyn_repo.clone(), memory, credentials.clone());
     let loaded_at = std::time::Instant::now();
     let revision = follower
         .load()

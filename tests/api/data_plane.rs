@@ -46,7 +46,7 @@ fn expected(pairs: &[(&Subscription, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn delete_subscription(clients: &Clients, subscription_id: &str) -> i64 {
+pub(crate) async fn delete_subscription(clients: &Clients, subscription_id: &str) -> i64 {
     let response = clients
         .subscriptions()
         .delete_subscription(DeleteSubscriptionRequest {
@@ -60,7 +60,10 @@ async fn delete_subscription(clients: &Clients, subscription_id: &str) -> i64 {
 }
 
 /// Creates a subscription and returns it with its `x-revision`.
-async fn create_with_revision(clients: &Clients, s: Subscription) -> (Subscription, i64) {
+pub(crate) async fn create_with_revision(
+    clients: &Clients,
+    s: Subscription,
+) -> (Subscription, i64) {
     let response = clients
         .subscriptions()
         .create_subscription(create_subscription_request(s))

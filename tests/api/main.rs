@@ -33,3 +33,4 @@ mod subscriptions;
 mod tenants;
 mod tls;
 mod verification;
+mod watch_feed;

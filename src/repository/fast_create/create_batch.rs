@@ -32,7 +32,7 @@ use sea_orm::{DatabaseConnection, DbErr, QueryResult, RuntimeErr};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::one_statement::{self, BatchedCreate};
-use crate::repository::availability::lost_connection;
+use crate::repository::error::lost_connection;
 use crate::repository::postgres::HeldConnections;
 use crate::repository::revision::pg_position;
 use crate::repository::sqlite::group_commit::GroupCommit;

@@ -42,3 +42,74 @@
 pub(in crate::repository) mod create_batch;
 pub(in crate::repository) mod one_statement;
 pub(in crate::repository) mod parent;
+
+use sea_orm::{ConnectionTrait, SqlErr};
+
+use super::error::classify;
+use super::quota::Quota;
+use super::rows::subscription_to_row;
+use super::sea::{Engine, SeaRepository};
+use super::write::nonce_row;
+use super::{RepoResult, Revision, WriteMeta};
+use crate::model::Subscription;
+use create_batch::Outcome;
+
+impl SeaRepository {
+    /// Creates the subscription in one statement (see `one_statement`),
+    /// shared with concurrent creates when it can be (see `create_batch`).
+    /// `None` when that wrote nothing because a check failed, or when only
+    /// the transactional path can write it (on SQLite, a create with a
+    /// request id): that path then names the error.
+    pub(in crate::repository) async fn create_subscription_at_once(
+        &self,
+        s: &Subscription,
+        tenant_etag: &str,
+        meta: &WriteMeta,
+    ) -> RepoResult<Option<Revision>> {
+        if let Some(batches) = &self.batches
+            && meta.idempotency.is_none()
+        {
+            let create = one_statement::BatchedCreate {
+                row: subscription_to_row(s)?,
+                tenant_etag: tenant_etag.to_owned(),
+                nonce: nonce_row(meta),
+                change_time: meta.now,
+                subscription_limit: self.quotas.limit(Quota::Subscriptions),
+            };
+            match batches.write(create).await {
+                Outcome::Written(revision) => {
+                    self.publish(revision);
+                    return Ok(Some(revision));
+                }
+                Outcome::Failed(e) => return Err(e),
+                Outcome::Alone => {}
+            }
+        }
+        let Engine::Postgres { held, .. } = &self.engine else {
+            return Ok(None);
+        };
+        let statement = one_statement::create_subscription(
+            subscription_to_row(s)?,
+            tenant_etag,
+            nonce_row(meta).as_ref(),
+            self.idempotency_row(meta).as_ref(),
+            meta.now,
+            self.quotas.limit(Quota::Subscriptions),
+        );
+        let run = match held {
+            Some(held) => held.query_one(statement).await,
+            None => self.writer.query_one_raw(statement).await,
+        };
+        let row = match run {
+            Ok(row) => row,
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        let Some(row) = row else { return Ok(None) };
+        let revision = row.try_get::<i64>("", "revision").map_err(classify)?;
+        self.publish(revision);
+        Ok(Some(revision))
+    }
+}

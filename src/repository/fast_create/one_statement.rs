@@ -41,7 +41,7 @@ use sea_orm::{
 use super::create_batch::MAX_BATCH;
 use super::parent;
 use crate::repository::entities::{idempotency, nonce, subscription};
-use crate::repository::quota::Quota;
+use crate::repository::quota::{self, Quota};
 use crate::repository::revision;
 use crate::repository::{ChangeKind, ResourceKind, Revision};
 
@@ -101,12 +101,15 @@ pub(in crate::repository) fn create_subscription(
 ) -> Statement {
     let mut p = Params(Vec::new());
     let parents = format!("{} FOR SHARE", live_parents(&mut p, &row, tenant_etag));
-    let count = Quota::Subscriptions.column();
+    let (tenant, limit) = (p.bind(row.tenant_id.clone()), p.bind(limit));
     let quota = format!(
-        "UPDATE tenant_usage SET {count} = {count} + 1 \
-         WHERE tenant_id = {} AND {count} < {} AND EXISTS (SELECT 1 FROM parents) RETURNING 1",
-        p.bind(row.tenant_id.clone()),
-        p.bind(limit),
+        "{} RETURNING 1",
+        quota::take_one_sql(
+            Quota::Subscriptions,
+            &tenant,
+            &limit,
+            " AND EXISTS (SELECT 1 FROM parents)"
+        )
     );
     let (tenant_id, subscription_id) = (row.tenant_id.clone(), row.subscription_id.clone());
     let row = row.into_active_model();
@@ -171,10 +174,13 @@ pub(in crate::repository) fn create_subscriptions_sqlite(
         let parents = live_parents(&mut p, &c.row, &c.tenant_etag);
         // The same check guards every write of the create; the quota's
         // count moves last, so the check reads the same values each time.
-        let checked = format!(
-            "EXISTS ({parents}) AND (SELECT {count} FROM tenant_usage WHERE tenant_id = {}) < {}",
+        let (tenant, limit) = (
             p.bind(c.row.tenant_id.clone()),
             p.bind(c.subscription_limit),
+        );
+        let checked = format!(
+            "EXISTS ({parents}) AND {}",
+            quota::has_room_sql(Quota::Subscriptions, &tenant, &limit)
         );
         statements.push(format!(
             "INSERT INTO request_nonces (api_id, nonce, expire_time) \

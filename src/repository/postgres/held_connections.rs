@@ -54,7 +54,8 @@ use sea_orm::{
 };
 use tokio::sync::Mutex;
 
-use crate::repository::availability::{Availability, sqlx_broken_connection};
+use crate::repository::availability::Availability;
+use crate::repository::error::sqlx_broken_connection;
 
 /// How long a held connection keeps its plans at most (see the module notes).
 pub(in crate::repository) const REPLAN_EVERY: Duration = Duration::from_secs(1);

@@ -1,9 +1,11 @@
 //! What only PostgreSQL has: connections held out of the pool for the
-//! hottest statements, the pool's options, and the NOTIFY/LISTEN that tells
-//! other replicas about this process's commits.
+//! hottest statements, the pool's options, the probe that tells whether it
+//! answers, and the NOTIFY/LISTEN that tells other replicas about this
+//! process's commits.
 
 mod held_connections;
 mod notify;
+mod probe;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use super::sea::{DatabaseSettings, PING_IF_IDLE_FOR};
 
 pub(in crate::repository) use held_connections::HeldConnections;
 pub(super) use notify::{listen_for_changes, notify_replicas};
+pub(in crate::repository) use probe::Probe;
 
 /// How long a pooled PostgreSQL connection is used. PostgreSQL keeps a
 /// prepared statement's generic plan, made with the table sizes of that

@@ -5,67 +5,106 @@ use sea_orm::{
 };
 
 use crate::model::Micros;
-use crate::repository::entities::{change, subscription};
+use crate::repository::entities::{change, endpoint, subscription};
 use crate::repository::error::{classify, internal};
 use crate::repository::query::at;
 use crate::repository::revision::pg_horizon_sql;
 use crate::repository::rows::subscription_from_row;
-use crate::repository::{ChangeLogStore, ChangeRecord, RepoResult, Revision, SeaRepository};
+use crate::repository::{
+    ChangeLogStore, ChangeRecord, RepoResult, ResourceKind, Revision, SeaRepository,
+};
 
-/// The change log after `$1`, at most `$2` rows, each subscription change
-/// with the subscription's row as of the same snapshot (NULLs when it is
-/// gone): one round trip where the follower took two. Written out, and its
+/// The change log after `$1`, at most `$2` rows, each with its resource's
+/// row as of the same snapshot (NULLs when it is gone): the subscription or
+/// endpoint, or a credential's revocation. One round trip; the follower
+/// and the Watch feed read every change through it, so the states they
+/// pass on are never newer than the last change read. Written out, and its
 /// rows read by position, because the follower reads it after every batch
 /// of writes: building it with sea-query and mapping rows by prefixed
 /// column names were most of the follower's time in a create profile.
+/// Every join is by primary key.
 const CHANGES_SINCE: &str = "SELECT c.revision, c.tenant_id, c.resource_type, c.resource_key, c.kind, \
      s.tenant_id, s.subscription_id, s.endpoint_id, s.name, s.event_types, s.status, \
-     s.expire_time, s.create_time, s.update_time, s.etag \
+     s.expire_time, s.create_time, s.update_time, s.etag, \
+     e.tenant_id, e.endpoint_id, e.url, e.description, e.enabled, e.secret_enc, \
+     e.previous_secret_enc, e.previous_secret_expire_time, e.create_time, e.update_time, \
+     e.delete_time, e.etag, \
+     cr.api_id, cr.revoke_time \
      FROM changes c LEFT JOIN subscriptions s ON c.resource_type = 'subscription' \
      AND s.tenant_id = c.tenant_id AND s.subscription_id = c.resource_key \
+     LEFT JOIN endpoints e ON c.resource_type = 'endpoint' \
+     AND e.tenant_id = c.tenant_id AND e.endpoint_id = c.resource_key \
+     LEFT JOIN credentials cr ON c.resource_type = 'credential' AND cr.api_id = c.resource_key \
      WHERE c.revision > $1";
 
 const CHANGES_ORDER: &str = "ORDER BY c.revision LIMIT $2";
 
-/// One row of [`CHANGES_SINCE`]: the change, with the subscription if the
-/// change is a subscription's and the subscription is there.
-fn change_from_row(row: &sea_orm::QueryResult) -> RepoResult<ChangeRecord> {
-    let subscription = match at::<Option<String>>(row, 5)? {
-        None => None,
-        Some(tenant_id) => Some(subscription_from_row(subscription::Model {
-            tenant_id,
-            subscription_id: at(row, 6)?,
-            endpoint_id: at(row, 7)?,
-            name: at(row, 8)?,
-            event_types: at(row, 9)?,
-            status: at(row, 10)?,
-            expire_time: at(row, 11)?,
-            create_time: at(row, 12)?,
-            update_time: at(row, 13)?,
-            etag: at(row, 14)?,
-        })?),
-    };
-    Ok(ChangeRecord {
-        revision: at(row, 0)?,
-        tenant_id: at(row, 1)?,
-        resource_type: at(row, 2)?,
-        resource_key: at(row, 3)?,
-        kind: at(row, 4)?,
-        subscription,
-    })
+impl SeaRepository {
+    /// One row of [`CHANGES_SINCE`]: the change, with its resource's state.
+    fn change_from_row(&self, row: &sea_orm::QueryResult) -> RepoResult<ChangeRecord> {
+        let subscription = match at::<Option<String>>(row, 5)? {
+            None => None,
+            Some(tenant_id) => Some(subscription_from_row(subscription::Model {
+                tenant_id,
+                subscription_id: at(row, 6)?,
+                endpoint_id: at(row, 7)?,
+                name: at(row, 8)?,
+                event_types: at(row, 9)?,
+                status: at(row, 10)?,
+                expire_time: at(row, 11)?,
+                create_time: at(row, 12)?,
+                update_time: at(row, 13)?,
+                etag: at(row, 14)?,
+            })?),
+        };
+        let endpoint = match at::<Option<String>>(row, 15)? {
+            None => None,
+            Some(tenant_id) => Some(self.endpoint_from_row(endpoint::Model {
+                tenant_id,
+                endpoint_id: at(row, 16)?,
+                url: at(row, 17)?,
+                description: at(row, 18)?,
+                enabled: at(row, 19)?,
+                secret_enc: at(row, 20)?,
+                previous_secret_enc: at(row, 21)?,
+                previous_secret_expire_time: at(row, 22)?,
+                create_time: at(row, 23)?,
+                update_time: at(row, 24)?,
+                delete_time: at(row, 25)?,
+                etag: at(row, 26)?,
+            })?),
+        };
+        let resource_type: String = at(row, 2)?;
+        let credential_live = (resource_type == ResourceKind::Credential.as_str())
+            .then(|| -> RepoResult<bool> {
+                let found = at::<Option<String>>(row, 27)?.is_some();
+                Ok(found && at::<Option<i64>>(row, 28)?.is_none())
+            })
+            .transpose()?;
+        Ok(ChangeRecord {
+            revision: at(row, 0)?,
+            tenant_id: at(row, 1)?,
+            resource_type,
+            resource_key: at(row, 3)?,
+            kind: at(row, 4)?,
+            subscription,
+            endpoint,
+            credential_live,
+        })
+    }
 }
 
 #[async_trait::async_trait]
 impl ChangeLogStore for SeaRepository {
     async fn current_revision(&self) -> RepoResult<Revision> {
-        let sql = match self.backend {
+        let sql = match self.backend() {
             // Every revision below the horizon is final; see PG_REVISION_SHIFT.
             DatabaseBackend::Postgres => format!("SELECT {} - 1 AS value", pg_horizon_sql()),
             _ => "SELECT value FROM revision_counter WHERE id = 1".to_owned(),
         };
         let row = self
             .reader
-            .query_one_raw(Statement::from_string(self.backend, sql))
+            .query_one_raw(Statement::from_string(self.backend(), sql))
             .await
             .map_err(classify)?
             .ok_or_else(|| internal("revision counter row is missing"))?;
@@ -73,7 +112,7 @@ impl ChangeLogStore for SeaRepository {
     }
 
     async fn changes_since(&self, after: Revision, limit: u64) -> RepoResult<Vec<ChangeRecord>> {
-        let sql = match self.backend {
+        let sql = match self.backend() {
             // Hold readers below the oldest running writer (see
             // PG_REVISION_SHIFT).
             DatabaseBackend::Postgres => {
@@ -86,11 +125,11 @@ impl ChangeLogStore for SeaRepository {
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let statement =
-            Statement::from_sql_and_values(self.backend, sql, [after.into(), limit.into()]);
+            Statement::from_sql_and_values(self.backend(), sql, [after.into(), limit.into()]);
         self.read_rows(statement)
             .await?
             .iter()
-            .map(change_from_row)
+            .map(|row| self.change_from_row(row))
             .collect()
     }
 
@@ -98,7 +137,7 @@ impl ChangeLogStore for SeaRepository {
         let row = self
             .reader
             .query_one_raw(Statement::from_string(
-                self.backend,
+                self.backend(),
                 "SELECT pruned_through AS value FROM revision_counter WHERE id = 1",
             ))
             .await
@@ -135,7 +174,7 @@ impl ChangeLogStore for SeaRepository {
             .and_where(Expr::col(Alias::new("id")).eq(1))
             .and_where(Expr::col(Alias::new("pruned_through")).lt(through))
             .to_owned();
-        txn.execute_raw(self.backend.build(&mark))
+        txn.execute_raw(self.backend().build(&mark))
             .await
             .map_err(classify)?;
         txn.commit().await.map_err(classify)?;

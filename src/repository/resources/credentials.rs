@@ -141,9 +141,9 @@ impl CredentialStore for SeaRepository {
         only_if_empty: bool,
     ) -> RepoResult<Bootstrap> {
         let txn = self.begin().await?;
-        if self.backend == DatabaseBackend::Postgres {
+        if self.backend() == DatabaseBackend::Postgres {
             txn.execute_raw(Statement::from_string(
-                self.backend,
+                self.backend(),
                 format!("SELECT pg_advisory_xact_lock({BOOTSTRAP_LOCK})"),
             ))
             .await

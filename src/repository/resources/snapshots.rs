@@ -26,7 +26,7 @@ impl SeaRepository {
         // One read transaction, so the three lists agree with each other
         // (REPEATABLE READ on PostgreSQL: one snapshot for all three); on a
         // reader, so a long snapshot never holds SQLite's writer.
-        let options = match self.backend {
+        let options = match self.backend() {
             DatabaseBackend::Postgres => TransactionOptions {
                 isolation_level: Some(sea_orm::IsolationLevel::RepeatableRead),
                 access_mode: Some(sea_orm::AccessMode::ReadOnly),

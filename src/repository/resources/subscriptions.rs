@@ -1,10 +1,10 @@
-//! Subscriptions' storage. A plain create first tries the paths that write
-//! it in one statement (see `one_statement` and `create_batch`).
+//! Subscriptions' storage. A plain create first tries the fast paths (see
+//! `fast_create`); this file holds the transaction every path falls back to.
 
 use crate::repository::{ChangeKind, ResourceKind};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction,
-    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Select, SqlErr,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, Select, SqlErr,
 };
 
 use super::parents::{ensure_parents, load_tenant_for_write};
@@ -13,76 +13,13 @@ use crate::model::{Micros, Subscription, SubscriptionStatus, new_etag};
 use crate::repository::change_log::ChangeLog;
 use crate::repository::entities::subscription;
 use crate::repository::error::{classify, unique_as};
-use crate::repository::fast_create::create_batch::Outcome;
-use crate::repository::fast_create::one_statement;
 use crate::repository::query::{all_set, by_key, page};
 use crate::repository::quota;
 use crate::repository::rows::{subscription_from_row, subscription_to_row};
-use crate::repository::write::nonce_row;
 use crate::repository::{
     Page, PageRequest, Quota, RepoError, RepoResult, Revision, SeaRepository, SubscriptionFilter,
     SubscriptionStore, Verification, WriteMeta,
 };
-
-impl SeaRepository {
-    /// Creates the subscription in one statement (see `one_statement`),
-    /// shared with concurrent creates when it can be (see `create_batch`).
-    /// `None` when that wrote nothing because a check failed, or when only
-    /// the transactional path can write it (on SQLite, a create with a
-    /// request id): that path then names the error.
-    async fn create_subscription_at_once(
-        &self,
-        s: &Subscription,
-        tenant_etag: &str,
-        meta: &WriteMeta,
-    ) -> RepoResult<Option<Revision>> {
-        if let Some(batches) = &self.batches
-            && meta.idempotency.is_none()
-        {
-            let create = one_statement::BatchedCreate {
-                row: subscription_to_row(s)?,
-                tenant_etag: tenant_etag.to_owned(),
-                nonce: nonce_row(meta),
-                change_time: meta.now,
-                subscription_limit: self.quotas.limit(Quota::Subscriptions),
-            };
-            match batches.write(create).await {
-                Outcome::Written(revision) => {
-                    self.publish(revision);
-                    return Ok(Some(revision));
-                }
-                Outcome::Failed(e) => return Err(e),
-                Outcome::Alone => {}
-            }
-        }
-        if self.backend != DatabaseBackend::Postgres {
-            return Ok(None);
-        }
-        let statement = one_statement::create_subscription(
-            subscription_to_row(s)?,
-            tenant_etag,
-            nonce_row(meta).as_ref(),
-            self.idempotency_row(meta).as_ref(),
-            meta.now,
-            self.quotas.limit(Quota::Subscriptions),
-        );
-        let run = match &self.held {
-            Some(held) => held.query_one(statement).await,
-            None => self.writer.query_one_raw(statement).await,
-        };
-        let row = match run {
-            Ok(row) => row,
-            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(classify(e)),
-        };
-        let Some(row) = row else { return Ok(None) };
-        let revision = row.try_get::<i64>("", "revision").map_err(classify)?;
-        self.publish(revision);
-        Ok(Some(revision))
-    }
-}
 
 #[async_trait::async_trait]
 impl SubscriptionStore for SeaRepository {

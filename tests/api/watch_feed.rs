@@ -1,0 +1,132 @@
+//! Watch served from the replica's change feed: many streams each see every
+//! change once and in order, and a stream below what the feed holds (a
+//! resume from an older revision, a reader that fell behind) reads the
+//! change log and then rejoins the feed without a gap or a duplicate.
+
+use hookplane::proto::WatchSubscriptionsResponse;
+use hookplane::proto::watch_subscriptions_response::Kind;
+use tokio::task::JoinSet;
+
+use crate::data_plane::{create_with_revision, delete_subscription};
+use crate::harness::*;
+use crate::lifecycle::{Watch, kind_of, subscription_of};
+
+/// Writes `n` changes to [`TENANT`]'s subscriptions (creates, and a delete
+/// of every third one created); returns each change's revision and
+/// subscription id, in order.
+async fn write_changes(admin: &Clients, n: usize) -> Vec<(i64, String)> {
+    let mut written = Vec::new();
+    while written.len() < n {
+        let (s, revision) =
+            create_with_revision(admin, subscription(TENANT, ENDPOINT, &["command.*"])).await;
+        written.push((revision, s.subscription_id.clone()));
+        if written.len() % 3 == 2 && written.len() < n {
+            written.push((
+                delete_subscription(admin, &s.subscription_id).await,
+                s.subscription_id,
+            ));
+        }
+    }
+    written
+}
+
+/// The next `n` changes on `watch`, as (revision, subscription id).
+async fn changes(watch: &mut Watch, n: usize) -> Vec<(i64, String)> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let m: WatchSubscriptionsResponse = watch.next_change().await;
+        assert!(matches!(kind_of(&m), Kind::Upsert | Kind::Delete));
+        seen.push((m.revision, subscription_of(&m).subscription_id.clone()));
+    }
+    seen
+}
+
+async fn many_streams_each_see_every_change_once_in_order(backend: Backend) {
+    const STREAMS: usize = 500;
+    const CHANGES: usize = 12;
+    let server = backend
+        .start_with(&["--max-watch-streams-per-credential", "1000"])
+        .await;
+    let admin = server.admin();
+    create_tenant(&admin, TENANT).await;
+    create_catalog(&admin).await;
+    create_endpoint(&admin, TENANT, ENDPOINT, URL).await;
+
+    let mut opening = JoinSet::new();
+    for _ in 0..STREAMS {
+        let admin = admin.clone();
+        opening.spawn(async move {
+            let mut watch = Watch::open(&admin, TENANT, 0).await;
+            watch.snapshot().await;
+            watch
+        });
+    }
+    let mut streams = opening.join_all().await;
+    let written = write_changes(&admin, CHANGES).await;
+    let revisions: Vec<i64> = written.iter().map(|(r, _)| *r).collect();
+    assert!(revisions.is_sorted(), "{revisions:?}");
+    for (i, watch) in streams.iter_mut().enumerate() {
+        assert_eq!(
+            changes(watch, written.len()).await,
+            written,
+            "stream {i}: every change once, in revision order"
+        );
+        assert!(
+            watch
+                .next_change_within(std::time::Duration::from_millis(20))
+                .await
+                .is_none(),
+            "stream {i}: nothing after the last change"
+        );
+    }
+    drop(streams);
+    server.stop().await;
+}
+
+/// The feed holds 4 changes. A stream resuming from before 20 changes, and
+/// a stream that read nothing while 400 changes happened (more than its
+/// queue and its HTTP/2 window hold, so its task stalled and the feed moved
+/// on), both read the change log and rejoin the feed: every change once, in
+/// order, and then live changes from the feed.
+async fn streams_below_the_feed_read_the_log_and_rejoin(backend: Backend) {
+    let server = backend.start_with(&["--watch-feed-events", "4"]).await;
+    let admin = server.admin();
+    create_tenant(&admin, TENANT).await;
+    create_catalog(&admin).await;
+    create_endpoint(&admin, TENANT, ENDPOINT, URL).await;
+
+    let mut early = Watch::open(&admin, TENANT, 0).await;
+    let (_, start) = early.snapshot().await;
+    let before = write_changes(&admin, 20).await;
+    let mut resumed = Watch::open(&admin, TENANT, start).await;
+    assert_eq!(
+        changes(&mut resumed, before.len()).await,
+        before,
+        "resumed from {start}"
+    );
+
+    // `early` read nothing while these happened.
+    let more = write_changes(&admin, 400).await;
+    let everything: Vec<_> = before.iter().chain(&more).cloned().collect();
+    assert_eq!(
+        changes(&mut early, everything.len()).await,
+        everything,
+        "slow reader"
+    );
+    assert_eq!(
+        changes(&mut resumed, more.len()).await,
+        more,
+        "resumed stream, live"
+    );
+
+    let live = write_changes(&admin, 3).await;
+    assert_eq!(changes(&mut early, live.len()).await, live);
+    assert_eq!(changes(&mut resumed, live.len()).await, live);
+    drop((early, resumed));
+    server.stop().await;
+}
+
+backend_tests!(
+    many_streams_each_see_every_change_once_in_order,
+    streams_below_the_feed_read_the_log_and_rejoin,
+);
