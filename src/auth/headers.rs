@@ -5,6 +5,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::auth::signature;
+use crate::error::Error;
 
 pub const API_ID_HEADER: &str = "x-api-id";
 pub const TIMESTAMP_HEADER: &str = "x-api-timestamp";
@@ -77,14 +78,14 @@ pub(crate) fn request_id_in(headers: &http::HeaderMap) -> String {
 fn header<'a>(metadata: &'a MetadataMap, name: &'static str) -> Result<&'a str, Status> {
     let value = metadata
         .get(name)
-        .ok_or_else(|| Status::unauthenticated(format!("missing {name} header")))?;
+        .ok_or_else(|| Status::from(Error::Unauthenticated(format!("missing {name} header"))))?;
     value
         .to_str()
-        .map_err(|_| Status::unauthenticated(format!("{name} header is not valid ASCII")))
+        .map_err(|_| Error::Unauthenticated(format!("{name} header is not valid ASCII")).into())
 }
 
 fn malformed(name: &str, expected: &str) -> Status {
-    Status::unauthenticated(format!("{name} header must be {expected}"))
+    Error::Unauthenticated(format!("{name} header must be {expected}")).into()
 }
 
 fn is_visible_ascii(s: &str, max_len: usize) -> bool {

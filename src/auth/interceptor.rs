@@ -71,10 +71,11 @@ impl Authenticator {
         } = SignedHeaders::parse(metadata)?;
 
         if now.abs_diff(timestamp) > self.window_secs.unsigned_abs() {
-            return Err(Status::unauthenticated(format!(
+            return Err(Error::Unauthenticated(format!(
                 "{TIMESTAMP_HEADER} is outside the allowed window of {} seconds",
                 self.window_secs
-            )));
+            ))
+            .into());
         }
 
         let credential = self.cache.get(api_id);
@@ -85,7 +86,7 @@ impl Authenticator {
             signature::verify(key, api_id, timestamp_text, nonce, method, signature_hex);
         let credential = match credential {
             Some(c) if signature_ok && !c.revoked => c,
-            _ => return Err(Status::unauthenticated(INVALID_CREDENTIALS)),
+            _ => return Err(Error::Unauthenticated(INVALID_CREDENTIALS.into()).into()),
         };
 
         // Only after the signature holds, so nobody can spend another
@@ -108,9 +109,9 @@ impl Authenticator {
         match self.nonces.check_and_insert(api_id, nonce, timestamp, now) {
             NonceCheck::Fresh => {}
             NonceCheck::Replay => {
-                return Err(Status::unauthenticated(format!(
-                    "{NONCE_HEADER} has already been used"
-                )));
+                return Err(
+                    Error::Unauthenticated(format!("{NONCE_HEADER} has already been used")).into(),
+                );
             }
             NonceCheck::Full => {
                 return Err(Error::ResourceExhausted(format!(
@@ -153,7 +154,7 @@ impl tonic::service::Interceptor for Authenticator {
                     request_id,
                     "MethodPathLayer is not installed; refusing the request"
                 );
-                Err(Status::internal("internal error"))
+                Err(Error::internal("MethodPathLayer is not installed").into())
             }
         };
 
