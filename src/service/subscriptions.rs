@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::paging::page_in_memory;
 use super::{Idempotency, Listed, Paging, Services, Settle, Written, attach_response};
 use crate::auth::Caller;
 use crate::domain::Permission;
@@ -11,7 +12,7 @@ use crate::error::{Error, FieldExt, Result};
 use crate::model::{
     Micros, Subscription, SubscriptionStatus, Tenant, TenantState, new_etag, now_micros,
 };
-use crate::repository::{Page, RepoError, SubscriptionFilter};
+use crate::repository::{RepoError, SubscriptionFilter};
 use crate::resolve::Catalog;
 
 #[derive(Clone)]
@@ -359,22 +360,9 @@ impl Services {
                             })
                     })
                     .collect();
-                let total = matching.len() as u64;
-                let mut rest: Vec<Subscription> = matching
-                    .into_iter()
-                    .filter(|s| match &request.after {
-                        None => true,
-                        Some((t, k)) => (s.create_time, &s.subscription_id) > (*t, k),
-                    })
-                    .skip(usize::try_from(request.skip).unwrap_or(usize::MAX))
-                    .collect();
-                let has_more = rest.len() as u64 > request.limit;
-                rest.truncate(usize::try_from(request.limit).unwrap_or(usize::MAX));
-                Page {
-                    items: rest,
-                    has_more,
-                    total,
-                }
+                page_in_memory(matching, &request, |s| {
+                    (s.create_time, s.subscription_id.as_str())
+                })
             }
         };
         let mut listed = self.listed(&scope, page, |s| (s.create_time, s.subscription_id.clone()));
