@@ -31,8 +31,8 @@ pub use tenants::{NewTenant, TenantChanges};
 pub use verification::token_hash;
 
 use crate::auth::{CachedCredential, Caller, CredentialCache, ScopeError};
-use crate::domain::Permission;
-use crate::error::{Error, Result};
+use crate::domain::{Permission, TenantId};
+use crate::error::{Error, FieldExt, Result};
 use crate::model::{Credential, Micros, Subscription};
 use crate::repository::{Repository, Revision, WriteMeta};
 use crate::resolve::ResolveIndex;
@@ -156,7 +156,7 @@ impl Services {
         caller: &Caller,
         permission: Permission,
         requested: &str,
-    ) -> Result<String> {
+    ) -> Result<TenantId> {
         self.tenant_scope_at(caller, permission, requested, "tenant_id")
     }
 
@@ -168,15 +168,22 @@ impl Services {
         permission: Permission,
         requested: &str,
         field: &str,
-    ) -> Result<String> {
+    ) -> Result<TenantId> {
         self.require(caller, permission)?;
-        match caller.effective_tenant(requested) {
-            Ok(t) => Ok(t.to_owned()),
-            Err(ScopeError::TenantRequired) => Err(Error::invalid(field, "must be set")),
-            Err(ScopeError::OtherTenant) => Err(Error::PermissionDenied(
-                "the credential is scoped to another tenant".into(),
-            )),
-        }
+        parsed_tenant(fenced_tenant(caller, requested)?, field)?
+            .ok_or_else(|| Error::invalid(field, "must be set"))
+    }
+
+    /// [`Self::tenant_scope`] for a call that may span every tenant: `None`
+    /// (all tenants) when a platform-wide caller names none.
+    fn tenant_scope_or_all(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        requested: &str,
+    ) -> Result<Option<TenantId>> {
+        self.require(caller, permission)?;
+        parsed_tenant(fenced_tenant(caller, requested)?, "tenant_id")
     }
 
     fn write_meta(&self, caller: &Caller, now: Micros) -> WriteMeta {
@@ -205,6 +212,27 @@ impl Services {
             .replace_all(all.iter().map(CachedCredential::from).collect());
         Ok(count)
     }
+}
+
+/// The tenant a call acts on: the requested one, or the caller's own when
+/// the request leaves it empty; `None` when neither names one (a
+/// platform-wide caller). Another tenant's is PERMISSION_DENIED.
+fn fenced_tenant<'a>(caller: &'a Caller, requested: &'a str) -> Result<Option<&'a str>> {
+    match caller.effective_tenant(requested) {
+        Ok(tenant) => Ok(Some(tenant)),
+        Err(ScopeError::TenantRequired) => Ok(None),
+        Err(ScopeError::OtherTenant) => Err(other_tenant()),
+    }
+}
+
+/// What a caller scoped to one tenant gets for acting on another.
+fn other_tenant() -> Error {
+    Error::PermissionDenied("the credential is scoped to another tenant".into())
+}
+
+/// A fenced tenant, parsed (`field` names it in a violation).
+fn parsed_tenant(tenant: Option<&str>, field: &str) -> Result<Option<TenantId>> {
+    tenant.map(|t| TenantId::parse(t).field(field)).transpose()
 }
 
 /// Checks a text field's length and that it holds no control characters.
