@@ -109,9 +109,10 @@ impl Authenticator {
         match self.nonces.check_and_insert(api_id, nonce, timestamp, now) {
             NonceCheck::Fresh => {}
             NonceCheck::Replay => {
-                return Err(
-                    Error::Unauthenticated(format!("{NONCE_HEADER} has already been used")).into(),
-                );
+                return Err(Error::Unauthenticated(format!(
+                    "{NONCE_HEADER} has already been used"
+                ))
+                .into());
             }
             NonceCheck::Full => {
                 return Err(Error::ResourceExhausted(format!(

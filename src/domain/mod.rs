@@ -5,13 +5,15 @@
 //! client library shares with the server (event-type names and patterns)
 //! live in `hookplane-core` and are re-exported here.
 
+pub mod forbidden_ip;
 pub mod ids;
 pub mod role;
 pub mod secret;
 pub mod ttl;
 pub mod url;
 
-pub use self::url::{CallbackUrl, UrlPolicy, is_forbidden_ip};
+pub use self::url::{CallbackUrl, UrlPolicy};
+pub use forbidden_ip::is_forbidden_ip;
 pub use hookplane_core::{EventPattern, EventTypeName, InvalidValue};
 pub use ids::{EndpointId, SubscriptionId, TenantId};
 pub use role::{Permission, PermissionSet, Role, ScopeRule};

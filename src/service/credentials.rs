@@ -3,12 +3,15 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::{Idempotency, Listed, Paging, Services, Written, attach_response, check_text};
+use super::{
+    Idempotency, Listed, Paging, Services, Written, attach_response, check_text, fenced_tenant,
+    parsed_tenant,
+};
 use crate::auth::Caller;
 use crate::crypto::random_bytes;
 use crate::domain::TenantId;
 use crate::domain::{Permission, Role};
-use crate::error::{Error, FieldExt, Result};
+use crate::error::{Error, Result};
 use crate::model::{Credential, new_etag, now_micros};
 use crate::repository::CredentialFilter;
 
@@ -37,34 +40,22 @@ impl Services {
     ) -> Result<Written<Credential>> {
         self.require(caller, Permission::CredentialsWrite)?;
         // A tenant-scoped creator that leaves tenant_id empty means its own.
-        let tenant_id = match (&caller.tenant_id, new.tenant_id.is_empty()) {
-            (Some(own), true) => Some(own.clone()),
-            (_, true) => None,
-            (_, false) => Some(new.tenant_id.clone()),
-        };
-        if let (Some(own), Some(wanted)) = (&caller.tenant_id, &tenant_id)
-            && own != wanted
-        {
-            return Err(Error::PermissionDenied(
-                "the credential is scoped to another tenant".into(),
-            ));
-        }
+        let tenant_id = fenced_tenant(caller, &new.tenant_id)?;
         let role = new
             .role
             .ok_or_else(|| Error::invalid("credential.role", "must be set"))?;
-        if let Some(t) = &tenant_id {
-            TenantId::parse(t).field("credential.tenant_id")?;
-        }
+        let tenant_id = parsed_tenant(tenant_id, "credential.tenant_id")?;
+        let tenant = tenant_id.as_ref().map(TenantId::as_str);
         // Permission before validation: asking for more than one has is
         // PERMISSION_DENIED whatever the shape of the request.
-        if !caller.can_create(role, tenant_id.as_deref()) {
+        if !caller.can_create(role, tenant) {
             return Err(Error::PermissionDenied(
                 "a credential cannot create one with more permissions or a wider scope than its own"
                     .into(),
             ));
         }
-        if !role.scope_rule().allows(tenant_id.as_deref()) {
-            let why = match tenant_id {
+        if !role.scope_rule().allows(tenant) {
+            let why = match tenant {
                 Some(_) => format!("role {} cannot be scoped to a tenant", role.as_str()),
                 None => format!("role {} needs a tenant_id", role.as_str()),
             };
@@ -79,7 +70,7 @@ impl Services {
                 |mut meta| async move {
                     let credential = Credential {
                         api_id: generate_api_id(),
-                        tenant_id,
+                        tenant_id: tenant_id.map(TenantId::into_string),
                         role,
                         description: new.description,
                         secret: generate_credential_secret(),
@@ -105,32 +96,17 @@ impl Services {
         show_revoked: bool,
         paging: &Paging,
     ) -> Result<Listed<Credential>> {
-        self.require(caller, Permission::CredentialsWrite)?;
-        let tenant = match (&caller.tenant_id, tenant_id.is_empty()) {
-            (Some(own), true) => Some(own.clone()),
-            (None, true) => None,
-            (_, false) => Some(tenant_id.to_owned()),
-        };
-        if let (Some(own), Some(wanted)) = (&caller.tenant_id, &tenant)
-            && own != wanted
-        {
-            return Err(Error::PermissionDenied(
-                "the credential is scoped to another tenant".into(),
-            ));
-        }
-        if let Some(t) = &tenant {
-            TenantId::parse(t).field("tenant_id")?;
-        }
+        let tenant = self.tenant_scope_or_all(caller, Permission::CredentialsWrite, tenant_id)?;
         let scope = format!(
             "credentials/{}/{show_revoked}",
-            tenant.as_deref().unwrap_or("")
+            tenant.as_ref().map_or("", TenantId::as_str)
         );
         let request = self.page_request(&scope, paging)?;
         if let Some(t) = &tenant {
-            self.live_tenant(t).await?;
+            self.live_tenant(t.as_str()).await?;
         }
         let filter = CredentialFilter {
-            tenant_id: tenant,
+            tenant_id: tenant.map(TenantId::into_string),
             show_revoked,
         };
         let page = self.repo.list_credentials(&filter, &request).await?;

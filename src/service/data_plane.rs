@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::Services;
 use super::subscriptions::presented;
-use crate::auth::{Caller, ScopeError};
+use crate::auth::Caller;
 use crate::domain::Permission;
 use crate::domain::{EventTypeName, TenantId};
 use crate::error::{Error, FieldExt, Result};
@@ -67,11 +67,16 @@ impl Services {
         render: impl FnOnce(&[Match<'_>], Revision) -> R,
     ) -> Result<R> {
         let tenant_id = self.tenant_scope(caller, Permission::SubscribersResolve, tenant_id)?;
-        TenantId::parse(&tenant_id).field("tenant_id")?;
         EventTypeName::parse(event_type).field("event_type")?;
         let with_secrets = caller.has(Permission::SecretsRead);
         self.index
-            .resolve_with(&tenant_id, event_type, now_micros(), with_secrets, render)
+            .resolve_with(
+                tenant_id.as_str(),
+                event_type,
+                now_micros(),
+                with_secrets,
+                render,
+            )
             .ok_or_else(|| Error::NotFound(format!("tenant {tenant_id} not found")))
     }
 
@@ -83,22 +88,13 @@ impl Services {
         tenant_id: &str,
         since_revision: i64,
     ) -> Result<mpsc::Receiver<Result<WatchEvent>>> {
-        self.require(caller, Permission::SubscribersResolve)?;
         // A platform-wide dispatcher may watch every tenant (empty tenant_id).
-        let tenant = match caller.effective_tenant(tenant_id) {
-            Ok(t) => Some(TenantId::parse(t).field("tenant_id")?.into_string()),
-            Err(ScopeError::TenantRequired) => None,
-            Err(ScopeError::OtherTenant) => {
-                return Err(Error::PermissionDenied(
-                    "the credential is scoped to another tenant".into(),
-                ));
-            }
-        };
+        let tenant = self.tenant_scope_or_all(caller, Permission::SubscribersResolve, tenant_id)?;
         if since_revision < 0 {
             return Err(Error::invalid("since_revision", "must not be negative"));
         }
         if let Some(tenant_id) = &tenant {
-            self.live_tenant(tenant_id).await?;
+            self.live_tenant(tenant_id.as_str()).await?;
         }
         let current = self.repo.current_revision().await?;
         // The cache that admitted the call may not have the revocation yet.
@@ -170,7 +166,7 @@ struct Watcher {
     feed: Arc<ChangeFeed>,
     /// The caller's credential: its revocation ends the watch.
     api_id: String,
-    tenant: Option<String>,
+    tenant: Option<TenantId>,
     with_secrets: bool,
     /// The feed's tip: moves when the follower applied more changes.
     tip: tokio::sync::watch::Receiver<Revision>,
@@ -223,7 +219,10 @@ impl Watcher {
             // Changes after `current` are replayed below, so nothing
             // committed while the snapshot is read is lost.
             cursor = current;
-            let snapshot = self.repo.snapshot(self.tenant.as_deref()).await?;
+            let snapshot = self
+                .repo
+                .snapshot(self.tenant.as_ref().map(TenantId::as_str))
+                .await?;
             ensure_not_revoked(self.repo.as_ref(), &self.api_id).await?;
             let now = now_micros();
             for e in snapshot.endpoints {
@@ -352,7 +351,9 @@ impl Watcher {
             ));
         }
         for event in events {
-            if self.tenant.is_some() && event.tenant_id != self.tenant {
+            if let Some(watched) = &self.tenant
+                && event.tenant_id.as_deref() != Some(watched.as_str())
+            {
                 continue;
             }
             let resource = match &event.change {

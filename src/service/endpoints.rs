@@ -4,7 +4,7 @@
 use super::{Idempotency, Listed, Paging, Services, Written, attach_response, check_text};
 use crate::auth::Caller;
 use crate::domain::Permission;
-use crate::domain::{CallbackUrl, EndpointId, SigningSecret, TenantId, UrlPolicy};
+use crate::domain::{CallbackUrl, EndpointId, SigningSecret, UrlPolicy};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{Endpoint, PreviousSecret, Tenant, new_etag, now_micros};
 
@@ -50,7 +50,6 @@ impl Services {
             &new.tenant_id,
             "endpoint.tenant_id",
         )?;
-        TenantId::parse(&tenant_id).field("endpoint.tenant_id")?;
         let endpoint_id = if new.endpoint_id.is_empty() {
             EndpointId::generate()
         } else {
@@ -65,7 +64,7 @@ impl Services {
         if new.url.is_empty() {
             return Err(Error::invalid("endpoint.url", "must be set"));
         }
-        let tenant = self.writable_tenant(&tenant_id).await?;
+        let tenant = self.writable_tenant(tenant_id.as_str()).await?;
         let url = CallbackUrl::parse(&new.url, self.url_policy(&tenant)).field("endpoint.url")?;
         self.idempotent(
             caller,
@@ -73,7 +72,7 @@ impl Services {
             idempotency,
             |mut meta| async move {
                 let endpoint = Endpoint {
-                    tenant_id,
+                    tenant_id: tenant_id.into_string(),
                     endpoint_id: endpoint_id.into_string(),
                     url: url.as_str().to_owned(),
                     description: new.description,
@@ -112,9 +111,9 @@ impl Services {
         endpoint_id: &str,
     ) -> Result<Endpoint> {
         let tenant_id = self.tenant_scope(caller, Permission::EndpointsRead, tenant_id)?;
-        TenantId::parse(&tenant_id).field("tenant_id")?;
         let endpoint_id = EndpointId::parse(endpoint_id).field("endpoint_id")?;
-        self.live_endpoint(&tenant_id, endpoint_id.as_str()).await
+        self.live_endpoint(tenant_id.as_str(), endpoint_id.as_str())
+            .await
     }
 
     pub async fn list_endpoints(
@@ -124,11 +123,13 @@ impl Services {
         paging: &Paging,
     ) -> Result<Listed<Endpoint>> {
         let tenant_id = self.tenant_scope(caller, Permission::EndpointsRead, tenant_id)?;
-        TenantId::parse(&tenant_id).field("tenant_id")?;
         let scope = format!("endpoints/{tenant_id}");
         let request = self.page_request(&scope, paging)?;
-        self.live_tenant(&tenant_id).await?;
-        let page = self.repo.list_endpoints(&tenant_id, &request).await?;
+        self.live_tenant(tenant_id.as_str()).await?;
+        let page = self
+            .repo
+            .list_endpoints(tenant_id.as_str(), &request)
+            .await?;
         Ok(self.listed(&scope, page, |e| (e.create_time, e.endpoint_id.clone())))
     }
 
@@ -176,12 +177,11 @@ impl Services {
             tenant_id,
             "endpoint.tenant_id",
         )?;
-        TenantId::parse(&tenant_id).field("endpoint.tenant_id")?;
         let endpoint_id = EndpointId::parse(endpoint_id).field("endpoint.endpoint_id")?;
         if let Some(d) = &changes.description {
             check_text("endpoint.description", d, DESCRIPTION_MAX)?;
         }
-        let tenant = self.writable_tenant(&tenant_id).await?;
+        let tenant = self.writable_tenant(tenant_id.as_str()).await?;
         let require_verification = tenant.settings.require_verification;
         let url = match &changes.url {
             Some(u) => Some(CallbackUrl::parse(u, self.url_policy(&tenant)).field("endpoint.url")?),
@@ -189,7 +189,7 @@ impl Services {
         };
         let current = match (
             self.repo
-                .get_endpoint(&tenant_id, endpoint_id.as_str())
+                .get_endpoint(tenant_id.as_str(), endpoint_id.as_str())
                 .await?,
             upsert,
         ) {
@@ -199,7 +199,7 @@ impl Services {
                     .create_endpoint(
                         caller,
                         NewEndpoint {
-                            tenant_id,
+                            tenant_id: tenant_id.into_string(),
                             endpoint_id: endpoint_id.into_string(),
                             ..new
                         },
@@ -231,7 +231,7 @@ impl Services {
         let mut verifications = Vec::new();
         if require_verification && next.url != current.url {
             let filter = crate::repository::SubscriptionFilter {
-                tenant_id: tenant_id.clone(),
+                tenant_id: tenant_id.as_str().to_owned(),
                 endpoint_id: Some(next.endpoint_id.clone()),
                 status: None,
                 show_deleted: false,
@@ -258,10 +258,11 @@ impl Services {
         force: bool,
     ) -> Result<Written<Endpoint>> {
         let tenant_id = self.tenant_scope(caller, Permission::EndpointsWrite, tenant_id)?;
-        TenantId::parse(&tenant_id).field("tenant_id")?;
         let endpoint_id = EndpointId::parse(endpoint_id).field("endpoint_id")?;
-        self.writable_tenant(&tenant_id).await?;
-        let current = self.live_endpoint(&tenant_id, endpoint_id.as_str()).await?;
+        self.writable_tenant(tenant_id.as_str()).await?;
+        let current = self
+            .live_endpoint(tenant_id.as_str(), endpoint_id.as_str())
+            .await?;
         if !etag.is_empty() && etag != current.etag {
             return Err(Error::Aborted(
                 "etag does not match the endpoint's current etag".into(),
@@ -271,7 +272,7 @@ impl Services {
         let (endpoint, revision) = self
             .repo
             .delete_endpoint(
-                &tenant_id,
+                tenant_id.as_str(),
                 endpoint_id.as_str(),
                 &current.etag,
                 force,
@@ -292,7 +293,6 @@ impl Services {
         grace_period_seconds: i64,
     ) -> Result<Written<Endpoint>> {
         let tenant_id = self.tenant_scope(caller, Permission::EndpointsWrite, tenant_id)?;
-        TenantId::parse(&tenant_id).field("tenant_id")?;
         let endpoint_id = EndpointId::parse(endpoint_id).field("endpoint_id")?;
         let secret = if secret.is_empty() {
             SigningSecret::generate()
@@ -311,8 +311,10 @@ impl Services {
                 ));
             }
         };
-        self.writable_tenant(&tenant_id).await?;
-        let current = self.live_endpoint(&tenant_id, endpoint_id.as_str()).await?;
+        self.writable_tenant(tenant_id.as_str()).await?;
+        let current = self
+            .live_endpoint(tenant_id.as_str(), endpoint_id.as_str())
+            .await?;
         if !current.enabled {
             return Err(Error::FailedPrecondition(format!(
                 "endpoint {endpoint_id} is disabled; enable it before rotating its secret"

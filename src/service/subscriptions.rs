@@ -3,15 +3,16 @@
 
 use std::sync::Arc;
 
+use super::paging::page_in_memory;
 use super::{Idempotency, Listed, Paging, Services, Settle, Written, attach_response};
 use crate::auth::Caller;
 use crate::domain::Permission;
-use crate::domain::{EndpointId, EventPattern, SubscriptionId, TenantId, resolve_ttl};
+use crate::domain::{EndpointId, EventPattern, SubscriptionId, resolve_ttl};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{
     Micros, Subscription, SubscriptionStatus, Tenant, TenantState, new_etag, now_micros,
 };
-use crate::repository::{Page, RepoError, SubscriptionFilter};
+use crate::repository::{RepoError, SubscriptionFilter};
 use crate::resolve::Catalog;
 
 #[derive(Clone)]
@@ -176,7 +177,6 @@ impl Services {
             &new.tenant_id,
             "subscription.tenant_id",
         )?;
-        TenantId::parse(&tenant_id).field("subscription.tenant_id")?;
         let subscription_id = if new.subscription_id.is_empty() {
             SubscriptionId::generate()
         } else {
@@ -199,11 +199,14 @@ impl Services {
         // afresh and the create built again from it.
         let (mut tenant, mut fresh) = match self
             .index
-            .tenant_record(&tenant_id)
+            .tenant_record(tenant_id.as_str())
             .filter(|t| t.state == TenantState::Active)
         {
             Some(cached) => (cached, false),
-            None => (Arc::new(self.writable_tenant(&tenant_id).await?), true),
+            None => (
+                Arc::new(self.writable_tenant(tenant_id.as_str()).await?),
+                true,
+            ),
         };
         let ttl_seconds = new.ttl_seconds;
         self.idempotent_settled(
@@ -219,7 +222,7 @@ impl Services {
                         status
                     };
                     let subscription = Subscription {
-                        tenant_id: tenant_id.clone(),
+                        tenant_id: tenant_id.as_str().to_owned(),
                         subscription_id: subscription_id.as_str().to_owned(),
                         endpoint_id: endpoint_id.as_str().to_owned(),
                         name: name.clone(),
@@ -248,7 +251,7 @@ impl Services {
                         .await
                     {
                         Err(RepoError::TenantChanged) if !fresh => {
-                            tenant = Arc::new(self.writable_tenant(&tenant_id).await?);
+                            tenant = Arc::new(self.writable_tenant(tenant_id.as_str()).await?);
                             fresh = true;
                         }
                         written => {
@@ -281,10 +284,9 @@ impl Services {
         subscription_id: &str,
     ) -> Result<Subscription> {
         let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsRead, tenant_id)?;
-        TenantId::parse(&tenant_id).field("tenant_id")?;
         let subscription_id = SubscriptionId::parse(subscription_id).field("subscription_id")?;
         let s = self
-            .stored_subscription(&tenant_id, subscription_id.as_str())
+            .stored_subscription(tenant_id.as_str(), subscription_id.as_str())
             .await?;
         Ok(presented(s, now_micros()))
     }
@@ -297,7 +299,6 @@ impl Services {
         paging: &Paging,
     ) -> Result<Listed<Subscription>> {
         let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsRead, tenant_id)?;
-        TenantId::parse(&tenant_id).field("tenant_id")?;
         let endpoint_id = match filter.endpoint_id.as_str() {
             "" => None,
             e => Some(EndpointId::parse(e).field("endpoint_id")?.into_string()),
@@ -332,9 +333,9 @@ impl Services {
             filter.show_deleted
         );
         let request = self.page_request(&scope, paging)?;
-        self.live_tenant(&tenant_id).await?;
+        self.live_tenant(tenant_id.as_str()).await?;
         let repo_filter = SubscriptionFilter {
-            tenant_id,
+            tenant_id: tenant_id.into_string(),
             endpoint_id,
             status: filter.status,
             show_deleted: filter.show_deleted,
@@ -359,22 +360,9 @@ impl Services {
                             })
                     })
                     .collect();
-                let total = matching.len() as u64;
-                let mut rest: Vec<Subscription> = matching
-                    .into_iter()
-                    .filter(|s| match &request.after {
-                        None => true,
-                        Some((t, k)) => (s.create_time, &s.subscription_id) > (*t, k),
-                    })
-                    .skip(usize::try_from(request.skip).unwrap_or(usize::MAX))
-                    .collect();
-                let has_more = rest.len() as u64 > request.limit;
-                rest.truncate(usize::try_from(request.limit).unwrap_or(usize::MAX));
-                Page {
-                    items: rest,
-                    has_more,
-                    total,
-                }
+                page_in_memory(matching, &request, |s| {
+                    (s.create_time, s.subscription_id.as_str())
+                })
             }
         };
         let mut listed = self.listed(&scope, page, |s| (s.create_time, s.subscription_id.clone()));
@@ -428,7 +416,6 @@ impl Services {
             tenant_id,
             "subscription.tenant_id",
         )?;
-        TenantId::parse(&tenant_id).field("subscription.tenant_id")?;
         let subscription_id =
             SubscriptionId::parse(subscription_id).field("subscription.subscription_id")?;
         let endpoint_id = match &changes.endpoint_id {
@@ -451,10 +438,10 @@ impl Services {
             Some(p) => Some(self.checked_patterns("subscription.event_types", p).await?),
             None => None,
         };
-        let tenant = self.writable_tenant(&tenant_id).await?;
+        let tenant = self.writable_tenant(tenant_id.as_str()).await?;
         let current = match (
             self.repo
-                .get_subscription(&tenant_id, subscription_id.as_str())
+                .get_subscription(tenant_id.as_str(), subscription_id.as_str())
                 .await?,
             upsert,
         ) {
@@ -464,7 +451,7 @@ impl Services {
                     .create_subscription(
                         caller,
                         NewSubscription {
-                            tenant_id,
+                            tenant_id: tenant_id.into_string(),
                             subscription_id: subscription_id.into_string(),
                             ..new
                         },
@@ -545,11 +532,10 @@ impl Services {
         etag: &str,
     ) -> Result<Written<Subscription>> {
         let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsWrite, tenant_id)?;
-        TenantId::parse(&tenant_id).field("tenant_id")?;
         let subscription_id = SubscriptionId::parse(subscription_id).field("subscription_id")?;
-        self.writable_tenant(&tenant_id).await?;
+        self.writable_tenant(tenant_id.as_str()).await?;
         let current = self
-            .stored_subscription(&tenant_id, subscription_id.as_str())
+            .stored_subscription(tenant_id.as_str(), subscription_id.as_str())
             .await?;
         if current.status == SubscriptionStatus::Deleted {
             return Err(Error::NotFound(format!(
@@ -564,7 +550,12 @@ impl Services {
         let meta = self.write_meta(caller, now_micros());
         let (subscription, revision) = self
             .repo
-            .delete_subscription(&tenant_id, subscription_id.as_str(), &current.etag, &meta)
+            .delete_subscription(
+                tenant_id.as_str(),
+                subscription_id.as_str(),
+                &current.etag,
+                &meta,
+            )
             .await?;
         Ok(self.applied(subscription, revision))
     }
@@ -578,14 +569,13 @@ impl Services {
         ttl_seconds: i64,
     ) -> Result<Written<Subscription>> {
         let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsWrite, tenant_id)?;
-        TenantId::parse(&tenant_id).field("tenant_id")?;
         let subscription_id = SubscriptionId::parse(subscription_id).field("subscription_id")?;
         if ttl_seconds < 0 {
             return Err(Error::invalid("ttl_seconds", "must not be negative"));
         }
-        let tenant = self.writable_tenant(&tenant_id).await?;
+        let tenant = self.writable_tenant(tenant_id.as_str()).await?;
         let current = self
-            .stored_subscription(&tenant_id, subscription_id.as_str())
+            .stored_subscription(tenant_id.as_str(), subscription_id.as_str())
             .await?;
         if current.status == SubscriptionStatus::Deleted {
             return Err(Error::FailedPrecondition(format!(

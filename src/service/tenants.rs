@@ -1,6 +1,8 @@
 //! Tenants: create, read, list, update (including suspension), delete.
 
-use super::{Idempotency, Listed, Paging, Services, Written, attach_response, check_text};
+use super::{
+    Idempotency, Listed, Paging, Services, Written, attach_response, check_text, other_tenant,
+};
 use crate::auth::Caller;
 use crate::domain::Permission;
 use crate::domain::{TenantId, validate_tenant_ttls};
@@ -65,8 +67,7 @@ impl Services {
     /// A live tenant the caller may see.
     pub async fn get_tenant(&self, caller: &Caller, tenant_id: &str) -> Result<Tenant> {
         let tenant_id = self.tenant_scope(caller, Permission::TenantsRead, tenant_id)?;
-        TenantId::parse(&tenant_id).field("tenant_id")?;
-        self.live_tenant(&tenant_id).await
+        self.live_tenant(tenant_id.as_str()).await
     }
 
     pub(crate) async fn live_tenant(&self, tenant_id: &str) -> Result<Tenant> {
@@ -123,9 +124,7 @@ impl Services {
         self.require(caller, Permission::TenantsWrite)?;
         let tenant_id = TenantId::parse(tenant_id).field("tenant.tenant_id")?;
         if !caller.may_access_tenant(tenant_id.as_str()) {
-            return Err(Error::PermissionDenied(
-                "the credential is scoped to another tenant".into(),
-            ));
+            return Err(other_tenant());
         }
         if let Some(name) = &changes.display_name {
             check_text("tenant.display_name", name, DISPLAY_NAME_MAX)?;
@@ -173,9 +172,7 @@ impl Services {
         self.require(caller, Permission::TenantsWrite)?;
         let tenant_id = TenantId::parse(tenant_id).field("tenant_id")?;
         if !caller.may_access_tenant(tenant_id.as_str()) {
-            return Err(Error::PermissionDenied(
-                "the credential is scoped to another tenant".into(),
-            ));
+            return Err(other_tenant());
         }
         let current = self.live_tenant(tenant_id.as_str()).await?;
         if !etag.is_empty() && etag != current.etag {

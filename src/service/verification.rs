@@ -5,12 +5,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use super::Services;
+use super::{Services, other_tenant};
 use crate::auth::Caller;
 use crate::crypto::random_bytes;
 use crate::delivery::DeliveryResult;
 use crate::domain::Permission;
-use crate::domain::{EndpointId, SubscriptionId, TenantId};
+use crate::domain::{EndpointId, SubscriptionId};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::{Micros, Subscription, now_micros};
 use crate::repository::{Verification, WriteMeta};
@@ -113,9 +113,7 @@ impl Services {
         if let Some(caller) = caller
             && !caller.may_access_tenant(&token.tenant_id)
         {
-            return Err(Error::PermissionDenied(
-                "the credential is scoped to another tenant".into(),
-            ));
+            return Err(other_tenant());
         }
         match token.refusal(now) {
             Some(refusal) => Err(refusal.into()),
@@ -142,19 +140,18 @@ impl Services {
         subscription_id: &str,
     ) -> Result<Written<Subscription>> {
         let tenant_id = self.tenant_scope(caller, Permission::SubscriptionsWrite, tenant_id)?;
-        TenantId::parse(&tenant_id).field("tenant_id")?;
         let subscription_id = SubscriptionId::parse(subscription_id).field("subscription_id")?;
-        self.writable_tenant(&tenant_id).await?;
+        self.writable_tenant(tenant_id.as_str()).await?;
         let current = self
             .repo
-            .get_subscription(&tenant_id, subscription_id.as_str())
+            .get_subscription(tenant_id.as_str(), subscription_id.as_str())
             .await?
             .ok_or_else(|| Error::NotFound(format!("subscription {subscription_id} not found")))?;
         let meta = self.write_meta(caller, now_micros());
         let verification = self.new_verification(&current, meta.now)?;
         let (s, revision) = self
             .repo
-            .resend_confirmation(&tenant_id, &verification, &meta)
+            .resend_confirmation(tenant_id.as_str(), &verification, &meta)
             .await?;
         Ok(self.applied(s, revision))
     }
@@ -167,9 +164,10 @@ impl Services {
         endpoint_id: &str,
     ) -> Result<DeliveryResult> {
         let tenant_id = self.tenant_scope(caller, Permission::EndpointsWrite, tenant_id)?;
-        TenantId::parse(&tenant_id).field("tenant_id")?;
         let endpoint_id = EndpointId::parse(endpoint_id).field("endpoint_id")?;
-        let endpoint = self.live_endpoint(&tenant_id, endpoint_id.as_str()).await?;
+        let endpoint = self
+            .live_endpoint(tenant_id.as_str(), endpoint_id.as_str())
+            .await?;
         let now = now_micros();
         // A ping writes nothing, but a replayed one would still send: its
         // nonce is recorded like a write's.
@@ -180,7 +178,7 @@ impl Services {
         let body = serde_json::json!({
             "type": "webhook.ping",
             "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "data": {"tenant_id": tenant_id, "endpoint_id": endpoint.endpoint_id},
+            "data": {"tenant_id": tenant_id.as_str(), "endpoint_id": endpoint.endpoint_id},
         });
         let secrets = endpoint.live_secrets(now);
         Ok(self

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 use crate::config::{BOOTSTRAP_FILE, ServeArgs};
+use crate::crypto::{IfExists, write_private};
 use crate::domain::Role;
 use crate::model::{Credential, new_etag, now_micros};
 use crate::repository::{Bootstrap, CredentialStore, SeaRepository};
@@ -93,24 +94,9 @@ pub(super) async fn bootstrap(args: &ServeArgs, repo: &SeaRepository) -> anyhow:
 }
 
 fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    // The mode given to `open` applies only to a file it creates.
-    #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .with_context(|| format!("cannot restrict {}", path.display()))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    Ok(())
+    write_private(path, contents, IfExists::Replace)
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -1,9 +1,13 @@
 //! Encryption of secrets at rest under a master key (AES-256-GCM), and the
 //! master key itself.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+mod key_file;
+
+pub use key_file::load_or_create_key_file;
+pub(crate) use key_file::{IfExists, write_private};
+
+use std::io;
+use std::path::PathBuf;
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
@@ -176,76 +180,6 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
-/// Reads the master key from `path`, or, if there is no such file, generates
-/// one and writes it there as base64 with mode 0600.
-///
-/// The key is written to a private temporary file first and then hard-linked
-/// into place, so no reader ever sees a partly written key and two processes
-/// starting together end up sharing one key.
-pub fn load_or_create_key_file(path: &Path) -> Result<MasterKey, CryptoError> {
-    let io_err = |source| CryptoError::KeyFile {
-        path: path.to_owned(),
-        source,
-    };
-    match read_key_file(path) {
-        Err(CryptoError::KeyFile { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
-        other => return other,
-    }
-
-    let key = MasterKey::generate();
-    let tmp = path.with_extension(format!("tmp-{}", hex::encode(random_bytes::<8>())));
-    let written =
-        write_private(&tmp, key.to_base64().as_bytes()).and_then(|()| fs::hard_link(&tmp, path));
-    // The temporary name is only a staging step; failing to remove it loses nothing.
-    let _ = fs::remove_file(&tmp);
-    match written {
-        Ok(()) => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
-            }
-            Ok(key)
-        }
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_key_file(path),
-        Err(e) => Err(io_err(e)),
-    }
-}
-
-fn read_key_file(path: &Path) -> Result<MasterKey, CryptoError> {
-    let text = fs::read_to_string(path).map_err(|source| CryptoError::KeyFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    warn_if_readable_by_others(path);
-    MasterKey::from_base64(text.trim()).map_err(|_| CryptoError::InvalidKeyFile {
-        path: path.to_owned(),
-    })
-}
-
-fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.write_all(b"\n")?;
-    file.sync_all()
-}
-
-#[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(path = %path.display(), "key file is accessible to other users; it should have mode 0600");
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
-
 /// `N` bytes from the operating system's CSPRNG.
 ///
 /// # Panics
@@ -354,47 +288,5 @@ mod tests {
         let key = MasterKey::generate();
         let shown = format!("{key:?}");
         assert_eq!(shown, "MasterKey([redacted])");
-    }
-
-    #[test]
-    fn key_file_is_created_private_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("master.key");
-
-        let created = load_or_create_key_file(&path).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
-        }
-        assert_eq!(
-            fs::read_to_string(&path).unwrap().trim(),
-            created.to_base64()
-        );
-        assert_eq!(
-            fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no staging file left behind"
-        );
-
-        let loaded = load_or_create_key_file(&path).unwrap();
-        assert_eq!(loaded.0, created.0);
-        let blob = created.encrypt(b"secret", b"aad");
-        assert_eq!(loaded.decrypt(&blob, b"aad").unwrap(), b"secret");
-    }
-
-    #[test]
-    fn key_file_with_junk_is_an_error_not_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("master.key");
-        fs::write(&path, "junk").unwrap();
-        assert!(matches!(
-            load_or_create_key_file(&path),
-            Err(CryptoError::InvalidKeyFile { .. })
-        ));
-        assert_eq!(fs::read_to_string(&path).unwrap(), "junk");
     }
 }
