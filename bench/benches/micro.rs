@@ -175,14 +175,23 @@ fn resolve_one_tenant(c: &mut Criterion) {
                 .resolve(tenant, black_box(&names[i]), 1, true)
                 .expect("the tenant is loaded");
             let targets = targets.into_iter().map(Into::into).collect();
-            black_box(ResolveSubscribersResponse { targets, revision }.encode_to_vec())
+            black_box(
+                ResolveSubscribersResponse {
+                    targets,
+                    revision,
+                    next_page_token: String::new(),
+                }
+                .encode_to_vec(),
+            )
         })
     });
     c.bench_function("resolve to the wire in place", |b| {
         b.iter(|| {
             i = (i + 7) % names.len();
             let name = black_box(&names[i]);
-            black_box(index.resolve_with(tenant, name, 1, true, EncodedResolve::new))
+            black_box(
+                index.resolve_with(tenant, name, 1, true, |m, r| EncodedResolve::new(m, r, "")),
+            )
         })
     });
 }

@@ -569,6 +569,7 @@ async fn validate_on(server: &Server, args: &ValidateArgs) -> anyhow::Result<ser
             .resolve_subscribers(proto::ResolveSubscribersRequest {
                 tenant_id: tenant_id(0),
                 event_type: event_type_name(0),
+                ..Default::default()
             })
             .await
             .context("the probe Resolve failed")?;

@@ -134,6 +134,7 @@ impl Caller {
                 .resolve_subscribers(proto::ResolveSubscribersRequest {
                     tenant_id: tenant_id(self.rng.below(shape.tenants)),
                     event_type: event_type_name(self.rng.below(shape.event_types)),
+                    ..Default::default()
                 })
                 .await
                 .map(|_| ()),
@@ -547,6 +548,7 @@ pub async fn propagation(args: PropagationArgs) -> anyhow::Result<()> {
                     .resolve_subscribers(proto::ResolveSubscribersRequest {
                         tenant_id: shape.write_tenant.clone(),
                         event_type: "bench.propagation".into(),
+                        ..Default::default()
                     })
                     .await?
                     .into_inner();

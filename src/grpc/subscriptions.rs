@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use super::wire::EncodedResolve;
 use super::{Api, caller, convert, idempotency, mask_paths, paging, status, touches, written};
 use crate::proto::{self, server::subscription_service_server::SubscriptionService};
-use crate::service::{NewSubscription, SubscriptionChanges, SubscriptionListFilter};
+use crate::service::{NewSubscription, ResolveQuery, SubscriptionChanges, SubscriptionListFilter};
 
 pub type SubscriptionApi = Api;
 
@@ -222,18 +222,37 @@ impl SubscriptionService for Api {
         request: Request<proto::ResolveSubscribersRequest>,
     ) -> Result<Response<EncodedResolve>, Status> {
         let caller = caller(&request)?;
-        let req = request.get_ref();
         let answer = self
             .services
-            .resolve_subscribers(
-                &caller,
-                &req.tenant_id,
-                &req.event_type,
-                EncodedResolve::new,
-            )
+            .resolve_subscribers(&caller, &query(request.get_ref()), EncodedResolve::new)
             .await
             .map_err(status)?;
         Ok(Response::new(answer))
+    }
+
+    async fn batch_resolve_subscribers(
+        &self,
+        request: Request<proto::BatchResolveSubscribersRequest>,
+    ) -> Result<Response<proto::BatchResolveSubscribersResponse>, Status> {
+        let caller = caller(&request)?;
+        let queries: Vec<ResolveQuery> = request.get_ref().queries.iter().map(query).collect();
+        let (answers, revision) = self
+            .services
+            .batch_resolve_subscribers(&caller, &queries)
+            .await
+            .map_err(status)?;
+        let answers = answers
+            .into_iter()
+            .map(|page| proto::ResolveSubscribersResponse {
+                targets: page.targets.into_iter().map(Into::into).collect(),
+                revision,
+                next_page_token: page.next_page_token,
+            })
+            .collect();
+        Ok(Response::new(proto::BatchResolveSubscribersResponse {
+            answers,
+            revision,
+        }))
     }
 
     type WatchSubscriptionsStream = WatchStream;
@@ -252,5 +271,14 @@ impl SubscriptionService for Api {
         let stream = tokio_stream::wrappers::ReceiverStream::new(events)
             .map(|event| event.map(convert::watch_event).map_err(status));
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn query(req: &proto::ResolveSubscribersRequest) -> ResolveQuery {
+    ResolveQuery {
+        tenant_id: req.tenant_id.clone(),
+        event_type: req.event_type.clone(),
+        page_size: req.page_size,
+        page_token: req.page_token.clone(),
     }
 }

@@ -20,6 +20,7 @@ use crate::resolve::Match;
 /// `ResolveSubscribersResponse` fields.
 const TARGETS: u32 = 1;
 const REVISION: u32 = 2;
+const NEXT_PAGE_TOKEN: u32 = 3;
 
 /// `ResolveSubscribersResponse.Target` fields.
 const SUBSCRIPTION_ID: u32 = 1;
@@ -34,8 +35,9 @@ const SIGNING_SECRETS: u32 = 6;
 pub struct EncodedResolve(Vec<u8>);
 
 impl EncodedResolve {
-    /// The answer listing `matches` in order, as of `revision`.
-    pub fn new(matches: &[Match<'_>], revision: i64) -> Self {
+    /// The answer listing `matches` in order, as of `revision`, with the
+    /// token of the page after it (empty: none).
+    pub fn new(matches: &[Match<'_>], revision: i64, next_page_token: &str) -> Self {
         let mut buf = Vec::with_capacity(matches.len() * 256 + 16);
         for m in matches {
             let len = string_len(SUBSCRIPTION_ID, m.subscription_id())
@@ -62,6 +64,7 @@ impl EncodedResolve {
             // int64 is encoded as its two's-complement u64, as prost does.
             encode_varint(revision as u64, &mut buf);
         }
+        string(NEXT_PAGE_TOKEN, next_page_token, &mut buf);
         EncodedResolve(buf)
     }
 
@@ -136,6 +139,11 @@ impl prost::Message for EncodedResolve {
                 prost::encoding::int64::merge(wire_type, &mut revision, buf, ctx)?;
                 prost::encoding::int64::encode(REVISION, &revision, &mut self.0);
             }
+            NEXT_PAGE_TOKEN => {
+                let mut token = String::new();
+                prost::encoding::string::merge(wire_type, &mut token, buf, ctx)?;
+                prost::encoding::string::encode(NEXT_PAGE_TOKEN, &token, &mut self.0);
+            }
             _ => prost::encoding::skip_field(wire_type, tag, buf, ctx)?,
         }
         Ok(())
@@ -188,11 +196,22 @@ mod tests {
     fn prost_bytes(index: &ResolveIndex, event_type: &str, now: i64, secrets: bool) -> Vec<u8> {
         let (targets, revision) = index.resolve("acme", event_type, now, secrets).unwrap();
         let targets = targets.into_iter().map(Into::into).collect();
-        ResolveSubscribersResponse { targets, revision }.encode_to_vec()
+        ResolveSubscribersResponse {
+            targets,
+            revision,
+            next_page_token: TOKEN.to_owned(),
+        }
+        .encode_to_vec()
     }
 
+    /// Every answer here names a next page, so the token's bytes are
+    /// checked too.
+    const TOKEN: &str = "next-page-token";
+
     fn encoded(index: &ResolveIndex, event_type: &str, now: i64, secrets: bool) -> Vec<u8> {
-        let answer = index.resolve_with("acme", event_type, now, secrets, EncodedResolve::new);
+        let answer = index.resolve_with("acme", event_type, now, secrets, |m, revision| {
+            EncodedResolve::new(m, revision, TOKEN)
+        });
         answer.unwrap().as_bytes().to_vec()
     }
 
@@ -232,9 +251,12 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_without_targets_carries_the_revision_alone() {
+    fn an_answer_without_targets_carries_the_revision_and_token_alone() {
         let index = index();
-        assert!(encoded(&index, "order.created.unknown", 1_000, true).is_empty());
+        let empty = index.resolve_with("acme", "order.created.unknown", 1_000, true, |m, r| {
+            EncodedResolve::new(m, r, "")
+        });
+        assert!(empty.unwrap().as_bytes().is_empty());
         index.mark_applied(1 << 40);
         let answer = encoded(&index, "order.created.unknown", 1_000, true);
         assert_eq!(

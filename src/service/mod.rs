@@ -2,7 +2,6 @@
 //! domain values and the authenticated [`Caller`], returns model records.
 
 mod credentials;
-mod data_plane;
 mod endpoints;
 mod errors;
 mod event_types;
@@ -10,15 +9,16 @@ mod idempotency;
 pub mod page_token;
 mod paging;
 mod payloads;
+mod resolve;
 mod subscriptions;
 mod tenants;
 mod verification;
+mod watch;
 mod watch_slots;
 
 use std::sync::Arc;
 
 pub use credentials::{NewCredential, generate_api_id, generate_credential_secret};
-pub use data_plane::{WatchEvent, WatchResource};
 pub use endpoints::{EndpointChanges, NewEndpoint};
 pub use event_types::{EventTypeChanges, EventTypeKey, NewEventType};
 pub use idempotency::Idempotency;
@@ -26,9 +26,11 @@ pub(crate) use idempotency::attach_response;
 pub use page_token::PageTokens;
 pub use paging::{DEFAULT_PAGE_SIZE, Listed, MAX_PAGE_SIZE, Paging};
 pub use payloads::{MAX_VIOLATIONS, PayloadCheck, PayloadViolation};
+pub use resolve::{MAX_BATCH_QUERIES, MAX_RESOLVE_PAGE, ResolveQuery, ResolvedPage};
 pub use subscriptions::{NewSubscription, SubscriptionChanges, SubscriptionListFilter};
 pub use tenants::{NewTenant, TenantChanges};
 pub use verification::token_hash;
+pub use watch::{WatchEvent, WatchResource};
 
 use crate::auth::{CachedCredential, Caller, CredentialCache, ScopeError};
 use crate::domain::{Permission, TenantId};
@@ -109,6 +111,15 @@ impl Services {
             payloads: payloads::PayloadChecker::default(),
             watch_slots,
         }
+    }
+
+    /// Settles a write: waits (briefly) until this replica's index and
+    /// credential cache reflect `revision`, so a caller that reads right after
+    /// its write sees it.
+    pub(crate) async fn settle(&self, revision: Revision) {
+        self.index
+            .wait_applied(revision, std::time::Duration::from_secs(2))
+            .await;
     }
 
     /// A settled write's result.

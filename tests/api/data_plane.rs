@@ -182,6 +182,7 @@ async fn resolve_matches_exact_prefix_middle_and_star_patterns(backend: Backend)
             .resolve_subscribers(ResolveSubscribersRequest {
                 tenant_id: TENANT.to_owned(),
                 event_type: "command..completed".to_owned(),
+                ..Default::default()
             })
             .await,
         "event_type",
@@ -424,6 +425,7 @@ async fn assert_resolves_nothing(clients: &Clients, tenant_id: &str, when: &str)
             .resolve_subscribers(ResolveSubscribersRequest {
                 tenant_id: tenant_id.to_owned(),
                 event_type: event_type.to_owned(),
+                ..Default::default()
             })
             .await;
         match result {
@@ -468,6 +470,7 @@ async fn resolve_needs_permission_and_secrets_go_to_secret_readers(backend: Back
             .resolve_subscribers(ResolveSubscribersRequest {
                 tenant_id: TENANT.to_owned(),
                 event_type: "command.completed".to_owned(),
+                ..Default::default()
             })
             .await;
         expect_code(result, Code::PermissionDenied);

@@ -958,6 +958,7 @@ pub async fn resolve_answer(
         .resolve_subscribers(ResolveSubscribersRequest {
             tenant_id: tenant_id.to_owned(),
             event_type: event_type.to_owned(),
+            ..Default::default()
         })
         .await)
 }

@@ -25,6 +25,7 @@ mod paging;
 mod rekey;
 mod replays;
 mod replicas;
+mod resolve_pages;
 mod restart;
 mod seeds;
 mod serving;

@@ -419,6 +419,7 @@ async fn resolve_following(
         .resolve_subscribers(ResolveSubscribersRequest {
             tenant_id: TENANT.to_owned(),
             event_type: event_type.to_owned(),
+            ..Default::default()
         })
         .await;
     match result {
@@ -671,6 +672,7 @@ async fn a_replayed_write_and_a_revoked_credential_are_refused_by_the_other(db: 
                 .resolve_subscribers(ResolveSubscribersRequest {
                     tenant_id: TENANT.to_owned(),
                     event_type: "command.completed".to_owned(),
+                    ..Default::default()
                 })
                 .await
         }

@@ -1007,6 +1007,7 @@ async fn expect_tenant_not_found(admin: &Clients, tenant_id: &str) {
             .resolve_subscribers(ResolveSubscribersRequest {
                 tenant_id: t(),
                 event_type: "command.accepted".to_owned(),
+                ..Default::default()
             })
             .await
             .map(drop),

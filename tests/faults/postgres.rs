@@ -271,6 +271,7 @@ async fn resolver(clients: Clients, log: Log, mut stop: watch::Receiver<bool>) {
                 .resolve_subscribers(with_deadline(ResolveSubscribersRequest {
                     tenant_id: TENANT.to_owned(),
                     event_type: "command.accepted".to_owned(),
+                    ..Default::default()
                 })),
         )
         .await;

@@ -26,8 +26,8 @@ pub struct Target {
 }
 
 impl TenantIndex {
-    /// The live subscriptions `event_type` reaches, in the stable order of
-    /// answers: creation time, then id. `ids` are the interned ids of its
+    /// The live subscriptions `event_type` reaches, in the order of
+    /// answers: by subscription id. `ids` are the interned ids of its
     /// name and segments.
     pub(super) fn matches(
         &self,
@@ -95,10 +95,8 @@ impl TenantIndex {
                 secrets,
             })
         }));
-        found.sort_by(|a, b| {
-            (a.entry.create_time, a.entry.subscription_id())
-                .cmp(&(b.entry.create_time, b.entry.subscription_id()))
-        });
+        // The contract's order, which pages of an answer follow.
+        found.sort_unstable_by(|a, b| a.entry.subscription_id().cmp(b.entry.subscription_id()));
         found
     }
 }

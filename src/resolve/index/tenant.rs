@@ -33,8 +33,6 @@ pub(super) struct Entry {
     pub(super) pattern: Arc<EventPattern>,
     pub(super) more_patterns: Box<[Arc<EventPattern>]>,
     pub(super) expire_time: Option<Micros>,
-    /// Creation time; with the id, the stable order of answers.
-    pub(super) create_time: Micros,
 }
 
 impl Entry {
@@ -205,7 +203,6 @@ impl TenantIndex {
         let endpoint = self.endpoint_slot(&s.endpoint_id);
         let name = s.name.as_deref().unwrap_or_default();
         self.entries[slot as usize] = Some(Entry {
-            create_time: s.create_time,
             text: Packed::new([&s.subscription_id, name, &s.endpoint_id]),
             endpoint,
             pattern,

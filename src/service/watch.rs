@@ -1,6 +1,6 @@
-//! The data plane: ResolveSubscribers from the in-memory index, and
-//! WatchSubscriptions from the replica's change feed (the change log for a
-//! stream further behind than the feed holds).
+//! WatchSubscriptions: a snapshot, then every change from the replica's
+//! change feed (the change log for a stream further behind than the feed
+//! holds).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,13 +10,11 @@ use tokio::sync::mpsc;
 use super::Services;
 use super::subscriptions::presented;
 use crate::auth::Caller;
-use crate::domain::Permission;
-use crate::domain::{EventTypeName, TenantId};
-use crate::error::{Error, FieldExt, Result};
+use crate::domain::{Permission, TenantId};
+use crate::error::{Error, Result};
 use crate::model::{Endpoint, Subscription, now_micros};
 use crate::repository::{ChangeKind, Revision};
-use crate::resolve::{Behind, ChangeFeed, FeedChange, FeedEvent, Match};
-
+use crate::resolve::{Behind, ChangeFeed, FeedChange, FeedEvent};
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Events queued for one stream's connection: enough to keep it busy,
@@ -47,39 +45,6 @@ pub enum WatchEvent {
 }
 
 impl Services {
-    /// Settles a write: waits (briefly) until this replica's index and
-    /// credential cache reflect `revision`, so a caller that reads right after
-    /// its write sees it.
-    pub(crate) async fn settle(&self, revision: Revision) {
-        self.index
-            .wait_applied(revision, Duration::from_secs(2))
-            .await;
-    }
-
-    /// What `render` makes of the subscriptions `event_type` reaches and
-    /// the revision that answer reflects; it runs with the tenant's index
-    /// read-locked (see [`crate::resolve::ResolveIndex::resolve_with`]).
-    pub async fn resolve_subscribers<R>(
-        &self,
-        caller: &Caller,
-        tenant_id: &str,
-        event_type: &str,
-        render: impl FnOnce(&[Match<'_>], Revision) -> R,
-    ) -> Result<R> {
-        let tenant_id = self.tenant_scope(caller, Permission::SubscribersResolve, tenant_id)?;
-        EventTypeName::parse(event_type).field("event_type")?;
-        let with_secrets = caller.has(Permission::SecretsRead);
-        self.index
-            .resolve_with(
-                tenant_id.as_str(),
-                event_type,
-                now_micros(),
-                with_secrets,
-                render,
-            )
-            .ok_or_else(|| Error::NotFound(format!("tenant {tenant_id} not found")))
-    }
-
     /// Starts a watch; events arrive on the returned channel until the
     /// receiver is dropped.
     pub async fn watch_subscriptions(
