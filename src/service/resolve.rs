@@ -60,7 +60,7 @@ impl Services {
                 |matches, revision| {
                     let mut unbounded = usize::MAX;
                     let (page, next) = checked.cut(matches, &mut unbounded);
-                    let token = next.map(|after| self.tokens.encode(&checked.scope, &(0, after)));
+                    let token = next.map(|after| self.next_page_token(&checked, after));
                     render(page, revision, token.as_deref().unwrap_or(""))
                 },
             )
@@ -107,7 +107,7 @@ impl Services {
                         ResolvedPage {
                             targets: page.iter().map(Match::to_target).collect(),
                             next_page_token: next
-                                .map(|after| self.tokens.encode(&checked.scope, &(0, after)))
+                                .map(|after| self.next_page_token(checked, after))
                                 .unwrap_or_default(),
                         }
                     },
@@ -121,64 +121,89 @@ impl Services {
     }
 
     /// Checks one query; `at` prefixes the fields its violations name.
-    fn check_query(&self, caller: &Caller, query: &ResolveQuery, at: &str) -> Result<CheckedQuery> {
+    /// Allocates nothing for a plain first page: resolve is the hottest
+    /// call.
+    fn check_query<'q>(
+        &self,
+        caller: &Caller,
+        query: &'q ResolveQuery,
+        at: &str,
+    ) -> Result<CheckedQuery<'q>> {
         let tenant = self.tenant_scope_at(
             caller,
             Permission::SubscribersResolve,
             &query.tenant_id,
-            &format!("{at}tenant_id"),
+            &field(at, "tenant_id"),
         )?;
-        EventTypeName::parse(&query.event_type).field(&format!("{at}event_type"))?;
+        if let Err(e) = EventTypeName::parse(&query.event_type) {
+            return Err(e).field(&field(at, "event_type"));
+        }
         let limit = match query.page_size {
             n if n < 0 => {
                 return Err(Error::invalid(
-                    format!("{at}page_size"),
+                    field(at, "page_size"),
                     "must not be negative",
                 ));
             }
             0 => MAX_RESOLVE_PAGE,
             n => usize::try_from(n).map_or(MAX_RESOLVE_PAGE, |n| n.min(MAX_RESOLVE_PAGE)),
         };
-        // A token is good for the same tenant and event type only.
-        let scope = format!(
-            "ResolveSubscribers\0{}\0{}",
-            tenant.as_str(),
-            query.event_type
-        );
-        let after = match query.page_token.as_str() {
-            "" => None,
-            token => Some(
-                self.tokens
-                    .decode(&scope, token)
-                    .map_err(|_| {
-                        Error::invalid(
-                            format!("{at}page_token"),
-                            "is not a next_page_token of this tenant and event type",
-                        )
-                    })?
-                    .1,
-            ),
-        };
-        Ok(CheckedQuery {
+        let mut checked = CheckedQuery {
             tenant,
-            after,
+            event_type: &query.event_type,
+            after: None,
             limit,
-            scope,
-        })
+        };
+        if !query.page_token.is_empty() {
+            let (_, after) = self
+                .tokens
+                .decode(&checked.scope(), &query.page_token)
+                .map_err(|_| {
+                    Error::invalid(
+                        field(at, "page_token"),
+                        "is not a next_page_token of this tenant and event type",
+                    )
+                })?;
+            checked.after = Some(after);
+        }
+        Ok(checked)
+    }
+
+    /// The token of the page after `after` of `query`.
+    fn next_page_token(&self, query: &CheckedQuery<'_>, after: String) -> String {
+        self.tokens.encode(&query.scope(), &(0, after))
+    }
+}
+
+/// `name` under the prefix `at` (e.g. `queries[3].`).
+fn field<'a>(at: &str, name: &'a str) -> std::borrow::Cow<'a, str> {
+    if at.is_empty() {
+        name.into()
+    } else {
+        format!("{at}{name}").into()
     }
 }
 
 /// A query that passed its checks.
-struct CheckedQuery {
+struct CheckedQuery<'q> {
     tenant: TenantId,
+    event_type: &'q str,
     /// The last subscription id of the page before.
     after: Option<String>,
     limit: usize,
-    /// What its page tokens are bound to.
-    scope: String,
 }
 
-impl CheckedQuery {
+impl CheckedQuery<'_> {
+    /// What its page tokens are bound to: a token is good for the same
+    /// tenant and event type only.
+    fn scope(&self) -> String {
+        format!(
+            "ResolveSubscribers\0{}\0{}",
+            self.tenant.as_str(),
+            self.event_type
+        )
+    }
+
     /// The page of `matches` (in subscription-id order) after the page
     /// before, at most `limit` targets, and targets only while `budget`
     /// bytes last (it is spent). Returns the page, and the position to
@@ -244,18 +269,18 @@ mod tests {
         index
     }
 
-    fn query(after: Option<&str>, limit: usize) -> CheckedQuery {
+    fn query(after: Option<&str>, limit: usize) -> CheckedQuery<'static> {
         CheckedQuery {
             tenant: TenantId::parse("acme").unwrap(),
+            event_type: "order.created",
             after: after.map(str::to_owned),
             limit,
-            scope: String::new(),
         }
     }
 
     /// The ids of the page `query` cuts with `budget`, and where the next
     /// page starts.
-    fn cut(query: &CheckedQuery, budget: &mut usize) -> (Vec<String>, Option<String>) {
+    fn cut(query: &CheckedQuery<'_>, budget: &mut usize) -> (Vec<String>, Option<String>) {
         index()
             .resolve_with("acme", "order.created", 0, false, |matches, _| {
                 let (page, next) = query.cut(matches, budget);
