@@ -29,7 +29,8 @@ pub struct RunArgs {
     /// The hookplane binary; default: next to this one.
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
-    /// Comma-separated: resolve, get, list, create, update (health is the baseline).
+    /// Comma-separated: resolve, batch-resolve (100 queries a call), get, list,
+    /// create, update (health is the baseline).
     #[arg(long, default_value = "resolve,get,list,create,update")]
     pub workloads: String,
     #[arg(long, default_value_t = 64)]
@@ -71,17 +72,24 @@ static CREATED: AtomicU64 = AtomicU64::new(0);
 pub enum Workload {
     Health,
     Resolve,
+    /// BatchResolveSubscribers with [`BATCH_QUERIES`] random queries: each
+    /// call resolves that many events.
+    BatchResolve,
     Get,
     List,
     Create,
     Update,
 }
 
+/// Queries per call of the batch-resolve workload.
+pub const BATCH_QUERIES: usize = 100;
+
 impl Workload {
     pub fn parse(s: &str) -> anyhow::Result<Self> {
         Ok(match s.trim() {
             "health" => Workload::Health,
             "resolve" => Workload::Resolve,
+            "batch-resolve" => Workload::BatchResolve,
             "get" => Workload::Get,
             "list" => Workload::List,
             "create" => Workload::Create,
@@ -94,6 +102,7 @@ impl Workload {
         match self {
             Workload::Health => "health",
             Workload::Resolve => "resolve",
+            Workload::BatchResolve => "batch-resolve",
             Workload::Get => "get",
             Workload::List => "list",
             Workload::Create => "create",
@@ -138,6 +147,19 @@ impl Caller {
                 })
                 .await
                 .map(|_| ()),
+            Workload::BatchResolve => {
+                let queries = (0..BATCH_QUERIES)
+                    .map(|_| proto::ResolveSubscribersRequest {
+                        tenant_id: tenant_id(self.rng.below(shape.tenants)),
+                        event_type: event_type_name(self.rng.below(shape.event_types)),
+                        ..Default::default()
+                    })
+                    .collect();
+                self.subs
+                    .batch_resolve_subscribers(proto::BatchResolveSubscribersRequest { queries })
+                    .await
+                    .map(|_| ())
+            }
             Workload::Get => self
                 .subs
                 .get_subscription(proto::GetSubscriptionRequest {

@@ -173,6 +173,8 @@ pub fn watch_event(event: WatchEvent) -> proto::WatchSubscriptionsResponse {
         revision,
         kind: kind as i32,
         resource: resource.map(|r| match r {
+            WatchResource::Tenant(t) => Resource::Tenant(tenant(t)),
+            WatchResource::EventType(e) => Resource::EventType(event_type(e)),
             WatchResource::Subscription(s) => Resource::Subscription(subscription(s)),
             WatchResource::Endpoint(e, secrets) => {
                 let mut out = endpoint(e, false);

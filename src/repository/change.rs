@@ -129,6 +129,8 @@ mod tests {
             subscription: None,
             endpoint: None,
             credential_live: None,
+            tenant: None,
+            event_type: None,
         };
         assert_eq!(record.resource(), Some(ResourceKind::EventType));
         assert_eq!(record.change(), Some(ChangeKind::Delete));

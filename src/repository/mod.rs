@@ -146,6 +146,12 @@ pub struct ChangeRecord {
     /// For a credential change, whether the credential exists unrevoked
     /// as of the read; None for other resources.
     pub credential_live: Option<bool>,
+    /// For a tenant change, the tenant as of the read (None if it is
+    /// gone); None for other resources.
+    pub tenant: Option<Tenant>,
+    /// For an event-type change, the event type as of the read (None if
+    /// it is gone); None for other resources.
+    pub event_type: Option<crate::model::EventType>,
 }
 
 /// What the resolve index and Watch need of one tenant, or of all.

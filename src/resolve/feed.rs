@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
-use crate::model::{Endpoint, Subscription};
+use crate::model::{Endpoint, EventType, Subscription, Tenant};
 use crate::repository::{ChangeKind, ChangeRecord, ResourceKind, Revision};
 
 /// One change, as a Watch stream needs it.
@@ -27,6 +27,9 @@ pub struct FeedEvent {
 pub enum FeedChange {
     Subscription(Subscription),
     Endpoint(Endpoint),
+    Tenant(Tenant),
+    /// The catalog's: every stream carries it.
+    EventType(EventType),
     /// A credential changed: whether it still exists unrevoked.
     Credential {
         api_id: String,
@@ -35,9 +38,8 @@ pub enum FeedChange {
 }
 
 impl FeedEvent {
-    /// The event a change-log row makes; `None` for changes Watch does not
-    /// carry (tenants, event types, kinds this build does not know) and for
-    /// a resource that was gone when the log was read.
+    /// The event a change-log row makes; `None` for a kind this build does
+    /// not know and for a resource that was gone when the log was read.
     pub fn from_change(c: ChangeRecord) -> Option<FeedEvent> {
         let kind = c.change()?;
         let change = match c.resource()? {
@@ -47,7 +49,8 @@ impl FeedEvent {
                 live: c.credential_live.unwrap_or(false),
                 api_id: c.resource_key,
             },
-            ResourceKind::Tenant | ResourceKind::EventType => return None,
+            ResourceKind::Tenant => FeedChange::Tenant(c.tenant?),
+            ResourceKind::EventType => FeedChange::EventType(c.event_type?),
         };
         Some(FeedEvent {
             revision: c.revision,

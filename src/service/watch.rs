@@ -12,7 +12,7 @@ use super::subscriptions::presented;
 use crate::auth::Caller;
 use crate::domain::{Permission, TenantId};
 use crate::error::{Error, Result};
-use crate::model::{Endpoint, Subscription, now_micros};
+use crate::model::{Endpoint, EventType, Subscription, Tenant, now_micros};
 use crate::repository::{ChangeKind, Revision};
 use crate::resolve::{Behind, ChangeFeed, FeedChange, FeedEvent};
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -29,6 +29,8 @@ const LOG_PAGE: u64 = 1000;
 
 #[derive(Debug, Clone)]
 pub enum WatchResource {
+    Tenant(Tenant),
+    EventType(EventType),
     Subscription(Subscription),
     /// The endpoint, and its live secrets newest first when the caller may
     /// read secrets (empty otherwise).
@@ -188,22 +190,24 @@ impl Watcher {
                 .repo
                 .snapshot(self.tenant.as_ref().map(TenantId::as_str))
                 .await?;
+            let catalog = self.repo.all_event_types().await?;
             ensure_not_revoked(self.repo.as_ref(), &self.api_id).await?;
             let now = now_micros();
-            for e in snapshot.endpoints {
-                let resource = self.endpoint(e);
+            // What a client needs to resolve as the server does: the
+            // tenants, the catalog, then the endpoints and subscriptions.
+            let resources = (snapshot.tenants.into_iter().map(WatchResource::Tenant))
+                .chain(catalog.into_iter().map(WatchResource::EventType))
+                .chain(snapshot.endpoints.into_iter().map(|e| self.endpoint(e)))
+                .chain(
+                    (snapshot.subscriptions.into_iter())
+                        .map(|s| WatchResource::Subscription(presented(s, now))),
+                );
+            for resource in resources {
                 if self
                     .send(WatchEvent::Snapshot(cursor, resource))
                     .await
                     .is_err()
                 {
-                    return Ok(Err(Gone));
-                }
-            }
-            for s in snapshot.subscriptions {
-                let event =
-                    WatchEvent::Snapshot(cursor, WatchResource::Subscription(presented(s, now)));
-                if self.send(event).await.is_err() {
                     return Ok(Err(Gone));
                 }
             }
@@ -316,12 +320,17 @@ impl Watcher {
             ));
         }
         for event in events {
+            // The catalog is every stream's; the rest, its tenant's.
+            let catalog = matches!(event.change, FeedChange::EventType(_));
             if let Some(watched) = &self.tenant
+                && !catalog
                 && event.tenant_id.as_deref() != Some(watched.as_str())
             {
                 continue;
             }
             let resource = match &event.change {
+                FeedChange::Tenant(t) => WatchResource::Tenant(t.clone()),
+                FeedChange::EventType(e) => WatchResource::EventType(e.clone()),
                 FeedChange::Subscription(s) => {
                     WatchResource::Subscription(presented(s.clone(), now_micros()))
                 }

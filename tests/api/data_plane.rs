@@ -341,7 +341,8 @@ async fn force_deleted_tenant_resolves_nothing_and_its_watch_sees_the_deletes(ba
     // its final resource, at revisions the delete produced.
     let mut gone_subscriptions = Vec::new();
     let mut gone_endpoints = Vec::new();
-    while gone_subscriptions.len() < 2 || gone_endpoints.len() < 2 {
+    let mut gone_tenant = false;
+    while gone_subscriptions.len() < 2 || gone_endpoints.len() < 2 || !gone_tenant {
         let m = watch.next_change().await;
         assert_eq!(kind_of(&m), Kind::Delete, "only deletes: {m:?}");
         assert!(
@@ -358,6 +359,11 @@ async fn force_deleted_tenant_resolves_nothing_and_its_watch_sees_the_deletes(ba
             Some(Resource::Endpoint(e)) => {
                 assert_eq!(e.tenant_id, TENANT);
                 gone_endpoints.push(e.endpoint_id.clone());
+            }
+            Some(Resource::Tenant(t)) => {
+                assert_eq!(t.tenant_id, TENANT);
+                assert!(!gone_tenant, "the tenant's DELETE once");
+                gone_tenant = true;
             }
             other => panic!("a DELETE of what? {other:?}"),
         }
@@ -560,6 +566,28 @@ async fn watch_streams_snapshot_heartbeat_then_changes(backend: Backend) {
         );
     }
     assert!(snapshot.iter().all(|m| m.revision == snapshot_revision));
+    // First the watched tenant, then the whole catalog: what a client
+    // needs to resolve by itself.
+    match &snapshot[0].resource {
+        Some(Resource::Tenant(t)) => assert_eq!(t.tenant_id, TENANT, "only the watched tenant"),
+        other => panic!("the tenant first, got {other:?}"),
+    }
+    let catalog_end = snapshot[1..]
+        .iter()
+        .position(|m| !matches!(m.resource, Some(Resource::EventType(_))))
+        .map_or(snapshot.len(), |i| i + 1);
+    let mut catalog: Vec<&str> = snapshot[1..catalog_end]
+        .iter()
+        .map(|m| match &m.resource {
+            Some(Resource::EventType(e)) => e.name.as_str(),
+            _ => unreachable!(),
+        })
+        .collect();
+    catalog.sort_unstable();
+    let mut want_catalog: Vec<&str> = CATALOG.iter().map(|(name, ..)| *name).collect();
+    want_catalog.sort_unstable();
+    assert_eq!(catalog, want_catalog, "then the whole catalog");
+    let snapshot = &snapshot[catalog_end..];
     let first_subscription = snapshot
         .iter()
         .position(|m| matches!(m.resource, Some(Resource::Subscription(_))))

@@ -126,7 +126,77 @@ async fn streams_below_the_feed_read_the_log_and_rejoin(backend: Backend) {
     server.stop().await;
 }
 
+/// Watch carries what a client needs to resolve by itself: tenants and the
+/// event-type catalog, in the snapshot and as they change. A tenant-scoped
+/// stream sees its own tenant and the whole catalog; a platform-wide one,
+/// every tenant.
+async fn watch_carries_tenants_and_the_catalog(backend: Backend) {
+    use hookplane::proto::watch_subscriptions_response::Resource;
+    use hookplane::proto::{Tenant, UpdateTenantRequest};
+    let (server, admin) = fixture(&backend).await;
+    create_tenant(&admin, "other").await;
+    let mut scoped = Watch::open(&admin, TENANT, 0).await;
+    let (snapshot, _) = scoped.snapshot().await;
+    let tenants = |messages: &[WatchSubscriptionsResponse]| -> Vec<String> {
+        messages
+            .iter()
+            .filter_map(|m| match &m.resource {
+                Some(Resource::Tenant(t)) => Some(t.tenant_id.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(tenants(&snapshot), [TENANT]);
+    let mut everything = Watch::open(&admin, "", 0).await;
+    let (snapshot, _) = everything.snapshot().await;
+    let mut all = tenants(&snapshot);
+    all.sort();
+    assert_eq!(all, [TENANT, "other"]);
+
+    // A tenant's change reaches its own stream and the platform-wide one.
+    for tenant_id in ["other", TENANT] {
+        ok(admin
+            .tenants()
+            .update_tenant(UpdateTenantRequest {
+                tenant: Some(Tenant {
+                    tenant_id: tenant_id.to_owned(),
+                    display_name: format!("{tenant_id} renamed"),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["display_name"]),
+            })
+            .await);
+    }
+    let created = create_event_type(&admin, event_type("billing.paid")).await;
+    for (watch, want) in [
+        (&mut scoped, vec![TENANT.to_owned()]),
+        (&mut everything, vec!["other".to_owned(), TENANT.to_owned()]),
+    ] {
+        let mut renamed = Vec::new();
+        let catalog = loop {
+            let m = watch.next_change().await;
+            assert_eq!(kind_of(&m), Kind::Upsert);
+            match m.resource {
+                Some(Resource::Tenant(t)) => {
+                    assert_eq!(t.display_name, format!("{} renamed", t.tenant_id));
+                    renamed.push(t.tenant_id);
+                }
+                Some(Resource::EventType(e)) => break e,
+                other => panic!("a tenant or event type, got {other:?}"),
+            }
+        };
+        assert_eq!(renamed, want, "tenants in scope, in order");
+        assert_eq!(
+            catalog.name, created.name,
+            "the catalog reaches every stream"
+        );
+    }
+    drop((scoped, everything));
+    server.stop().await;
+}
+
 backend_tests!(
     many_streams_each_see_every_change_once_in_order,
     streams_below_the_feed_read_the_log_and_rejoin,
+    watch_carries_tenants_and_the_catalog,
 );

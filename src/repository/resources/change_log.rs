@@ -5,18 +5,18 @@ use sea_orm::{
 };
 
 use crate::model::Micros;
-use crate::repository::entities::{change, endpoint, subscription};
+use crate::repository::entities::{change, endpoint, event_type, subscription, tenant};
 use crate::repository::error::{classify, internal};
 use crate::repository::query::at;
 use crate::repository::revision::pg_horizon_sql;
-use crate::repository::rows::subscription_from_row;
+use crate::repository::rows::{event_type_from_row, subscription_from_row, tenant_from_row};
 use crate::repository::{
     ChangeLogStore, ChangeRecord, RepoResult, ResourceKind, Revision, SeaRepository,
 };
 
 /// The change log after `$1`, at most `$2` rows, each with its resource's
-/// row as of the same snapshot (NULLs when it is gone): the subscription or
-/// endpoint, or a credential's revocation. One round trip; the follower
+/// row as of the same snapshot (NULLs when it is gone): the subscription,
+/// endpoint, tenant or event type, or a credential's revocation. One round trip; the follower
 /// and the Watch feed read every change through it, so the states they
 /// pass on are never newer than the last change read. Written out, and its
 /// rows read by position, because the follower reads it after every batch
@@ -29,12 +29,19 @@ const CHANGES_SINCE: &str = "SELECT c.revision, c.tenant_id, c.resource_type, c.
      e.tenant_id, e.endpoint_id, e.url, e.description, e.enabled, e.secret_enc, \
      e.previous_secret_enc, e.previous_secret_expire_time, e.create_time, e.update_time, \
      e.delete_time, e.etag, \
-     cr.api_id, cr.revoke_time \
+     cr.api_id, cr.revoke_time, \
+     tn.tenant_id, tn.display_name, tn.state, tn.require_verification, tn.https_only, \
+     tn.default_ttl_seconds, tn.max_ttl_seconds, tn.create_time, tn.update_time, \
+     tn.delete_time, tn.etag, \
+     et.name, et.description, et.schema_json, et.legacy_code, et.deprecated, \
+     et.create_time, et.update_time, et.etag \
      FROM changes c LEFT JOIN subscriptions s ON c.resource_type = 'subscription' \
      AND s.tenant_id = c.tenant_id AND s.subscription_id = c.resource_key \
      LEFT JOIN endpoints e ON c.resource_type = 'endpoint' \
      AND e.tenant_id = c.tenant_id AND e.endpoint_id = c.resource_key \
      LEFT JOIN credentials cr ON c.resource_type = 'credential' AND cr.api_id = c.resource_key \
+     LEFT JOIN tenants tn ON c.resource_type = 'tenant' AND tn.tenant_id = c.resource_key \
+     LEFT JOIN event_types et ON c.resource_type = 'event_type' AND et.name = c.resource_key \
      WHERE c.revision > $1";
 
 const CHANGES_ORDER: &str = "ORDER BY c.revision LIMIT $2";
@@ -74,6 +81,35 @@ impl SeaRepository {
                 etag: at(row, 26)?,
             })?),
         };
+        let tenant = match at::<Option<String>>(row, 29)? {
+            None => None,
+            Some(tenant_id) => Some(tenant_from_row(tenant::Model {
+                tenant_id,
+                display_name: at(row, 30)?,
+                state: at(row, 31)?,
+                require_verification: at(row, 32)?,
+                https_only: at(row, 33)?,
+                default_ttl_seconds: at(row, 34)?,
+                max_ttl_seconds: at(row, 35)?,
+                create_time: at(row, 36)?,
+                update_time: at(row, 37)?,
+                delete_time: at(row, 38)?,
+                etag: at(row, 39)?,
+            })?),
+        };
+        let event_type = match at::<Option<String>>(row, 40)? {
+            None => None,
+            Some(name) => Some(event_type_from_row(event_type::Model {
+                name,
+                description: at(row, 41)?,
+                schema_json: at(row, 42)?,
+                legacy_code: at(row, 43)?,
+                deprecated: at(row, 44)?,
+                create_time: at(row, 45)?,
+                update_time: at(row, 46)?,
+                etag: at(row, 47)?,
+            })),
+        };
         let resource_type: String = at(row, 2)?;
         let credential_live = (resource_type == ResourceKind::Credential.as_str())
             .then(|| -> RepoResult<bool> {
@@ -90,6 +126,8 @@ impl SeaRepository {
             subscription,
             endpoint,
             credential_live,
+            tenant,
+            event_type,
         })
     }
 }
@@ -179,5 +217,25 @@ impl ChangeLogStore for SeaRepository {
             .map_err(classify)?;
         txn.commit().await.map_err(classify)?;
         Ok(result.rows_affected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The joins name the kinds as they are stored.
+    #[test]
+    fn every_join_names_a_stored_kind() {
+        for kind in [
+            ResourceKind::Subscription,
+            ResourceKind::Endpoint,
+            ResourceKind::Credential,
+            ResourceKind::Tenant,
+            ResourceKind::EventType,
+        ] {
+            let join = format!("c.resource_type = '{}'", kind.as_str());
+            assert!(CHANGES_SINCE.contains(&join), "{join}");
+        }
     }
 }
