@@ -35,7 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_with_config(config(), &files.map(PathBuf::from), &includes)?;
 
     // Servers, over the messages generated above, except that
-    // ResolveSubscribers answers with bytes the index encodes itself
+    // ResolveSubscribers and BatchResolveSubscribers answer with bytes the
+    // index encodes itself
     // (`crate::grpc::wire`), and requests decode with the project's codec
     // (`crate::grpc::codec`).
     let servers_dir = out_dir.join("servers");
@@ -48,6 +49,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(
             ".hookplane.v1.ResolveSubscribersResponse",
             "crate::grpc::wire::EncodedResolve",
+        )
+        .extern_path(
+            ".hookplane.v1.BatchResolveSubscribersResponse",
+            "crate::grpc::wire::EncodedBatchResolve",
         )
         .compile_with_config(config(), &files.map(PathBuf::from), &includes)?;
     println!("cargo:rerun-if-changed=proto");

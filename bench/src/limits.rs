@@ -208,6 +208,10 @@ pub struct WatchIdleArgs {
     /// Sequential creates timed in each phase (0: none).
     #[arg(long, default_value_t = 200)]
     pub probe_creates: usize,
+    /// Open the streams from the current revision (no snapshot), to tell
+    /// a stream's own cost from what its snapshot leaves behind.
+    #[arg(long)]
+    pub resume: bool,
     /// Must match the seeded data set: streams watch these tenants in turn.
     #[arg(long, default_value_t = 10_000)]
     pub tenants: usize,
@@ -338,6 +342,23 @@ async fn watch_idle_on(server: &Server, args: &WatchIdleArgs) -> anyhow::Result<
     );
     eprintln!("0 streams: {none}");
 
+    let since_revision = if args.resume {
+        let mut subs =
+            proto::subscription_service_client::SubscriptionServiceClient::with_interceptor(
+                chans[0].clone(),
+                Signer::new(BENCH_API_ID, BENCH_SECRET),
+            );
+        subs.resolve_subscribers(proto::ResolveSubscribersRequest {
+            tenant_id: tenant_id(0),
+            event_type: event_type_name(0),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .revision
+    } else {
+        0
+    };
     let opened = Instant::now();
     let (ready_tx, mut ready_rx) =
         tokio::sync::mpsc::channel::<anyhow::Result<()>>(args.streams.max(1));
@@ -360,7 +381,7 @@ async fn watch_idle_on(server: &Server, args: &WatchIdleArgs) -> anyhow::Result<
             let opened = subs
                 .watch_subscriptions(proto::WatchSubscriptionsRequest {
                     tenant_id: tenant,
-                    since_revision: 0,
+                    since_revision,
                 })
                 .await;
             let mut stream = match opened {

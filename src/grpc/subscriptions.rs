@@ -3,7 +3,7 @@ use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::wire::EncodedResolve;
+use super::wire::{EncodedBatchResolve, EncodedResolve};
 use super::{Api, caller, convert, idempotency, mask_paths, paging, status, touches, written};
 use crate::proto::{self, server::subscription_service_server::SubscriptionService};
 use crate::service::{NewSubscription, ResolveQuery, SubscriptionChanges, SubscriptionListFilter};
@@ -233,26 +233,18 @@ impl SubscriptionService for Api {
     async fn batch_resolve_subscribers(
         &self,
         request: Request<proto::BatchResolveSubscribersRequest>,
-    ) -> Result<Response<proto::BatchResolveSubscribersResponse>, Status> {
+    ) -> Result<Response<EncodedBatchResolve>, Status> {
         let caller = caller(&request)?;
         let queries: Vec<ResolveQuery> = request.get_ref().queries.iter().map(query).collect();
-        let (answers, revision) = self
+        let mut batch = EncodedBatchResolve::default();
+        let revision = self
             .services
-            .batch_resolve_subscribers(&caller, &queries)
+            .batch_resolve_subscribers(&caller, &queries, |page, revision, token| {
+                batch.push(page, revision, token)
+            })
             .await
             .map_err(status)?;
-        let answers = answers
-            .into_iter()
-            .map(|page| proto::ResolveSubscribersResponse {
-                targets: page.targets.into_iter().map(Into::into).collect(),
-                revision,
-                next_page_token: page.next_page_token,
-            })
-            .collect();
-        Ok(Response::new(proto::BatchResolveSubscribersResponse {
-            answers,
-            revision,
-        }))
+        Ok(Response::new(batch.finish(revision)))
     }
 
     type WatchSubscriptionsStream = WatchStream;

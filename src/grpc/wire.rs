@@ -158,6 +158,79 @@ impl prost::Message for EncodedResolve {
     }
 }
 
+/// `BatchResolveSubscribersResponse` fields.
+const ANSWERS: u32 = 1;
+const BATCH_REVISION: u32 = 2;
+
+/// An encoded `BatchResolveSubscribersResponse`, written an answer at a
+/// time as [`EncodedResolve`] writes one: a batch of a hundred answers
+/// would otherwise copy thousands of strings out of the index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncodedBatchResolve(Vec<u8>);
+
+impl EncodedBatchResolve {
+    /// Appends the next answer: `matches` as of `revision`, with the token
+    /// of its next page (empty: none).
+    pub fn push(&mut self, matches: &[Match<'_>], revision: i64, next_page_token: &str) {
+        let answer = EncodedResolve::new(matches, revision, next_page_token);
+        encode_key(ANSWERS, WireType::LengthDelimited, &mut self.0);
+        encode_varint(answer.0.len() as u64, &mut self.0);
+        self.0.extend_from_slice(&answer.0);
+    }
+
+    /// The response, its answers all at `revision`.
+    pub fn finish(mut self, revision: i64) -> Self {
+        if revision != 0 {
+            encode_key(BATCH_REVISION, WireType::Varint, &mut self.0);
+            encode_varint(revision as u64, &mut self.0);
+        }
+        self
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl prost::Message for EncodedBatchResolve {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    /// Keeps the fields as they come (for completeness, as for
+    /// [`EncodedResolve`]).
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        match tag {
+            ANSWERS => {
+                let mut answer = Vec::new();
+                prost::encoding::bytes::merge(wire_type, &mut answer, buf, ctx)?;
+                prost::encoding::bytes::encode(ANSWERS, &answer, &mut self.0);
+            }
+            BATCH_REVISION => {
+                let mut revision = 0;
+                prost::encoding::int64::merge(wire_type, &mut revision, buf, ctx)?;
+                prost::encoding::int64::encode(BATCH_REVISION, &revision, &mut self.0);
+            }
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx)?,
+        }
+        Ok(())
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -265,6 +338,40 @@ mod tests {
         );
         let decoded = ResolveSubscribersResponse::decode(&answer[..]).expect("decodes");
         assert_eq!((decoded.targets.len(), decoded.revision), (0, 1 << 40));
+    }
+
+    #[test]
+    fn a_batch_is_byte_for_byte_what_prost_writes() {
+        use crate::proto::BatchResolveSubscribersResponse;
+        let index = index();
+        index.mark_applied(42);
+        let mut batch = EncodedBatchResolve::default();
+        let mut answers = Vec::new();
+        for (event_type, token) in [
+            ("order.created", "more"),
+            ("order.created.unknown", ""),
+            ("order.created", ""),
+        ] {
+            index.resolve_with("acme", event_type, 1_000, true, |m, revision| {
+                batch.push(m, revision, token)
+            });
+            let (targets, revision) = index.resolve("acme", event_type, 1_000, true).unwrap();
+            answers.push(ResolveSubscribersResponse {
+                targets: targets.into_iter().map(Into::into).collect(),
+                revision,
+                next_page_token: token.to_owned(),
+            });
+        }
+        let want = BatchResolveSubscribersResponse {
+            answers,
+            revision: 42,
+        };
+        let batch = batch.finish(42);
+        assert_eq!(batch.as_bytes(), want.encode_to_vec());
+        let decoded = BatchResolveSubscribersResponse::decode(batch.as_bytes()).expect("decodes");
+        assert_eq!(decoded.answers[0].targets.len(), 3);
+        assert!(decoded.answers[1].targets.is_empty());
+        assert_eq!(decoded.answers[0].next_page_token, "more");
     }
 
     #[test]

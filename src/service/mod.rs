@@ -26,7 +26,7 @@ pub(crate) use idempotency::attach_response;
 pub use page_token::PageTokens;
 pub use paging::{DEFAULT_PAGE_SIZE, Listed, MAX_PAGE_SIZE, Paging};
 pub use payloads::{MAX_VIOLATIONS, PayloadCheck, PayloadViolation};
-pub use resolve::{MAX_BATCH_QUERIES, MAX_RESOLVE_PAGE, ResolveQuery, ResolvedPage};
+pub use resolve::{MAX_BATCH_QUERIES, MAX_RESOLVE_PAGE, ResolveQuery};
 pub use subscriptions::{NewSubscription, SubscriptionChanges, SubscriptionListFilter};
 pub use tenants::{NewTenant, TenantChanges};
 pub use verification::token_hash;

@@ -7,7 +7,7 @@ use crate::domain::{EventTypeName, Permission, TenantId};
 use crate::error::{Error, FieldExt, Result};
 use crate::model::now_micros;
 use crate::repository::Revision;
-use crate::resolve::{Match, Target};
+use crate::resolve::Match;
 
 /// Targets per page when the caller asks for none, and at most.
 pub const MAX_RESOLVE_PAGE: usize = 1000;
@@ -27,13 +27,6 @@ pub struct ResolveQuery {
     pub event_type: String,
     pub page_size: i32,
     pub page_token: String,
-}
-
-/// One page of one resolve's answer.
-#[derive(Debug, Clone)]
-pub struct ResolvedPage {
-    pub targets: Vec<Target>,
-    pub next_page_token: String,
 }
 
 impl Services {
@@ -68,15 +61,18 @@ impl Services {
     }
 
     /// Several resolves, each one page, all answered from the index as of
-    /// one revision: every answer reflects at least it, as a single
-    /// resolve's does. A query for a tenant the caller may not see fails
-    /// the whole call. The answers together stay under [`BATCH_BYTES`]:
-    /// those past it are cut short, with a next page.
+    /// one revision, which it returns: every answer reflects at least it,
+    /// as a single resolve's does. `answer` is given each query's page in
+    /// order, with that revision and the next page's token (empty: none),
+    /// while the tenant's index is read-locked. A query for a tenant the
+    /// caller may not see fails the whole call. The answers together stay
+    /// under [`BATCH_BYTES`]: those past it are cut short, with a next page.
     pub async fn batch_resolve_subscribers(
         &self,
         caller: &Caller,
         queries: &[ResolveQuery],
-    ) -> Result<(Vec<ResolvedPage>, Revision)> {
+        mut answer: impl FnMut(&[Match<'_>], Revision, &str),
+    ) -> Result<Revision> {
         if queries.is_empty() || queries.len() > MAX_BATCH_QUERIES {
             return Err(Error::invalid(
                 "queries",
@@ -92,32 +88,25 @@ impl Services {
         let revision = self.index.applied();
         let now = now_micros();
         let mut budget = BATCH_BYTES;
-        let mut answers = Vec::with_capacity(queries.len());
-        for (i, (query, checked)) in queries.iter().zip(&checked).enumerate() {
+        for (i, checked) in checked.iter().enumerate() {
             let tenant = checked.tenant.as_str();
-            let answer = self
-                .index
+            self.index
                 .resolve_with(
                     tenant,
-                    &query.event_type,
+                    checked.event_type,
                     now,
                     with_secrets,
                     |matches, _| {
                         let (page, next) = checked.cut(matches, &mut budget);
-                        ResolvedPage {
-                            targets: page.iter().map(Match::to_target).collect(),
-                            next_page_token: next
-                                .map(|after| self.next_page_token(checked, after))
-                                .unwrap_or_default(),
-                        }
+                        let token = next.map(|after| self.next_page_token(checked, after));
+                        answer(page, revision, token.as_deref().unwrap_or(""));
                     },
                 )
                 .ok_or_else(|| {
                     Error::NotFound(format!("queries[{i}]: tenant {tenant} not found"))
                 })?;
-            answers.push(answer);
         }
-        Ok((answers, revision))
+        Ok(revision)
     }
 
     /// Checks one query; `at` prefixes the fields its violations name.
