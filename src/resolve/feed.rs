@@ -97,30 +97,30 @@ impl ChangeFeed {
     /// Starts again at `revision`, holding nothing before it: after the
     /// follower loaded everything anew.
     pub fn reset(&self, revision: Revision) {
-        {
-            let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
-            ring.events.clear();
-            ring.floor = revision;
-        }
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        ring.events.clear();
+        ring.floor = revision;
+        // Under the ring's lock: a reader sees the events and the tip
+        // that goes with them, never one without the other.
         self.tip.send_replace(revision);
     }
 
     /// Appends the events of the changes after the tip through `through`,
     /// in revision order, and wakes the streams.
     pub fn push(&self, events: impl IntoIterator<Item = FeedEvent>, through: Revision) {
-        {
-            let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
-            let tip = *self.tip.borrow();
-            for event in events {
-                debug_assert!(event.revision > tip && event.revision <= through);
-                ring.events.push_back(Arc::new(event));
-            }
-            while ring.events.len() > self.capacity {
-                if let Some(oldest) = ring.events.pop_front() {
-                    ring.floor = oldest.revision;
-                }
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        let tip = *self.tip.borrow();
+        for event in events {
+            debug_assert!(event.revision > tip && event.revision <= through);
+            ring.events.push_back(Arc::new(event));
+        }
+        while ring.events.len() > self.capacity {
+            if let Some(oldest) = ring.events.pop_front() {
+                ring.floor = oldest.revision;
             }
         }
+        // Under the ring's lock, as in `reset`: a reader that found these
+        // events and an older tip would read them again from that tip.
         self.tip.send_if_modified(|tip| {
             let moved = through > *tip;
             *tip = (*tip).max(through);
@@ -160,7 +160,8 @@ impl ChangeFeed {
         {
             return Ok(last.revision);
         }
-        Ok(tip.max(after))
+        let last = out.last().map_or(after, |e| e.revision);
+        Ok(tip.max(after).max(last))
     }
 }
 

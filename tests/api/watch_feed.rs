@@ -195,7 +195,58 @@ async fn watch_carries_tenants_and_the_catalog(backend: Backend) {
     server.stop().await;
 }
 
+/// Streams of several tenants opening at once share their snapshot reads;
+/// each still gets exactly its own tenant's state.
+async fn streams_opening_together_each_get_their_own_snapshot(backend: Backend) {
+    use hookplane::proto::watch_subscriptions_response::Resource;
+    let server = backend
+        .start_with(&["--max-watch-streams-per-credential", "1000"])
+        .await;
+    let admin = server.admin();
+    create_catalog(&admin).await;
+    let mut want = std::collections::BTreeMap::new();
+    for t in 0..5 {
+        let tenant = format!("tenant-{t}");
+        create_tenant(&admin, &tenant).await;
+        create_endpoint(&admin, &tenant, ENDPOINT, URL).await;
+        let mut ids = Vec::new();
+        for _ in 0..=t {
+            let s =
+                create_subscription(&admin, subscription(&tenant, ENDPOINT, &["command.*"])).await;
+            ids.push(s.subscription_id);
+        }
+        ids.sort();
+        want.insert(tenant, ids);
+    }
+    let mut opening = JoinSet::new();
+    for i in 0..100 {
+        let (admin, tenant) = (admin.clone(), format!("tenant-{}", i % 5));
+        opening.spawn(async move {
+            let mut watch = Watch::open(&admin, &tenant, 0).await;
+            let (snapshot, _) = watch.snapshot().await;
+            (tenant, snapshot)
+        });
+    }
+    for (tenant, snapshot) in opening.join_all().await {
+        let mut tenants = Vec::new();
+        let mut subscriptions = Vec::new();
+        for m in &snapshot {
+            match &m.resource {
+                Some(Resource::Tenant(t)) => tenants.push(t.tenant_id.clone()),
+                Some(Resource::Subscription(s)) => subscriptions.push(s.subscription_id.clone()),
+                Some(Resource::Endpoint(e)) => assert_eq!(e.tenant_id, tenant),
+                _ => {}
+            }
+        }
+        subscriptions.sort();
+        assert_eq!(tenants, std::slice::from_ref(&tenant), "its own tenant only");
+        assert_eq!(subscriptions, want[&tenant], "{tenant}'s subscriptions");
+    }
+    server.stop().await;
+}
+
 backend_tests!(
+    streams_opening_together_each_get_their_own_snapshot,
     many_streams_each_see_every_change_once_in_order,
     streams_below_the_feed_read_the_log_and_rejoin,
     watch_carries_tenants_and_the_catalog,
