@@ -239,7 +239,11 @@ async fn streams_opening_together_each_get_their_own_snapshot(backend: Backend) 
             }
         }
         subscriptions.sort();
-        assert_eq!(tenants, std::slice::from_ref(&tenant), "its own tenant only");
+        assert_eq!(
+            tenants,
+            std::slice::from_ref(&tenant),
+            "its own tenant only"
+        );
         assert_eq!(subscriptions, want[&tenant], "{tenant}'s subscriptions");
     }
     server.stop().await;
