@@ -15,7 +15,6 @@ mod tenants;
 mod verification;
 mod watch;
 mod watch_slots;
-mod watch_snapshots;
 
 use std::sync::Arc;
 
@@ -66,8 +65,6 @@ pub struct Services {
     stopping: tokio::sync::watch::Receiver<bool>,
     payloads: payloads::PayloadChecker,
     watch_slots: Arc<watch_slots::WatchSlots>,
-    /// Snapshots for Watch streams that open together, read together.
-    snapshots: Arc<watch_snapshots::SnapshotReads>,
 }
 
 /// A write's result: the value, and the change-log revision it produced
@@ -103,7 +100,6 @@ impl Services {
             settings.max_watch_streams_per_credential,
         );
         Services {
-            snapshots: watch_snapshots::SnapshotReads::new(repo.clone()),
             repo,
             credentials,
             settings,

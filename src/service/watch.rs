@@ -9,7 +9,6 @@ use tokio::sync::mpsc;
 
 use super::Services;
 use super::subscriptions::presented;
-use super::watch_snapshots::SnapshotReads;
 use crate::auth::Caller;
 use crate::domain::{Permission, TenantId};
 use crate::error::{Error, Result};
@@ -81,7 +80,6 @@ impl Services {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let watcher = Watcher {
             repo: self.repo.clone(),
-            snapshots: self.snapshots.clone(),
             feed: self.feed.clone(),
             api_id: caller.api_id.clone(),
             tenant,
@@ -132,7 +130,6 @@ async fn ensure_not_revoked(repo: &dyn crate::repository::Repository, api_id: &s
 
 struct Watcher {
     repo: Arc<dyn crate::repository::Repository>,
-    snapshots: Arc<SnapshotReads>,
     feed: Arc<ChangeFeed>,
     /// The caller's credential: its revocation ends the watch.
     api_id: String,
@@ -189,23 +186,17 @@ impl Watcher {
             // Changes after `current` are replayed below, so nothing
             // committed while the snapshot is read is lost.
             cursor = current;
-            let (snapshot, catalog) = match &self.tenant {
-                // Read with the other streams opening now.
-                Some(tenant) => {
-                    let read = self.snapshots.tenant(tenant.as_str()).await?;
-                    (read.snapshot, read.catalog)
-                }
-                None => (
-                    self.repo.snapshot(None).await?,
-                    self.repo.all_event_types().await?.into(),
-                ),
-            };
+            let snapshot = self
+                .repo
+                .snapshot(self.tenant.as_ref().map(TenantId::as_str))
+                .await?;
+            let catalog = self.repo.all_event_types().await?;
             ensure_not_revoked(self.repo.as_ref(), &self.api_id).await?;
             let now = now_micros();
             // What a client needs to resolve as the server does: the
             // tenants, the catalog, then the endpoints and subscriptions.
             let resources = (snapshot.tenants.into_iter().map(WatchResource::Tenant))
-                .chain(catalog.iter().cloned().map(WatchResource::EventType))
+                .chain(catalog.into_iter().map(WatchResource::EventType))
                 .chain(snapshot.endpoints.into_iter().map(|e| self.endpoint(e)))
                 .chain(
                     (snapshot.subscriptions.into_iter())

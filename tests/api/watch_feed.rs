@@ -195,8 +195,8 @@ async fn watch_carries_tenants_and_the_catalog(backend: Backend) {
     server.stop().await;
 }
 
-/// Streams of several tenants opening at once share their snapshot reads;
-/// each still gets exactly its own tenant's state.
+/// Streams of several tenants opening at once each get exactly their own
+/// tenant's state.
 async fn streams_opening_together_each_get_their_own_snapshot(backend: Backend) {
     use hookplane::proto::watch_subscriptions_response::Resource;
     let server = backend
