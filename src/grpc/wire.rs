@@ -129,21 +129,8 @@ impl prost::Message for EncodedResolve {
         ctx: DecodeContext,
     ) -> Result<(), prost::DecodeError> {
         match tag {
-            TARGETS => {
-                let mut target = Vec::new();
-                prost::encoding::bytes::merge(wire_type, &mut target, buf, ctx)?;
-                prost::encoding::bytes::encode(TARGETS, &target, &mut self.0);
-            }
-            REVISION => {
-                let mut revision = 0;
-                prost::encoding::int64::merge(wire_type, &mut revision, buf, ctx)?;
-                prost::encoding::int64::encode(REVISION, &revision, &mut self.0);
-            }
-            NEXT_PAGE_TOKEN => {
-                let mut token = String::new();
-                prost::encoding::string::merge(wire_type, &mut token, buf, ctx)?;
-                prost::encoding::string::encode(NEXT_PAGE_TOKEN, &token, &mut self.0);
-            }
+            TARGETS | NEXT_PAGE_TOKEN => keep(Field::Bytes, tag, wire_type, buf, ctx, &mut self.0)?,
+            REVISION => keep(Field::Int64, tag, wire_type, buf, ctx, &mut self.0)?,
             _ => prost::encoding::skip_field(wire_type, tag, buf, ctx)?,
         }
         Ok(())
@@ -207,16 +194,8 @@ impl prost::Message for EncodedBatchResolve {
         ctx: DecodeContext,
     ) -> Result<(), prost::DecodeError> {
         match tag {
-            ANSWERS => {
-                let mut answer = Vec::new();
-                prost::encoding::bytes::merge(wire_type, &mut answer, buf, ctx)?;
-                prost::encoding::bytes::encode(ANSWERS, &answer, &mut self.0);
-            }
-            BATCH_REVISION => {
-                let mut revision = 0;
-                prost::encoding::int64::merge(wire_type, &mut revision, buf, ctx)?;
-                prost::encoding::int64::encode(BATCH_REVISION, &revision, &mut self.0);
-            }
+            ANSWERS => keep(Field::Bytes, tag, wire_type, buf, ctx, &mut self.0)?,
+            BATCH_REVISION => keep(Field::Int64, tag, wire_type, buf, ctx, &mut self.0)?,
             _ => prost::encoding::skip_field(wire_type, tag, buf, ctx)?,
         }
         Ok(())
@@ -229,6 +208,38 @@ impl prost::Message for EncodedBatchResolve {
     fn clear(&mut self) {
         self.0.clear();
     }
+}
+
+/// How a kept field is encoded.
+enum Field {
+    /// Length-delimited: a string, bytes or an embedded message.
+    Bytes,
+    Int64,
+}
+
+/// Decodes one field of an encoded answer and writes it back as it came:
+/// what both answers' `merge_field` do with a field they know.
+fn keep(
+    field: Field,
+    tag: u32,
+    wire_type: WireType,
+    buf: &mut impl Buf,
+    ctx: DecodeContext,
+    out: &mut Vec<u8>,
+) -> Result<(), prost::DecodeError> {
+    match field {
+        Field::Bytes => {
+            let mut value = Vec::new();
+            prost::encoding::bytes::merge(wire_type, &mut value, buf, ctx)?;
+            prost::encoding::bytes::encode(tag, &value, out);
+        }
+        Field::Int64 => {
+            let mut value = 0;
+            prost::encoding::int64::merge(wire_type, &mut value, buf, ctx)?;
+            prost::encoding::int64::encode(tag, &value, out);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -372,6 +383,12 @@ mod tests {
         assert_eq!(decoded.answers[0].targets.len(), 3);
         assert!(decoded.answers[1].targets.is_empty());
         assert_eq!(decoded.answers[0].next_page_token, "more");
+        let kept = EncodedBatchResolve::decode(batch.as_bytes()).expect("decodes");
+        assert_eq!(
+            kept.as_bytes(),
+            batch.as_bytes(),
+            "decoding keeps it as it was"
+        );
     }
 
     #[test]
