@@ -1,7 +1,9 @@
 //! The rules that decide which subscriptions an event reaches, as pure
 //! code: event-type names and patterns (what is valid, what matches what),
 //! the segment trie that finds matching patterns without testing each one,
-//! and when an expiry time has passed.
+//! when an expiry time has passed, and the per-tenant index of subscribers
+//! that a resolve reads; the request signature every call carries, and
+//! the Standard Webhooks signature every delivery carries.
 //!
 //! They live in a crate of their own so that a client library that resolves
 //! locally can depend on exactly the rules the server uses, without
@@ -11,9 +13,16 @@
 pub mod event_type;
 pub mod expiry;
 mod invalid;
+pub mod secret;
+pub mod signing;
+pub mod subscribers;
 pub mod trie;
 
 pub use event_type::{EventPattern, EventTypeName};
 pub use expiry::{Micros, has_expired};
 pub use invalid::InvalidValue;
+pub use secret::SigningSecret;
+pub use subscribers::{
+    EndpointState, Match, Patterns, Resolvable, SubscriptionState, Target, TenantSubscribers,
+};
 pub use trie::PatternTrie;

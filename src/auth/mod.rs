@@ -9,7 +9,8 @@ pub mod interceptor;
 pub mod method_path;
 pub mod nonce;
 pub mod rate_limit;
-pub mod signature;
+/// The request signature's rule, shared with the client library.
+pub use hookplane_core::signing as signature;
 
 pub use cache::{CachedCredential, CredentialCache};
 pub use caller::{Caller, RequestId, ScopeError};

@@ -8,7 +8,9 @@
 pub mod forbidden_ip;
 pub mod ids;
 pub mod role;
-pub mod secret;
+/// Webhook signing secrets: shared with the client library, whose
+/// dispatchers sign deliveries the same way.
+pub use hookplane_core::secret;
 pub mod ttl;
 pub mod url;
 

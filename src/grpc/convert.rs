@@ -118,6 +118,7 @@ pub fn endpoint(e: Endpoint, with_secret: bool) -> proto::Endpoint {
         update_time: timestamp(e.update_time),
         etag: e.etag,
         signing_secrets: Vec::new(),
+        previous_secret_expire_time: None,
     }
 }
 
@@ -177,9 +178,13 @@ pub fn watch_event(event: WatchEvent) -> proto::WatchSubscriptionsResponse {
             WatchResource::EventType(e) => Resource::EventType(event_type(e)),
             WatchResource::Subscription(s) => Resource::Subscription(subscription(s)),
             WatchResource::Endpoint(e, secrets) => {
+                let previous_until = e.previous_secret.as_ref().map(|p| p.expire_time);
                 let mut out = endpoint(e, false);
                 if let Some(newest) = secrets.first() {
                     out.secret = newest.clone();
+                }
+                if secrets.len() > 1 {
+                    out.previous_secret_expire_time = previous_until.and_then(timestamp);
                 }
                 out.signing_secrets = secrets;
                 Resource::Endpoint(out)

@@ -17,6 +17,12 @@ use crate::repository::{ChangeKind, Revision};
 use crate::resolve::{Behind, ChangeFeed, FeedChange, FeedEvent};
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
+/// How soon a stream whose cursor moved past changes it does not carry
+/// (another tenant's, a credential's) says so with a heartbeat: a local
+/// resolver then knows it is current to that revision. At most one such
+/// heartbeat per stream per this interval, however busy other tenants are.
+pub const PROGRESS: Duration = Duration::from_secs(1);
+
 /// Events queued for one stream's connection: enough to keep it busy,
 /// small because every open stream has one.
 const STREAM_QUEUE: usize = 32;
@@ -86,6 +92,7 @@ impl Services {
             with_secrets: caller.has(Permission::SecretsRead),
             tip: self.feed.subscribe(),
             tx,
+            told: std::sync::atomic::AtomicI64::new(0),
         };
         let mut stopping = self.stopping.clone();
         let stopped = async move {
@@ -138,6 +145,9 @@ struct Watcher {
     /// The feed's tip: moves when the follower applied more changes.
     tip: tokio::sync::watch::Receiver<Revision>,
     tx: mpsc::Sender<Result<WatchEvent>>,
+    /// The revision of the last message sent: the client knows the stream
+    /// up to here.
+    told: std::sync::atomic::AtomicI64,
 }
 
 struct WatchFailure {
@@ -159,7 +169,16 @@ impl Watcher {
     }
 
     async fn send(&self, event: WatchEvent) -> std::result::Result<(), Gone> {
-        self.tx.send(Ok(event)).await.map_err(|_| Gone)
+        let revision = match &event {
+            WatchEvent::Snapshot(r, _)
+            | WatchEvent::Upsert(r, _)
+            | WatchEvent::Delete(r, _)
+            | WatchEvent::Heartbeat(r) => *r,
+        };
+        self.tx.send(Ok(event)).await.map_err(|_| Gone)?;
+        self.told
+            .fetch_max(revision, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     async fn run(
@@ -217,12 +236,32 @@ impl Watcher {
         }
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+        // When the client is owed a progress heartbeat; none while idle.
+        let mut progress_due: Option<tokio::time::Instant> = None;
         loop {
             self.tip.borrow_and_update();
             if let Err(Gone) = self.forward_changes(&mut cursor).await? {
                 return Ok(Err(Gone));
             }
+            let told = self.told.load(std::sync::atomic::Ordering::Relaxed);
+            if told >= cursor {
+                progress_due = None;
+            } else if progress_due.is_none() {
+                progress_due = Some(tokio::time::Instant::now() + PROGRESS);
+            }
+            let progress = async {
+                match progress_due {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = progress => {
+                    progress_due = None;
+                    if self.send(WatchEvent::Heartbeat(cursor)).await.is_err() {
+                        return Ok(Err(Gone));
+                    }
+                }
                 _ = self.tx.closed() => return Ok(Err(Gone)),
                 moved = self.tip.changed() => {
                     // The feed is gone: the server is stopping.

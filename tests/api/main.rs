@@ -20,6 +20,7 @@ mod fencing;
 mod http_listener;
 mod lifecycle;
 mod limits;
+mod local_resolver;
 mod outbound;
 mod paging;
 mod rekey;

@@ -88,7 +88,7 @@ impl ResolveIndex {
         let mut index = write(&index);
         index.follow(followed);
         match current {
-            Some(e) => index.upsert_endpoint(e),
+            Some(e) => index.upsert_endpoint(&e),
             None => index.remove_endpoint(endpoint_id),
         }
     }

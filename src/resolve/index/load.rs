@@ -7,9 +7,9 @@ use std::sync::{Arc, RwLock};
 use crate::model::{Endpoint, Subscription};
 use crate::repository::{Revision, Snapshot};
 
-use super::interner::Patterns;
 use super::tenant::TenantIndex;
 use super::{Catalog, FastMap, ResolveIndex, write};
+use hookplane_core::Patterns;
 
 fn group(
     snapshot: Snapshot,

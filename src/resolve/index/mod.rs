@@ -1,14 +1,12 @@
-//! Per-tenant subscriber indexes: exact event names in a hash map, wildcard
-//! patterns in a segment trie. This file holds the index of every tenant and
-//! the catalog; loading, applying changes, resolving and the applied revision
+//! Per-tenant subscriber indexes (hookplane-core's `TenantSubscribers`: exact
+//! event names in a hash map, wildcard patterns in a segment trie). This
+//! file holds the index of every tenant and the catalog; loading, applying changes, resolving and the applied revision
 //! each have a file of their own.
 
 mod applied;
 mod apply;
-mod interner;
 mod load;
 mod matching;
-mod packed;
 mod tenant;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -21,15 +19,11 @@ use tokio::sync::watch;
 use crate::model::Tenant;
 use crate::repository::Revision;
 
-pub use matching::{Match, Target};
+pub use hookplane_core::{Match, Target};
 
-use interner::{Patterns, Resolvable};
+use hookplane_core::subscribers::FastMap;
+use hookplane_core::{Patterns, Resolvable};
 use tenant::TenantIndex;
-
-/// The index's hot maps hash with foldhash (randomly seeded per process, so
-/// still resistant to chosen collisions): SipHash showed up in resolve
-/// profiles.
-pub(super) type FastMap<K, V> = foldhash::HashMap<K, V>;
 
 /// The catalog as pattern checks need it: name to deprecated.
 pub type Catalog = FastMap<String, bool>;

@@ -1,4 +1,3 @@
-use super::packed::Packed;
 use super::*;
 use crate::model::{
     Endpoint, Micros, PreviousSecret, Subscription, SubscriptionStatus, TenantState,
@@ -62,83 +61,6 @@ pub(crate) fn subscription(
     }
 }
 
-#[test]
-fn packed_strings_come_back_whole_including_empty_ones() {
-    let p = Packed::new(["sub_1", "", "ep_é"]);
-    assert_eq!([p.get(0), p.get(1), p.get(2)], ["sub_1", "", "ep_é"]);
-    let p = Packed::new(["", "x"]);
-    assert_eq!([p.get(0), p.get(1)], ["", "x"]);
-}
-
-fn targets_of(
-    index: &TenantIndex,
-    patterns: &Patterns,
-    now: Micros,
-    with_secrets: bool,
-) -> Vec<Target> {
-    let ids = patterns.resolvable("order.created");
-    let matches = index.matches("order.created", &ids, now, with_secrets);
-    matches.iter().map(Match::to_target).collect()
-}
-
-#[test]
-fn targets_carry_every_field_and_follow_their_endpoint_by_slot() {
-    let patterns = Patterns::default();
-    // The subscription arrives before its endpoint, as a change can.
-    let mut index = TenantIndex::build(
-        tenant(),
-        vec![endpoint("ep_a", "https://a.example/hook", true)],
-        vec![
-            subscription("sub_2", "ep_b", None, 20),
-            subscription("sub_1", "ep_a", Some("first"), 10),
-        ],
-        &patterns,
-        0,
-    );
-    let order_created = patterns.resolvable("order.created");
-    let ids = |index: &TenantIndex| -> Vec<String> {
-        index
-            .matches("order.created", &order_created, 1_000, true)
-            .iter()
-            .map(|m| m.subscription_id().to_owned())
-            .collect()
-    };
-    assert_eq!(ids(&index), ["sub_1"], "ep_b is not known yet");
-
-    index.upsert_endpoint(endpoint("ep_b", "https://b.example/hook", true));
-    let targets = targets_of(&index, &patterns, 1_000, true);
-    assert_eq!(
-        targets[0],
-        Target {
-            subscription_id: "sub_1".into(),
-            endpoint_id: "ep_a".into(),
-            name: "first".into(),
-            url: "https://a.example/hook".into(),
-            matched_pattern: "order.*".into(),
-            signing_secrets: vec!["secret-of-ep_a".into(), "old-secret-of-ep_a".into()],
-        }
-    );
-    assert_eq!(targets[1].subscription_id, "sub_2");
-    assert_eq!(targets[1].name, "");
-    assert_eq!(targets[1].url, "https://b.example/hook");
-
-    index.upsert_endpoint(endpoint("ep_a", "https://a.example/hook", false));
-    assert_eq!(ids(&index), ["sub_2"], "a disabled endpoint drops out");
-    index.upsert_endpoint(endpoint("ep_a", "https://a2.example/hook", true));
-    let targets = targets_of(&index, &patterns, 3_000, false);
-    assert_eq!(
-        targets[0].url, "https://a2.example/hook",
-        "back, with its new URL"
-    );
-    assert!(
-        targets[0].signing_secrets.is_empty(),
-        "no secrets asked for"
-    );
-    index.remove_endpoint("ep_b");
-    assert_eq!(ids(&index), ["sub_1"], "a deleted endpoint drops out");
-}
-
-/// The tenant "acme" with endpoint ep_a and `subscriptions`.
 pub(crate) fn acme(subscriptions: Vec<Subscription>) -> Snapshot {
     Snapshot {
         tenants: vec![tenant()],

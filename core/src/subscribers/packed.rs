@@ -5,14 +5,14 @@
 /// and in an index too big for the CPU cache each allocation it touches is
 /// a cache miss (profiles of resolve over 1M subscriptions were dominated
 /// by them).
-pub(super) struct Packed<const N: usize> {
-    pub(super) text: Box<str>,
+pub(crate) struct Packed<const N: usize> {
+    pub(crate) text: Box<str>,
     /// Where each string ends.
     ends: [u32; N],
 }
 
 impl<const N: usize> Packed<N> {
-    pub(super) fn new(parts: [&str; N]) -> Self {
+    pub(crate) fn new(parts: [&str; N]) -> Self {
         let mut ends = [0; N];
         let mut end = 0;
         for (i, part) in parts.iter().enumerate() {
@@ -26,7 +26,8 @@ impl<const N: usize> Packed<N> {
         }
     }
 
-    pub(super) fn get(&self, i: usize) -> &str {
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> &str {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         &self.text[start..self.ends[i] as usize]
     }

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STAN
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::InvalidValue;
+use crate::InvalidValue;
 
 const PREFIX: &str = "whsec_";
 const GENERATED_KEY_LEN: usize = 32;
