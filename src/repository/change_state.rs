@@ -13,8 +13,8 @@
 //! two versions read each other's rows for as long as the log keeps them,
 //! so: unknown fields are ignored; a field added later must be
 //! `#[serde(default)]`; a field is never renamed nor changes its type. An
-//! endpoint's secrets are the row's sealed blobs (base64), never plaintext.
-//! A credential's state
+//! endpoint's secrets are the row's sealed blobs (base64), never plaintext,
+//! and `hookplane rekey` re-seals them with the row's. A credential's state
 //! is only whether it is revoked: that is all a reader needs of it.
 //!
 //! Rows written before the state existed have none: readers then take the
@@ -25,6 +25,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use super::entities::{credential, endpoint, event_type, subscription, tenant};
+use super::rekey::RekeyError;
 use super::{RepoError, RepoResult, ResourceKind};
 
 /// A row a change wrote, as its change-log row records it.
@@ -183,6 +184,48 @@ pub(super) fn event_type(name: &str, state: &str) -> Read<event_type::Model> {
 pub(super) fn credential_live(state: &str) -> Read<bool> {
     let c: CredentialState = serde_json::from_str(state)?;
     Ok(c.revoke_time.is_none())
+}
+
+/// An endpoint's stored state with its sealed secrets re-sealed by
+/// `reseal` (for `hookplane rekey`); `None` when `reseal` changed neither.
+/// Edited as a JSON object, so fields this build does not know stay.
+pub(super) fn reseal_endpoint(
+    state: &str,
+    mut reseal: impl FnMut(&[u8], Secret) -> Result<Option<Vec<u8>>, RekeyError>,
+) -> Result<Option<String>, RekeyError> {
+    let unreadable = |e: UnreadableState| RekeyError::Repo(RepoError::Internal(Box::new(e)));
+    let mut fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(state).map_err(|e| unreadable(e.into()))?;
+    let mut changed = false;
+    for (name, which) in [
+        ("secret_enc", Secret::Current),
+        ("previous_secret_enc", Secret::Previous),
+    ] {
+        let Some(serde_json::Value::String(sealed)) = fields.get_mut(name) else {
+            continue;
+        };
+        let blob = STANDARD
+            .decode(&*sealed)
+            .map_err(|e| unreadable(e.into()))?;
+        if let Some(blob) = reseal(&blob, which)? {
+            *sealed = STANDARD.encode(blob);
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(None);
+    }
+    serde_json::to_string(&fields)
+        .map(Some)
+        .map_err(|e| unreadable(e.into()))
+}
+
+/// Which of an endpoint's secrets a sealed blob is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Secret {
+    Current,
+    /// Rotated out, kept through its grace period.
+    Previous,
 }
 
 // The stored shapes. Generic over the string type: written from borrowed
@@ -465,5 +508,43 @@ mod tests {
         let fields: serde_json::Value = serde_json::from_str(&state).unwrap();
         assert_eq!(fields["secret_enc"], STANDARD.encode(&e.secret_enc));
         assert_eq!(fields["previous_secret_enc"], STANDARD.encode([9u8, 8, 7]));
+    }
+
+    #[test]
+    fn resealing_replaces_only_the_blobs_and_keeps_unknown_fields() {
+        let e = endpoint_row();
+        let state = Changed::Endpoint(&e).state().unwrap();
+        let newer = state.replacen('{', r#"{"headers":{"x":"y"},"#, 1);
+        let mut seen = Vec::new();
+        let resealed = reseal_endpoint(&newer, |blob, which| {
+            seen.push((blob.to_vec(), which));
+            Ok(Some(blob.iter().map(|b| b ^ 0xff).collect()))
+        })
+        .unwrap()
+        .expect("both resealed");
+        assert_eq!(
+            seen,
+            [
+                (e.secret_enc.clone(), Secret::Current),
+                (vec![9, 8, 7], Secret::Previous)
+            ]
+        );
+        let fields: serde_json::Value = serde_json::from_str(&resealed).unwrap();
+        assert_eq!(fields["headers"]["x"], "y");
+        let read = endpoint(Some("t1"), "e1", &resealed).unwrap();
+        assert_eq!(read.secret_enc, [255, 254, 253, 5, 4, 0]);
+        assert_eq!(read.previous_secret_enc, Some(vec![246, 247, 248]));
+        assert_eq!(
+            endpoint::Model {
+                secret_enc: e.secret_enc.clone(),
+                previous_secret_enc: e.previous_secret_enc.clone(),
+                ..read
+            },
+            e,
+            "nothing else changed"
+        );
+
+        let unchanged = reseal_endpoint(&state, |_, _| Ok(None)).unwrap();
+        assert_eq!(unchanged, None, "already under the new key");
     }
 }
