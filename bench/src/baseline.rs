@@ -12,6 +12,11 @@ use hookplane::repository::baseline_sql;
 use crate::report::median;
 use crate::run::{RunArgs, run_collect};
 
+/// A created subscription's state as its change row keeps it (the server
+/// writes one of about this size with every change). No `:name` in it:
+/// pgbench would read that as a variable.
+const STATE: &str = r#"{"endpoint_id":"e0","name":"x","event_types":"[\"d0.e0.a0\"]","status":"ACTIVE","create_time":0,"update_time":0,"etag":"x"}"#;
+
 /// The statements one CreateSubscription issues on PostgreSQL, in order,
 /// as pgbench script. Nothing is read before the write: the catalog and the
 /// tenant (TTL, verification and URL policy) come from the replica's memory.
@@ -22,7 +27,8 @@ use crate::run::{RunArgs, run_collect};
 /// column, as pgbench cannot know each tenant's etag), record the request
 /// nonce (replay protection across replicas) and take the revision from the
 /// transaction id, insert the subscription (the primary key refuses a taken
-/// id, the live-name index a taken name), append the change-log row. That
+/// id, the live-name index a taken name), append the change-log row with
+/// the subscription's state. That
 /// is all a create waits for: the server then puts the new subscription
 /// into its own replica's resolve index directly. Not in the script: the
 /// change-log follower's read, which no longer runs per create (it reads
@@ -34,10 +40,11 @@ fn pg_create_script() -> String {
     let parents = baseline_sql::parents("'bt' || lpad(:t::text, 5, '0')", "'e0'");
     let revision = baseline_sql::pg_revision();
     let shift = baseline_sql::PG_REVISION_SHIFT;
+    let state = STATE;
     format!(
         r#"\set t random(0, :tenants - 1)
 \set n random(1, 2000000000)
-WITH parents AS (SELECT 1 FROM {parents} FOR SHARE), written AS (INSERT INTO request_nonces (api_id, nonce, expire_time) SELECT 'pgbench', md5(:n::text || clock_timestamp()::text), 0 FROM parents RETURNING {revision} AS revision), inserted AS (INSERT INTO subscriptions (tenant_id, subscription_id, endpoint_id, name, event_types, status, expire_time, create_time, update_time, etag) SELECT 'bt' || lpad(:t::text, 5, '0'), 'pgb' || (revision >> {shift}), 'e0', 'pgb-' || (revision >> {shift}), '["d0.e0.a0"]', 'ACTIVE', NULL, 0, 0, 'x' FROM written RETURNING 1), changed AS (INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) SELECT revision, 'bt' || lpad(:t::text, 5, '0'), 'subscription', 'pgb' || (revision >> {shift}), 'UPSERT', 0 FROM written, inserted RETURNING revision) SELECT revision FROM changed;
+WITH parents AS (SELECT 1 FROM {parents} FOR SHARE), written AS (INSERT INTO request_nonces (api_id, nonce, expire_time) SELECT 'pgbench', md5(:n::text || clock_timestamp()::text), 0 FROM parents RETURNING {revision} AS revision), inserted AS (INSERT INTO subscriptions (tenant_id, subscription_id, endpoint_id, name, event_types, status, expire_time, create_time, update_time, etag) SELECT 'bt' || lpad(:t::text, 5, '0'), 'pgb' || (revision >> {shift}), 'e0', 'pgb-' || (revision >> {shift}), '["d0.e0.a0"]', 'ACTIVE', NULL, 0, 0, 'x' FROM written RETURNING 1), changed AS (INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time, state) SELECT revision, 'bt' || lpad(:t::text, 5, '0'), 'subscription', 'pgb' || (revision >> {shift}), 'UPSERT', 0, '{state}' FROM written, inserted RETURNING revision) SELECT revision FROM changed;
 "#
     )
 }
@@ -276,7 +283,8 @@ async fn sqlite_loop(
          SELECT 1 FROM {parents}); \
          INSERT INTO subscriptions SELECT $1, $2, 'e0', $2, '[\"d0.e0.a0\"]', 'ACTIVE', NULL, 0, 0, 'x' \
          WHERE EXISTS (SELECT 1 FROM {parents}); \
-         INSERT INTO changes SELECT $3, $1, 'subscription', $2, 'UPSERT', 0 WHERE changes() = 1 \
+         INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time, state) \
+         SELECT $3, $1, 'subscription', $2, 'UPSERT', 0, '{STATE}' WHERE changes() = 1 \
          RETURNING revision; \
          RELEASE create_batch"
     );

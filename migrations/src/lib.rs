@@ -10,6 +10,7 @@ mod m20261122_000002_verification;
 mod m20261122_000003_expiry_index;
 mod m20261122_000004_pruned_through;
 mod m20261207_000005_tenant_usage;
+mod m20261207_000006_change_state;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_expiry_index::Migration),
             Box::new(m20261122_000004_pruned_through::Migration),
             Box::new(m20261207_000005_tenant_usage::Migration),
+            Box::new(m20261207_000006_change_state::Migration),
         ]
     }
 }

@@ -43,7 +43,7 @@ impl ResourceKind {
 /// How a change-log row changed its resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChangeKind {
-    /// Created or updated: read the resource as it is now.
+    /// Created or updated.
     Upsert,
     /// Deleted.
     Delete,

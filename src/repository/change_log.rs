@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, Statement};
 
+use super::change_state::Changed;
 use super::entities::change;
 use super::error::{classify, internal};
 use super::revision;
 use super::sqlite::group_commit::WriteTxn;
-use super::{ChangeKind, RepoResult, ResourceKind, Revision};
+use super::{ChangeKind, RepoResult, Revision};
 use crate::model::Micros;
 
 pub(super) fn pg_revision_base(xid: i64) -> RepoResult<Revision> {
@@ -83,24 +84,25 @@ impl ChangeLog {
         }
     }
 
+    /// Appends the change of `changed`, with the row as it was written.
     pub(super) async fn record(
         &mut self,
         txn: &DatabaseTransaction,
-        tenant_id: Option<&str>,
-        resource: ResourceKind,
-        resource_key: &str,
+        changed: Changed<'_>,
         kind: ChangeKind,
         now: Micros,
     ) -> RepoResult<()> {
+        let state = changed.state()?;
         let revision = self.next_revision(txn).await?;
         self.last = revision;
         let row = change::ActiveModel {
             revision: sea_orm::Set(revision),
-            tenant_id: sea_orm::Set(tenant_id.map(str::to_owned)),
-            resource_type: sea_orm::Set(resource.as_str().to_owned()),
-            resource_key: sea_orm::Set(resource_key.to_owned()),
+            tenant_id: sea_orm::Set(changed.tenant_id().map(str::to_owned)),
+            resource_type: sea_orm::Set(changed.resource().as_str().to_owned()),
+            resource_key: sea_orm::Set(changed.key().to_owned()),
             kind: sea_orm::Set(kind.as_str().to_owned()),
             change_time: sea_orm::Set(now),
+            state: sea_orm::Set(Some(state)),
         };
         change::Entity::insert(row)
             .exec_without_returning(txn)

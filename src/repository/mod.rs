@@ -8,6 +8,7 @@
 mod availability;
 mod change;
 mod change_log;
+mod change_state;
 mod entities;
 mod error;
 mod fast_create;
@@ -127,7 +128,9 @@ pub struct CredentialFilter {
     pub show_revoked: bool,
 }
 
-/// One change-log row.
+/// One change-log row, with its resource as the change left it. A change
+/// stored before the change log kept states carries its resource as the
+/// read found it instead (none if it was gone by then).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangeRecord {
     pub revision: Revision,
@@ -137,20 +140,17 @@ pub struct ChangeRecord {
     pub resource_key: String,
     /// UPSERT or DELETE.
     pub kind: String,
-    /// For a subscription change, the subscription as of the read (None
-    /// if it is gone); None for other resources.
+    /// For a subscription change, the subscription; None for other
+    /// resources.
     pub subscription: Option<Subscription>,
-    /// For an endpoint change, the endpoint as of the read (None if it is
-    /// gone); None for other resources.
+    /// For an endpoint change, the endpoint; None for other resources.
     pub endpoint: Option<Endpoint>,
-    /// For a credential change, whether the credential exists unrevoked
-    /// as of the read; None for other resources.
+    /// For a credential change, whether the credential was unrevoked; None
+    /// for other resources.
     pub credential_live: Option<bool>,
-    /// For a tenant change, the tenant as of the read (None if it is
-    /// gone); None for other resources.
+    /// For a tenant change, the tenant; None for other resources.
     pub tenant: Option<Tenant>,
-    /// For an event-type change, the event type as of the read (None if
-    /// it is gone); None for other resources.
+    /// For an event-type change, the event type; None for other resources.
     pub event_type: Option<crate::model::EventType>,
 }
 

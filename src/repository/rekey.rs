@@ -12,13 +12,14 @@
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use super::RepoError;
-use super::entities::{credential, endpoint, idempotency, outbox};
+use super::change_state::{self, Secret};
+use super::entities::{change, credential, endpoint, idempotency, outbox};
 use super::error::classify;
 use super::sea::SeaRepository;
 use super::secrets::{
     credential_aad, endpoint_aad, endpoint_previous_aad, idempotency_aad, outbox_aad,
 };
+use super::{RepoError, ResourceKind};
 use crate::crypto::MasterKey;
 
 /// What a rekey did.
@@ -43,12 +44,14 @@ type Rekeyed<T> = Result<T, RekeyError>;
 impl SeaRepository {
     /// Re-encrypts every stored secret under `new`, `batch` rows per
     /// transaction: credentials, endpoint secrets (current and rotated
-    /// out), queued messages and stored idempotent responses.
+    /// out, in their rows and in the states the change log keeps of them),
+    /// queued messages and stored idempotent responses.
     pub async fn rekey(&self, new: &MasterKey, batch: u64) -> Rekeyed<RekeyReport> {
         let batch = batch.max(1);
         let mut report = RekeyReport::default();
         self.rekey_credentials(new, batch, &mut report).await?;
         self.rekey_endpoints(new, batch, &mut report).await?;
+        self.rekey_endpoint_changes(new, batch, &mut report).await?;
         self.rekey_outbox(new, batch, &mut report).await?;
         self.rekey_idempotency(new, batch, &mut report).await?;
         Ok(report)
@@ -181,6 +184,67 @@ impl SeaRepository {
                 Some(last) if rows.len() as u64 == batch => {
                     after = Some((last.tenant_id.clone(), last.endpoint_id.clone()))
                 }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The sealed secrets in the change log's endpoint states (see
+    /// `change_state`), by revision. Rows a server writes meanwhile are
+    /// already under the new key.
+    async fn rekey_endpoint_changes(
+        &self,
+        new: &MasterKey,
+        batch: u64,
+        report: &mut RekeyReport,
+    ) -> Rekeyed<()> {
+        let mut after = i64::MIN;
+        loop {
+            let txn = self.begin().await?;
+            let rows = change::Entity::find()
+                .filter(change::Column::Revision.gt(after))
+                .filter(change::Column::ResourceType.eq(ResourceKind::Endpoint.as_str()))
+                .filter(change::Column::State.is_not_null())
+                .order_by_asc(change::Column::Revision)
+                .limit(batch)
+                .lock_exclusive()
+                .all(&txn)
+                .await
+                .map_err(classify)?;
+            for row in &rows {
+                let (Some(state), Some(tenant_id)) = (&row.state, &row.tenant_id) else {
+                    continue;
+                };
+                let endpoint_id = &row.resource_key;
+                let resealed = change_state::reseal_endpoint(state, |blob, which| {
+                    let aad = match which {
+                        Secret::Current => endpoint_aad(tenant_id, endpoint_id),
+                        Secret::Previous => endpoint_previous_aad(tenant_id, endpoint_id),
+                    };
+                    let row_name = || {
+                        format!(
+                            "the {} secret of endpoint {tenant_id}/{endpoint_id} in the change at revision {}",
+                            match which {
+                                Secret::Current => "current",
+                                Secret::Previous => "rotated-out",
+                            },
+                            row.revision
+                        )
+                    };
+                    self.reseal(new, blob, &aad, row_name, report)
+                })?;
+                if let Some(state) = resealed {
+                    change::Entity::update_many()
+                        .col_expr(change::Column::State, Expr::value(state))
+                        .filter(change::Column::Revision.eq(row.revision))
+                        .exec(&txn)
+                        .await
+                        .map_err(classify)?;
+                }
+            }
+            txn.commit().await.map_err(classify)?;
+            match rows.last() {
+                Some(last) if rows.len() as u64 == batch => after = last.revision,
                 _ => return Ok(()),
             }
         }

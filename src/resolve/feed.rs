@@ -1,6 +1,5 @@
 //! The replica's change feed: the changes the follower applies, in revision
-//! order, each with its resource's state as the follower's read of the
-//! change log found it. Every Watch stream of the replica is served from
+//! order, each with its resource's state as that change left it. Every Watch stream of the replica is served from
 //! it, so the database's load does not grow with the number of streams:
 //! the log is read once per replica, not once per stream. The feed holds
 //! the most recent changes only; a stream below them reads the change log
@@ -39,7 +38,8 @@ pub enum FeedChange {
 
 impl FeedEvent {
     /// The event a change-log row makes; `None` for a kind this build does
-    /// not know and for a resource that was gone when the log was read.
+    /// not know, and for a change stored without its state (before states
+    /// were kept) whose resource was gone when the log was read.
     pub fn from_change(c: ChangeRecord) -> Option<FeedEvent> {
         let kind = c.change()?;
         let change = match c.resource()? {

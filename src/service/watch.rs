@@ -344,8 +344,9 @@ impl Watcher {
 
     /// Sends the events this stream carries. A revocation of the stream's
     /// own credential among them ends the stream before any of them is
-    /// sent: their states were read with the revocation's, and may be
-    /// newer than it.
+    /// sent: a change stored before the change log kept states carries its
+    /// resource as the log read found it, which may be newer than the
+    /// revocation.
     async fn send_events<'a>(
         &self,
         events: impl Iterator<Item = &'a FeedEvent> + Clone,

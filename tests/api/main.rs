@@ -36,3 +36,4 @@ mod tenants;
 mod tls;
 mod verification;
 mod watch_feed;
+mod watch_revisions;

@@ -101,8 +101,9 @@ fn admin_of(running: &RunningServer) -> Clients {
     Clients::on(channel, &Cred::admin())
 }
 
-/// Every encrypted column of the database with the associated data it was
-/// sealed with: (row, blob, aad).
+/// Every encrypted column of the database (and the change log's copies of
+/// endpoint secrets) with the associated data it was sealed with: (row,
+/// blob, aad).
 async fn stored_secrets(backend: &Backend) -> Vec<(String, Vec<u8>, String)> {
     let db = backend.database().await;
     let rows = |sql: &str| {
@@ -142,6 +143,33 @@ async fn stored_secrets(backend: &Backend) -> Vec<(String, Vec<u8>, String)> {
             .expect("previous_secret_enc")
         {
             all.push((aad.clone(), previous, format!("{aad}:previous")));
+        }
+    }
+    // The change log's copies of endpoint secrets, in each change's state.
+    for row in rows(
+        "SELECT revision, tenant_id, resource_key, state FROM changes \
+         WHERE resource_type = 'endpoint' AND state IS NOT NULL",
+    )
+    .await
+    {
+        let at = row.try_get::<i64>("", "revision").expect("revision");
+        let aad = format!(
+            "endpoint:{}/{}",
+            text(&row, "tenant_id"),
+            text(&row, "resource_key")
+        );
+        let state: serde_json::Value =
+            serde_json::from_str(&text(&row, "state")).expect("a JSON state");
+        for (field, aad) in [
+            ("secret_enc", aad.clone()),
+            ("previous_secret_enc", format!("{aad}:previous")),
+        ] {
+            if let Some(sealed) = state[field].as_str() {
+                let sealed = base64::engine::general_purpose::STANDARD
+                    .decode(sealed)
+                    .expect("a base64 blob");
+                all.push((format!("{field} of the change at {at}"), sealed, aad));
+            }
         }
     }
     for row in rows("SELECT id, payload_enc FROM outbox").await {
@@ -223,6 +251,12 @@ async fn rekey_moves_every_secret_to_the_new_key_while_servers_run(backend: Back
     let new_key = MasterKey::from_base64(&new).expect("the new key");
     let secrets = stored_secrets(&backend).await;
     assert!(secrets.len() >= 8, "{} secrets", secrets.len());
+    assert!(
+        secrets
+            .iter()
+            .any(|(row, ..)| row.contains("of the change at")),
+        "the change log's copies are among them"
+    );
     for (row, blob, aad) in &secrets {
         new_key
             .decrypt(blob, aad.as_bytes())

@@ -10,6 +10,9 @@ pub struct Model {
     pub resource_key: String,
     pub kind: String,
     pub change_time: i64,
+    /// The resource as the change left it (see `change_state`); NULL in
+    /// rows written before it was kept.
+    pub state: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -45,6 +45,7 @@ pub(in crate::repository) mod parent;
 
 use sea_orm::{ConnectionTrait, SqlErr};
 
+use super::change_state::Changed;
 use super::error::classify;
 use super::quota::Quota;
 use super::rows::subscription_to_row;
@@ -69,8 +70,10 @@ impl SeaRepository {
         if let Some(batches) = &self.batches
             && meta.idempotency.is_none()
         {
+            let row = subscription_to_row(s)?;
             let create = one_statement::BatchedCreate {
-                row: subscription_to_row(s)?,
+                state: Changed::Subscription(&row).state()?,
+                row,
                 tenant_etag: tenant_etag.to_owned(),
                 nonce: nonce_row(meta),
                 change_time: meta.now,
@@ -88,8 +91,10 @@ impl SeaRepository {
         let Engine::Postgres { held, .. } = &self.engine else {
             return Ok(None);
         };
+        let row = subscription_to_row(s)?;
         let statement = one_statement::create_subscription(
-            subscription_to_row(s)?,
+            Changed::Subscription(&row).state()?,
+            row,
             tenant_etag,
             nonce_row(meta).as_ref(),
             self.idempotency_row(meta).as_ref(),

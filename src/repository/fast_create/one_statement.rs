@@ -92,6 +92,7 @@ fn live_parents(p: &mut Params, row: &subscription::Model, tenant_etag: &str) ->
 /// The PostgreSQL statement creating `row`, if its tenant holds fewer than
 /// `limit` live subscriptions; see the module documentation.
 pub(in crate::repository) fn create_subscription(
+    state: String,
     row: subscription::Model,
     tenant_etag: &str,
     nonce: Option<&nonce::ActiveModel>,
@@ -126,12 +127,13 @@ pub(in crate::repository) fn create_subscription(
         insert_select(&mut p, &row, "FROM written")
     );
     let changed = format!(
-        "INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) \
-         SELECT revision, {}, '{resource}', {}, '{kind}', {} FROM written, inserted \
+        "INSERT INTO changes ({CHANGE_COLUMNS}) \
+         SELECT revision, {}, '{resource}', {}, '{kind}', {}, {} FROM written, inserted \
          RETURNING revision",
         p.bind(tenant_id),
         p.bind(subscription_id),
         p.bind(change_time),
+        p.bind(state),
         resource = ResourceKind::Subscription.as_str(),
         kind = ChangeKind::Upsert.as_str(),
     );
@@ -149,6 +151,10 @@ pub(in crate::repository) fn create_subscription(
     );
     Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, p.0)
 }
+
+/// The change-log row's columns, as every text here writes them.
+const CHANGE_COLUMNS: &str =
+    "revision, tenant_id, resource_type, resource_key, kind, change_time, state";
 
 /// The savepoint [`create_subscriptions_sqlite`] opens; the caller rolls
 /// back to it when the statements fail part-way.
@@ -196,12 +202,13 @@ pub(in crate::repository) fn create_subscriptions_sqlite(
             p.bind(c.row.tenant_id.clone()),
         ));
         statements.push(format!(
-            "INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) \
-             SELECT {}, {}, '{resource}', {}, '{kind}', {} WHERE changes() = 1 RETURNING revision",
+            "INSERT INTO changes ({CHANGE_COLUMNS}) \
+             SELECT {}, {}, '{resource}', {}, '{kind}', {}, {} WHERE changes() = 1 RETURNING revision",
             p.bind(revision),
             p.bind(c.row.tenant_id.clone()),
             p.bind(c.row.subscription_id.clone()),
             p.bind(c.change_time),
+            p.bind(c.state.clone()),
             resource = ResourceKind::Subscription.as_str(),
             kind = ChangeKind::Upsert.as_str(),
         ));
@@ -225,6 +232,8 @@ fn nonce_values(c: &BatchedCreate) -> (Option<String>, Option<String>, Option<i6
 /// One create of a batch (see `create_batch`).
 pub(in crate::repository) struct BatchedCreate {
     pub row: subscription::Model,
+    /// The row as its change-log row keeps it (see `change_state`).
+    pub state: String,
     pub tenant_etag: String,
     pub nonce: Option<nonce::ActiveModel>,
     pub change_time: i64,
@@ -256,6 +265,7 @@ pub(in crate::repository) fn create_subscriptions(creates: &[BatchedCreate]) -> 
             nonce.into(),
             nonce_expire.into(),
             c.change_time.into(),
+            c.state.clone().into(),
         ]);
         let row = c.row.clone().into_active_model();
         values.extend(
@@ -274,8 +284,8 @@ pub(in crate::repository) fn create_subscriptions(creates: &[BatchedCreate]) -> 
 }
 
 /// Bound values per create before the subscription's columns: the tenant's
-/// etag, the nonce's api id, nonce and expiry, the change time.
-const BATCH_INPUTS: usize = 5;
+/// etag, the nonce's api id, nonce and expiry, the change time and state.
+const BATCH_INPUTS: usize = 6;
 
 /// [`create_subscriptions`]' text by batch size, built on first use: the
 /// text depends on nothing else, and building it for every batch showed
@@ -315,7 +325,7 @@ fn batch_sql(count: usize) -> String {
         tenant_etag: "input.tenant_etag",
     });
     format!(
-        "WITH input (i, tenant_etag, nonce_api_id, nonce, nonce_expire, change_time, {input_columns}) \
+        "WITH input (i, tenant_etag, nonce_api_id, nonce, nonce_expire, change_time, state, {input_columns}) \
          AS (VALUES {rows}), \
          parents AS (SELECT input.i FROM input, {parents_from} \
            WHERE {parents_live} FOR SHARE OF t, e NOWAIT), \
@@ -333,9 +343,9 @@ fn batch_sql(count: usize) -> String {
            WHERE input.nonce IS NOT NULL RETURNING 1), \
          inserted AS (INSERT INTO subscriptions ({table_columns}) \
            SELECT {input_columns} FROM input, fits RETURNING 1), \
-         changed AS (INSERT INTO changes (revision, tenant_id, resource_type, resource_key, kind, change_time) \
+         changed AS (INSERT INTO changes ({CHANGE_COLUMNS}) \
            SELECT fits.base + input.i, input.s_tenant_id, '{resource}', input.s_subscription_id, \
-           '{kind}', input.change_time FROM input, fits RETURNING revision) \
+           '{kind}', input.change_time, input.state FROM input, fits RETURNING revision) \
          SELECT revision FROM changed",
         rows = rows.join(", "),
         parents_from = parent::FROM,
@@ -378,6 +388,7 @@ mod tests {
     fn create(i: usize, with_nonce: bool) -> BatchedCreate {
         BatchedCreate {
             row: row(&format!("t{}", i % 2), &format!("s{i}")),
+            state: format!("{{\"etag\":\"s{i}\"}}"),
             tenant_etag: "t-etag".into(),
             nonce: with_nonce.then(|| nonce_row(&format!("n{i}"))),
             change_time: 5,
@@ -422,6 +433,14 @@ mod tests {
             assert_eq!(values.last(), Some(&Value::BigInt(Some(100))));
             // Row i of the input is numbered i, for its revision's position.
             assert!(statement.sql.contains(&format!("({}, $", count - 1)));
+            // Each create's change row keeps its own state.
+            for c in &creates {
+                assert!(
+                    values.contains(&Value::from(c.state.clone())),
+                    "{}",
+                    c.state
+                );
+            }
         }
     }
 
@@ -451,7 +470,7 @@ mod tests {
         assert!(batch.contains(revision::pg_base_sql()), "{batch}");
         assert!(batch.contains("FOR SHARE OF t, e NOWAIT"));
 
-        let one = create_subscription(row("t1", "s1"), "t-etag", None, None, 5, 100);
+        let one = create_subscription("{}".into(), row("t1", "s1"), "t-etag", None, None, 5, 100);
         assert!(
             one.sql
                 .contains(&parent::condition(&keys("$1", "$2", "$3"))),
@@ -472,7 +491,7 @@ mod tests {
 
     #[test]
     fn the_one_statement_create_binds_each_optional_row_it_writes() {
-        let bare = create_subscription(row("t1", "s1"), "t-etag", None, None, 5, 100);
+        let bare = create_subscription("{}".into(), row("t1", "s1"), "t-etag", None, None, 5, 100);
         assert_parameters_match(&bare);
         assert!(!bare.sql.contains("request_nonces"));
         assert!(!bare.sql.contains("idempotent"));
@@ -486,6 +505,7 @@ mod tests {
             create_time: Set(5),
         };
         let full = create_subscription(
+            "{}".into(),
             row("t1", "s1"),
             "t-etag",
             Some(&nonce_row("n1")),
@@ -522,5 +542,12 @@ mod tests {
             );
         }
         assert!(!values.contains(&Value::BigInt(Some(43))));
+        for c in &creates {
+            assert!(
+                values.contains(&Value::from(c.state.clone())),
+                "{}",
+                c.state
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! API credentials' storage, and the bootstrap credential at start-up.
 
-use crate::repository::{ChangeKind, ResourceKind};
+use crate::repository::ChangeKind;
+use crate::repository::change_state::Changed;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction,
     EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect, Statement,
@@ -33,12 +34,10 @@ impl CredentialStore for SeaRepository {
             .filter(|t| t.delete_time.is_none())
             .ok_or(RepoError::NotFound("tenant"))?;
         }
-        insert_credential(&txn, self, c).await?;
+        let row = insert_credential(&txn, self, c).await?;
         log.record(
             &txn,
-            c.tenant_id.as_deref(),
-            ResourceKind::Credential,
-            &c.api_id,
+            Changed::Credential(&row),
             ChangeKind::Upsert,
             meta.now,
         )
@@ -107,9 +106,7 @@ impl CredentialStore for SeaRepository {
         };
         log.record(
             &txn,
-            updated.tenant_id.as_deref(),
-            ResourceKind::Credential,
-            api_id,
+            Changed::Credential(&updated),
             ChangeKind::Upsert,
             meta.now,
         )
@@ -165,11 +162,8 @@ impl CredentialStore for SeaRepository {
                 .await
                 .map_err(classify)?
         };
-        let outcome = match existing {
-            None => {
-                insert_credential(&txn, self, c).await?;
-                Bootstrap::Created
-            }
+        let (outcome, row) = match existing {
+            None => (Bootstrap::Created, insert_credential(&txn, self, c).await?),
             Some(row) => {
                 let stored = self.credential_from_row(row.clone())?;
                 if stored.role != Role::PlatformAdmin || stored.tenant_id.is_some() {
@@ -185,8 +179,8 @@ impl CredentialStore for SeaRepository {
                 am.secret_enc = sea_orm::Set(self.seal(&c.secret, &credential_aad(&c.api_id)));
                 am.update_time = sea_orm::Set(c.update_time);
                 am.etag = sea_orm::Set(new_etag());
-                am.update(&txn).await.map_err(classify)?;
-                Bootstrap::SecretReplaced
+                let replaced = am.update(&txn).await.map_err(classify)?;
+                (Bootstrap::SecretReplaced, replaced)
             }
         };
         // Other replicas' credential caches follow the change log.
@@ -194,9 +188,7 @@ impl CredentialStore for SeaRepository {
         let mut log = ChangeLog::new(revision);
         log.record(
             &txn,
-            None,
-            ResourceKind::Credential,
-            &c.api_id,
+            Changed::Credential(&row),
             ChangeKind::Upsert,
             c.update_time,
         )
@@ -211,7 +203,7 @@ async fn insert_credential(
     txn: &DatabaseTransaction,
     repo: &SeaRepository,
     c: &Credential,
-) -> RepoResult<()> {
+) -> RepoResult<credential::Model> {
     let row = credential::Model {
         api_id: c.api_id.clone(),
         tenant_id: c.tenant_id.clone(),
@@ -223,9 +215,9 @@ async fn insert_credential(
         revoke_time: c.revoke_time,
         etag: c.etag.clone(),
     };
-    credential::Entity::insert(row.into_active_model())
+    credential::Entity::insert(row.clone().into_active_model())
         .exec_without_returning(txn)
         .await
         .map_err(unique_as("credential"))?;
-    Ok(())
+    Ok(row)
 }

@@ -1,6 +1,6 @@
 //! Endpoints' storage.
 
-use crate::repository::{ChangeKind, ResourceKind};
+use crate::repository::ChangeKind;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect,
@@ -10,6 +10,7 @@ use super::parents::load_tenant_for_write;
 use super::subscriptions::{live_subscriptions, soft_delete_subscriptions};
 use super::verification::EarlierTokens;
 use crate::model::{Endpoint, SubscriptionStatus, new_etag};
+use crate::repository::change_state::Changed;
 use crate::repository::entities::{endpoint, subscription};
 use crate::repository::error::{classify, unique_as};
 use crate::repository::query::{all_set, by_key, page};
@@ -25,19 +26,13 @@ impl EndpointStore for SeaRepository {
         let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, &e.tenant_id).await?;
         quota::take(&txn, &e.tenant_id, Quota::Endpoints, &self.quotas).await?;
-        endpoint::Entity::insert(self.endpoint_to_row(e).into_active_model())
+        let row = self.endpoint_to_row(e);
+        endpoint::Entity::insert(row.clone().into_active_model())
             .exec_without_returning(&*txn)
             .await
             .map_err(unique_as("endpoint"))?;
-        log.record(
-            &txn,
-            Some(&e.tenant_id),
-            ResourceKind::Endpoint,
-            &e.endpoint_id,
-            ChangeKind::Upsert,
-            meta.now,
-        )
-        .await?;
+        log.record(&txn, Changed::Endpoint(&row), ChangeKind::Upsert, meta.now)
+            .await?;
         self.commit(txn, meta, log.last).await
     }
 
@@ -90,8 +85,9 @@ impl EndpointStore for SeaRepository {
     ) -> RepoResult<Revision> {
         let (txn, mut log) = self.begin_write(meta).await?;
         load_tenant_for_write(&txn, &e.tenant_id).await?;
+        let row = self.endpoint_to_row(e);
         let result = endpoint::Entity::update_many()
-            .set(all_set(self.endpoint_to_row(e)))
+            .set(all_set(row.clone()))
             .filter(endpoint::Column::TenantId.eq(e.tenant_id.clone()))
             .filter(endpoint::Column::EndpointId.eq(e.endpoint_id.clone()))
             .filter(endpoint::Column::Etag.eq(prev_etag))
@@ -102,15 +98,8 @@ impl EndpointStore for SeaRepository {
         if result.rows_affected == 0 {
             return Err(RepoError::Stale);
         }
-        log.record(
-            &txn,
-            Some(&e.tenant_id),
-            ResourceKind::Endpoint,
-            &e.endpoint_id,
-            ChangeKind::Upsert,
-            meta.now,
-        )
-        .await?;
+        log.record(&txn, Changed::Endpoint(&row), ChangeKind::Upsert, meta.now)
+            .await?;
         for v in verifications {
             let pending = subscription::Entity::update_many()
                 .col_expr(
@@ -130,17 +119,15 @@ impl EndpointStore for SeaRepository {
                 .filter(subscription::Column::TenantId.eq(e.tenant_id.clone()))
                 .filter(subscription::Column::SubscriptionId.eq(v.subscription_id.clone()))
                 .filter(live_subscriptions())
-                .exec(&*txn)
+                .exec_with_returning(&*txn)
                 .await
                 .map_err(classify)?;
-            if pending.rows_affected == 0 {
+            let Some(pending) = pending.first() else {
                 continue;
-            }
+            };
             log.record(
                 &txn,
-                Some(&e.tenant_id),
-                ResourceKind::Subscription,
-                &v.subscription_id,
+                Changed::Subscription(pending),
                 ChangeKind::Upsert,
                 meta.now,
             )
@@ -200,9 +187,7 @@ impl EndpointStore for SeaRepository {
         let updated = am.update(&*txn).await.map_err(classify)?;
         log.record(
             &txn,
-            Some(tenant_id),
-            ResourceKind::Endpoint,
-            endpoint_id,
+            Changed::Endpoint(&updated),
             ChangeKind::Delete,
             meta.now,
         )

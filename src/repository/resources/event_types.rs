@@ -1,6 +1,7 @@
 //! The event-type catalogue's storage.
 
-use crate::repository::{ChangeKind, ResourceKind};
+use crate::repository::ChangeKind;
+use crate::repository::change_state::Changed;
 use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder};
 
 use crate::model::EventType;
@@ -26,19 +27,13 @@ impl EventTypeStore for SeaRepository {
                 return Err(RepoError::AlreadyExists("event type legacy_code"));
             }
         }
-        event_type::Entity::insert(event_type_to_row(e).into_active_model())
+        let row = event_type_to_row(e);
+        event_type::Entity::insert(row.clone().into_active_model())
             .exec_without_returning(&*txn)
             .await
             .map_err(unique_as("event type"))?;
-        log.record(
-            &txn,
-            None,
-            ResourceKind::EventType,
-            &e.name,
-            ChangeKind::Upsert,
-            meta.now,
-        )
-        .await?;
+        log.record(&txn, Changed::EventType(&row), ChangeKind::Upsert, meta.now)
+            .await?;
         self.commit(txn, meta, log.last).await
     }
 
@@ -103,8 +98,9 @@ impl EventTypeStore for SeaRepository {
                 return Err(RepoError::AlreadyExists("event type legacy_code"));
             }
         }
+        let row = event_type_to_row(e);
         let result = event_type::Entity::update_many()
-            .set(all_set(event_type_to_row(e)))
+            .set(all_set(row.clone()))
             .filter(event_type::Column::Name.eq(e.name.clone()))
             .filter(event_type::Column::Etag.eq(prev_etag))
             .exec(&*txn)
@@ -113,15 +109,8 @@ impl EventTypeStore for SeaRepository {
         if result.rows_affected == 0 {
             return Err(RepoError::Stale);
         }
-        log.record(
-            &txn,
-            None,
-            ResourceKind::EventType,
-            &e.name,
-            ChangeKind::Upsert,
-            meta.now,
-        )
-        .await?;
+        log.record(&txn, Changed::EventType(&row), ChangeKind::Upsert, meta.now)
+            .await?;
         self.commit(txn, meta, log.last).await
     }
 }

@@ -1,7 +1,9 @@
 //! Housekeeping and bulk loads: expiring subscriptions and rotated secrets,
 //! purging old nonces and responses, importing data.
 
-use crate::repository::{ChangeKind, ResourceKind};
+use crate::repository::ChangeKind;
+use crate::repository::change_state::Changed;
+use crate::repository::query::by_key;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect,
@@ -14,7 +16,7 @@ use crate::repository::error::{classify, unique_as};
 use crate::repository::quota;
 use crate::repository::rows::{subscription_to_row, tenant_to_row};
 use crate::repository::{
-    ChangeLogStore, Maintenance, RepoResult, Revision, SeaRepository, Snapshot,
+    ChangeLogStore, Maintenance, RepoError, RepoResult, Revision, SeaRepository, Snapshot,
 };
 
 #[async_trait::async_trait]
@@ -72,22 +74,15 @@ impl Maintenance for SeaRepository {
             .await
             .map_err(classify)?;
         for row in endpoints {
-            let mut am = row.clone().into_active_model();
+            let mut am = row.into_active_model();
             // The rotated-out secret leaves storage once its grace ends.
             am.previous_secret_enc = sea_orm::Set(None);
             am.previous_secret_expire_time = sea_orm::Set(None);
             am.update_time = sea_orm::Set(now);
             am.etag = sea_orm::Set(new_etag());
-            am.update(&txn).await.map_err(classify)?;
-            log.record(
-                &txn,
-                Some(&row.tenant_id),
-                ResourceKind::Endpoint,
-                &row.endpoint_id,
-                ChangeKind::Upsert,
-                now,
-            )
-            .await?;
+            let swept = am.update(&txn).await.map_err(classify)?;
+            log.record(&txn, Changed::Endpoint(&swept), ChangeKind::Upsert, now)
+                .await?;
             count += 1;
         }
         let subs = subscription::Entity::find()
@@ -99,16 +94,14 @@ impl Maintenance for SeaRepository {
             .await
             .map_err(classify)?;
         for row in subs {
-            let mut am = row.clone().into_active_model();
+            let mut am = row.into_active_model();
             am.status = sea_orm::Set(SubscriptionStatus::Expired.as_str().to_owned());
             am.update_time = sea_orm::Set(now);
             am.etag = sea_orm::Set(new_etag());
-            am.update(&txn).await.map_err(classify)?;
+            let expired = am.update(&txn).await.map_err(classify)?;
             log.record(
                 &txn,
-                Some(&row.tenant_id),
-                ResourceKind::Subscription,
-                &row.subscription_id,
+                Changed::Subscription(&expired),
                 ChangeKind::Upsert,
                 now,
             )
@@ -172,15 +165,13 @@ impl Maintenance for SeaRepository {
         tenants.dedup();
         for t in tenants {
             quota::recount(&txn, t).await?;
-            log.record(
-                &txn,
-                Some(t),
-                ResourceKind::Tenant,
-                t,
-                ChangeKind::Upsert,
-                now,
-            )
-            .await?;
+            // The tenant's row as it stands, imported or not: the change
+            // tells followers to reload the tenant.
+            let row = by_key(&txn, tenant::Entity::find_by_id(t.to_owned()))
+                .await?
+                .ok_or(RepoError::NotFound("tenant"))?;
+            log.record(&txn, Changed::Tenant(&row), ChangeKind::Upsert, now)
+                .await?;
         }
         txn.commit().await.map_err(classify)?;
         self.publish(log.last);

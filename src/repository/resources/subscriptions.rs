@@ -1,7 +1,7 @@
 //! Subscriptions' storage. A plain create first tries the fast paths (see
 //! `fast_create`); this file holds the transaction every path falls back to.
 
-use crate::repository::{ChangeKind, ResourceKind};
+use crate::repository::ChangeKind;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, QuerySelect, Select, SqlErr,
@@ -11,6 +11,7 @@ use super::parents::{ensure_parents, load_tenant_for_write};
 use super::verification::EarlierTokens;
 use crate::model::{Micros, Subscription, SubscriptionStatus, new_etag};
 use crate::repository::change_log::ChangeLog;
+use crate::repository::change_state::Changed;
 use crate::repository::entities::subscription;
 use crate::repository::error::{classify, unique_as};
 use crate::repository::query::{all_set, by_key, page};
@@ -42,7 +43,8 @@ impl SubscriptionStore for SeaRepository {
         quota::take(&txn, &s.tenant_id, Quota::Subscriptions, &self.quotas).await?;
         // The key (its row stays after a delete) and the live name are both
         // unique in the database; the violated one names the clash.
-        subscription::Entity::insert(subscription_to_row(s)?.into_active_model())
+        let row = subscription_to_row(s)?;
+        subscription::Entity::insert(row.clone().into_active_model())
             .exec_without_returning(&*txn)
             .await
             .map_err(|e| {
@@ -56,9 +58,7 @@ impl SubscriptionStore for SeaRepository {
             })?;
         log.record(
             &txn,
-            Some(&s.tenant_id),
-            ResourceKind::Subscription,
-            &s.subscription_id,
+            Changed::Subscription(&row),
             ChangeKind::Upsert,
             meta.now,
         )
@@ -135,8 +135,9 @@ impl SubscriptionStore for SeaRepository {
     ) -> RepoResult<Revision> {
         let (txn, mut log) = self.begin_write(meta).await?;
         ensure_parents(&txn, &s.tenant_id, &s.endpoint_id, None).await?;
+        let row = subscription_to_row(s)?;
         let result = subscription::Entity::update_many()
-            .set(all_set(subscription_to_row(s)?))
+            .set(all_set(row.clone()))
             .filter(subscription::Column::TenantId.eq(s.tenant_id.clone()))
             .filter(subscription::Column::SubscriptionId.eq(s.subscription_id.clone()))
             .filter(subscription::Column::Etag.eq(prev_etag))
@@ -149,9 +150,7 @@ impl SubscriptionStore for SeaRepository {
         }
         log.record(
             &txn,
-            Some(&s.tenant_id),
-            ResourceKind::Subscription,
-            &s.subscription_id,
+            Changed::Subscription(&row),
             ChangeKind::Upsert,
             meta.now,
         )
@@ -194,9 +193,7 @@ impl SubscriptionStore for SeaRepository {
         quota::give_back(&txn, tenant_id, 0, 1).await?;
         log.record(
             &txn,
-            Some(tenant_id),
-            ResourceKind::Subscription,
-            subscription_id,
+            Changed::Subscription(&updated),
             ChangeKind::Delete,
             meta.now,
         )
@@ -214,16 +211,14 @@ pub(super) async fn soft_delete_subscriptions(
     now: Micros,
 ) -> RepoResult<()> {
     for row in rows {
-        let mut am = row.clone().into_active_model();
+        let mut am = row.into_active_model();
         am.status = sea_orm::Set(SubscriptionStatus::Deleted.as_str().to_owned());
         am.update_time = sea_orm::Set(now);
         am.etag = sea_orm::Set(new_etag());
-        am.update(txn).await.map_err(classify)?;
+        let deleted = am.update(txn).await.map_err(classify)?;
         log.record(
             txn,
-            Some(&row.tenant_id),
-            ResourceKind::Subscription,
-            &row.subscription_id,
+            Changed::Subscription(&deleted),
             ChangeKind::Delete,
             now,
         )

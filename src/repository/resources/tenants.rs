@@ -1,6 +1,6 @@
 //! Tenants' storage.
 
-use crate::repository::{ChangeKind, ResourceKind};
+use crate::repository::ChangeKind;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect,
@@ -8,6 +8,7 @@ use sea_orm::{
 
 use super::subscriptions::{live_subscriptions, soft_delete_subscriptions};
 use crate::model::{Tenant, new_etag};
+use crate::repository::change_state::Changed;
 use crate::repository::entities::{endpoint, subscription, tenant};
 use crate::repository::error::{classify, unique_as};
 use crate::repository::query::{all_set, by_key, page};
@@ -21,20 +22,14 @@ use crate::repository::{
 impl TenantStore for SeaRepository {
     async fn create_tenant(&self, t: &Tenant, meta: &WriteMeta) -> RepoResult<Revision> {
         let (txn, mut log) = self.begin_write(meta).await?;
-        tenant::Entity::insert(tenant_to_row(t).into_active_model())
+        let row = tenant_to_row(t);
+        tenant::Entity::insert(row.clone().into_active_model())
             .exec_without_returning(&*txn)
             .await
             .map_err(unique_as("tenant"))?;
         quota::open(&txn, &t.tenant_id).await?;
-        log.record(
-            &txn,
-            Some(&t.tenant_id),
-            ResourceKind::Tenant,
-            &t.tenant_id,
-            ChangeKind::Upsert,
-            meta.now,
-        )
-        .await?;
+        log.record(&txn, Changed::Tenant(&row), ChangeKind::Upsert, meta.now)
+            .await?;
         self.commit(txn, meta, log.last).await
     }
 
@@ -72,8 +67,9 @@ impl TenantStore for SeaRepository {
         meta: &WriteMeta,
     ) -> RepoResult<Revision> {
         let (txn, mut log) = self.begin_write(meta).await?;
+        let row = tenant_to_row(t);
         let result = tenant::Entity::update_many()
-            .set(all_set(tenant_to_row(t)))
+            .set(all_set(row.clone()))
             .filter(tenant::Column::TenantId.eq(t.tenant_id.clone()))
             .filter(tenant::Column::Etag.eq(prev_etag))
             .filter(tenant::Column::DeleteTime.is_null())
@@ -83,15 +79,8 @@ impl TenantStore for SeaRepository {
         if result.rows_affected == 0 {
             return Err(RepoError::Stale);
         }
-        log.record(
-            &txn,
-            Some(&t.tenant_id),
-            ResourceKind::Tenant,
-            &t.tenant_id,
-            ChangeKind::Upsert,
-            meta.now,
-        )
-        .await?;
+        log.record(&txn, Changed::Tenant(&row), ChangeKind::Upsert, meta.now)
+            .await?;
         self.commit(txn, meta, log.last).await
     }
 
@@ -139,16 +128,14 @@ impl TenantStore for SeaRepository {
         quota::give_back(&txn, tenant_id, endpoints.len(), subs.len()).await?;
         soft_delete_subscriptions(&txn, subs, &mut log, meta.now).await?;
         for ep in endpoints {
-            let mut am = ep.clone().into_active_model();
+            let mut am = ep.into_active_model();
             am.delete_time = sea_orm::Set(Some(meta.now));
             am.update_time = sea_orm::Set(meta.now);
             am.etag = sea_orm::Set(new_etag());
-            am.update(&*txn).await.map_err(classify)?;
+            let deleted = am.update(&*txn).await.map_err(classify)?;
             log.record(
                 &txn,
-                Some(tenant_id),
-                ResourceKind::Endpoint,
-                &ep.endpoint_id,
+                Changed::Endpoint(&deleted),
                 ChangeKind::Delete,
                 meta.now,
             )
@@ -161,9 +148,7 @@ impl TenantStore for SeaRepository {
         let updated = am.update(&*txn).await.map_err(classify)?;
         log.record(
             &txn,
-            Some(tenant_id),
-            ResourceKind::Tenant,
-            tenant_id,
+            Changed::Tenant(&updated),
             ChangeKind::Delete,
             meta.now,
         )

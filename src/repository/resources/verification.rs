@@ -1,7 +1,8 @@
 //! Subscription verification: confirmation tokens and the messages that
 //! carry them.
 
-use crate::repository::{ChangeKind, ResourceKind};
+use crate::repository::ChangeKind;
+use crate::repository::change_state::Changed;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
     QuerySelect,
@@ -175,9 +176,7 @@ impl VerificationStore for SeaRepository {
         let updated = am.update(&*txn).await.map_err(classify)?;
         log.record(
             &txn,
-            Some(&row.tenant_id),
-            ResourceKind::Subscription,
-            &row.subscription_id,
+            Changed::Subscription(&updated),
             ChangeKind::Upsert,
             meta.now,
         )
@@ -213,9 +212,7 @@ impl VerificationStore for SeaRepository {
             .await?;
         log.record(
             &txn,
-            Some(tenant_id),
-            ResourceKind::Subscription,
-            &row.subscription_id,
+            Changed::Subscription(&row),
             ChangeKind::Upsert,
             meta.now,
         )

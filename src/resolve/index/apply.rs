@@ -7,9 +7,9 @@ use crate::repository::Revision;
 use super::{ResolveIndex, read, write};
 
 impl ResolveIndex {
-    /// Applies one subscription's current state (None: it is gone), read
-    /// with the change log up to `followed`, where the subscription's last
-    /// change was at `changed`. A direct write newer than `changed` stays:
+    /// Applies one subscription's state as its last change, at `changed`,
+    /// left it (None: it is gone), read with the change log up to
+    /// `followed`. A direct write newer than `changed` stays:
     /// the read was taken before it. So does one at `changed` itself: that
     /// change is this process's own write, already applied as written, and
     /// rebuilding it from the read was the follower's main cost under
