@@ -18,7 +18,7 @@ use crate::client::{Signer, channels};
 use crate::dataset::{event_type_name, tenant_id};
 use crate::report::median;
 use crate::run::{BENCH_API_ID, BENCH_SECRET};
-use crate::server::{Server, ServerOptions, default_binary};
+use crate::server::{Server, ServerOptions, cpu_of, default_binary};
 use hookplane::proto;
 use proto::watch_subscriptions_response::{Kind, Resource};
 
@@ -654,6 +654,9 @@ async fn watch_snapshots_on(
     let (before, single_messages) = singles().await?;
 
     let rss_before = server.rss();
+    // CPU of the server and of this load generator, which decodes every
+    // snapshot on the same machine.
+    let cpu = (server.cpu(), cpu_of(std::process::id()));
     let started = Instant::now();
     let mut burst = JoinSet::new();
     for i in 0..args.streams {
@@ -670,6 +673,12 @@ async fn watch_snapshots_on(
         open.push(stream);
     }
     let rss_open = server.rss();
+    let used = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64() * 1000.0),
+        _ => None,
+    };
+    let server_cpu_ms = used(cpu.0, server.cpu());
+    let client_cpu_ms = used(cpu.1, cpu_of(std::process::id()));
     drop(open);
     took.sort_by(f64::total_cmp);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -688,6 +697,8 @@ async fn watch_snapshots_on(
         "burst_first_ms": took.first(),
         "burst_p50_ms": took.get(took.len() / 2),
         "burst_messages": messages,
+        "burst_server_cpu_ms": server_cpu_ms,
+        "burst_client_cpu_ms": client_cpu_ms,
         "all_over_one": all / one,
         "rss_before_burst_bytes": rss_before,
         "rss_with_burst_open_bytes": rss_open,
