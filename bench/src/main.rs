@@ -7,6 +7,7 @@
 //! hookplane-bench run --data-dir /tmp/bench --workloads resolve,get --concurrency 64
 //! hookplane-bench pg-baseline --database-url postgres://... --concurrency 8
 //! hookplane-bench propagation --database-url postgres://...
+//! hookplane-bench watch-idle --data-dir /tmp/bench --streams 5000 --propagation-writes 20
 //! ```
 
 mod baseline;
@@ -16,6 +17,7 @@ mod limits;
 mod report;
 mod run;
 mod server;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -46,8 +48,11 @@ enum Command {
     /// The same workloads on two servers (A and B flags) in turn: B's
     /// throughput over A's.
     Compare(limits::CompareArgs),
-    /// RSS and CPU of the server with no Watch stream, then with N idle ones.
-    WatchIdle(limits::WatchIdleArgs),
+    /// RSS and CPU of the server (and PostgreSQL's transactions) with no
+    /// Watch stream, then with N idle ones; how fast a change reaches them.
+    WatchIdle(watch::WatchIdleArgs),
+    /// Many tenant-scoped snapshots at once against one alone.
+    WatchSnapshots(watch::WatchSnapshotsArgs),
     /// ValidateEventPayload with a large payload that violates its schema.
     ValidatePayload(limits::ValidateArgs),
 }
@@ -67,7 +72,8 @@ async fn main() -> std::process::ExitCode {
         Command::SqliteBaseline(args) => baseline::sqlite(args).await,
         Command::Propagation(args) => run::propagation(args).await,
         Command::Compare(args) => limits::compare(args).await,
-        Command::WatchIdle(args) => limits::watch_idle(args).await,
+        Command::WatchIdle(args) => watch::watch_idle(args).await,
+        Command::WatchSnapshots(args) => watch::watch_snapshots(args).await,
         Command::ValidatePayload(args) => limits::validate_payload(args).await,
     };
     match result {
