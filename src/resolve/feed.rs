@@ -5,8 +5,9 @@
 //! the most recent changes only; a stream below them reads the change log
 //! itself, then rejoins.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -68,11 +69,36 @@ pub struct Behind {
     pub floor: Revision,
 }
 
+/// How often a stream says it is alive when nothing happens.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How soon after the tip moved every stream says how far it got, also a
+/// stream that carries none of the changes (another tenant's, a
+/// credential's): a local resolver then knows it is current to that
+/// revision. One beat per replica, so streams write their heartbeats
+/// together, and none while nothing changes.
+pub const PROGRESS: Duration = Duration::from_secs(1);
+
+/// What a beat asks of every stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Beat {
+    /// Send a heartbeat even if the client knows the stream's revision.
+    pub keepalive: bool,
+}
+
 pub struct ChangeFeed {
     ring: RwLock<Ring>,
     /// The revision through which the feed is complete.
     tip: watch::Sender<Revision>,
     capacity: usize,
+    /// Wakes the streams of one tenant, for a change of that tenant: a
+    /// write wakes its tenant's few streams, not all of the replica's
+    /// (waking thousands per write was most of a write's cost with 5,000
+    /// streams open).
+    tenants: Mutex<HashMap<String, watch::Sender<()>>>,
+    /// Wakes the platform-wide streams, for every change.
+    everyone: watch::Sender<()>,
+    beat: watch::Sender<Beat>,
 }
 
 /// Every change with a revision in `(floor, tip]` that Watch carries.
@@ -91,6 +117,37 @@ impl ChangeFeed {
             }),
             tip: watch::channel(0).0,
             capacity: capacity.max(1),
+            tenants: Mutex::default(),
+            everyone: watch::channel(()).0,
+            beat: watch::channel(Beat::default()).0,
+        }
+    }
+
+    fn tenants(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<()>>> {
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the streams of `tenants` (every stream when `None`) and the
+    /// platform-wide ones; forgets tenants whose streams have all ended.
+    fn wake(&self, tenants: Option<&[String]>) {
+        self.everyone.send_replace(());
+        let mut wakers = self.tenants();
+        match tenants {
+            None => wakers.retain(|_, waker| {
+                waker.send_replace(());
+                waker.receiver_count() > 0
+            }),
+            Some(tenants) => {
+                for tenant in tenants {
+                    if let Some(waker) = wakers.get(tenant) {
+                        if waker.receiver_count() == 0 {
+                            wakers.remove(tenant);
+                        } else {
+                            waker.send_replace(());
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -103,15 +160,31 @@ impl ChangeFeed {
         // Under the ring's lock: a reader sees the events and the tip
         // that goes with them, never one without the other.
         self.tip.send_replace(revision);
+        drop(ring);
+        self.wake(None);
     }
 
     /// Appends the events of the changes after the tip through `through`,
     /// in revision order, and wakes the streams.
     pub fn push(&self, events: impl IntoIterator<Item = FeedEvent>, through: Revision) {
+        // The tenants to wake; `None` once a change concerns every stream
+        // (the catalog, a credential's revocation).
+        let mut concerned: Option<Vec<String>> = Some(Vec::new());
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         let tip = *self.tip.borrow();
         for event in events {
             debug_assert!(event.revision > tip && event.revision <= through);
+            match (&event.change, &event.tenant_id, concerned.as_mut()) {
+                (FeedChange::EventType(_) | FeedChange::Credential { .. }, _, _) | (_, None, _) => {
+                    concerned = None;
+                }
+                (_, Some(tenant), Some(tenants)) => {
+                    if !tenants.contains(tenant) {
+                        tenants.push(tenant.clone());
+                    }
+                }
+                (_, Some(_), None) => {}
+            }
             ring.events.push_back(Arc::new(event));
         }
         while ring.events.len() > self.capacity {
@@ -126,11 +199,55 @@ impl ChangeFeed {
             *tip = (*tip).max(through);
             moved
         });
+        drop(ring);
+        if concerned.as_ref().is_none_or(|tenants| !tenants.is_empty()) {
+            self.wake(concerned.as_deref());
+        }
     }
 
-    /// Wakes whenever the tip moves.
-    pub fn subscribe(&self) -> watch::Receiver<Revision> {
-        self.tip.subscribe()
+    /// The revision through which the feed is complete.
+    pub fn tip(&self) -> Revision {
+        *self.tip.borrow()
+    }
+
+    /// Wakes when a change a stream of `tenant` (every tenant's when
+    /// `None`) may carry arrives; ends when the feed is gone.
+    pub fn subscribe(&self, tenant: Option<&str>) -> watch::Receiver<()> {
+        match tenant {
+            None => self.everyone.subscribe(),
+            Some(tenant) => self
+                .tenants()
+                .entry(tenant.to_owned())
+                .or_insert_with(|| watch::channel(()).0)
+                .subscribe(),
+        }
+    }
+
+    /// The replica's beat (see [`PROGRESS`] and [`HEARTBEAT`]).
+    pub fn beat(&self) -> watch::Receiver<Beat> {
+        self.beat.subscribe()
+    }
+
+    /// Beats for as long as the feed lives: within [`PROGRESS`] of the tip
+    /// moving, and every [`HEARTBEAT`] for keepalives.
+    pub async fn run_beat(feed: Weak<ChangeFeed>) {
+        let mut ticks = tokio::time::interval(PROGRESS);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut told = 0;
+        let mut kept_alive = tokio::time::Instant::now();
+        loop {
+            ticks.tick().await;
+            let Some(feed) = feed.upgrade() else { return };
+            let tip = feed.tip();
+            let keepalive = kept_alive.elapsed() >= HEARTBEAT;
+            if keepalive || tip != told {
+                told = tip;
+                if keepalive {
+                    kept_alive = tokio::time::Instant::now();
+                }
+                feed.beat.send_replace(Beat { keepalive });
+            }
+        }
     }
 
     /// Adds to `out` the events after `after`, at most `max`, and returns
@@ -228,15 +345,67 @@ mod tests {
         assert!(out.is_empty());
     }
 
+    fn of_tenant(revision: Revision, tenant: &str) -> FeedEvent {
+        FeedEvent {
+            revision,
+            tenant_id: Some(tenant.to_owned()),
+            kind: ChangeKind::Upsert,
+            change: FeedChange::Tenant(crate::resolve::fixtures::tenant()),
+        }
+    }
+
     #[tokio::test]
-    async fn a_push_wakes_subscribers_only_when_the_tip_moves() {
+    async fn a_change_wakes_its_tenants_streams_and_the_platform_wide_ones() {
         let feed = ChangeFeed::new(10);
-        let mut tip = feed.subscribe();
-        tip.borrow_and_update();
-        feed.push([], 0);
-        assert!(!tip.has_changed().unwrap());
-        feed.push([credential(1)], 4);
-        assert!(tip.has_changed().unwrap());
-        assert_eq!(*tip.borrow_and_update(), 4);
+        let (mut acme, mut other, mut all) = (
+            feed.subscribe(Some("acme")),
+            feed.subscribe(Some("other")),
+            feed.subscribe(None),
+        );
+        feed.push([], 3);
+        assert!(!all.has_changed().unwrap(), "no change, no wake");
+        assert_eq!(feed.tip(), 3);
+        feed.push([of_tenant(4, "acme")], 4);
+        assert!(acme.has_changed().unwrap() && all.has_changed().unwrap());
+        assert!(
+            !other.has_changed().unwrap(),
+            "another tenant's streams sleep"
+        );
+        acme.borrow_and_update();
+        all.borrow_and_update();
+        feed.push([credential(5)], 5);
+        for stream in [&mut acme, &mut other, &mut all] {
+            assert!(
+                stream.has_changed().unwrap(),
+                "a credential wakes every stream"
+            );
+        }
+        drop(other);
+        feed.push([credential(6)], 6);
+        assert_eq!(
+            feed.tenants().len(),
+            1,
+            "a tenant without streams is forgotten"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_beat_follows_the_tip_and_keeps_streams_alive() {
+        let feed = Arc::new(ChangeFeed::new(10));
+        let mut beat = feed.beat();
+        tokio::spawn(ChangeFeed::run_beat(Arc::downgrade(&feed)));
+        tokio::time::sleep(PROGRESS * 3).await;
+        assert!(
+            !beat.has_changed().unwrap(),
+            "no beat while nothing changes"
+        );
+        feed.push([credential(1)], 1);
+        tokio::time::sleep(PROGRESS + Duration::from_millis(10)).await;
+        assert_eq!(*beat.borrow_and_update(), Beat { keepalive: false });
+        tokio::time::sleep(HEARTBEAT).await;
+        assert_eq!(*beat.borrow_and_update(), Beat { keepalive: true });
+        drop(feed);
+        tokio::time::sleep(PROGRESS * 2).await;
+        assert!(beat.has_changed().is_err(), "the beat ends with the feed");
     }
 }

@@ -7,7 +7,7 @@ mod follower;
 mod index;
 mod sweeper;
 
-pub use feed::{Behind, ChangeFeed, FeedChange, FeedEvent};
+pub use feed::{Beat, Behind, ChangeFeed, FeedChange, FeedEvent, HEARTBEAT, PROGRESS};
 pub use follower::Follower;
 pub use index::{Catalog, Match, ResolveIndex, Target};
 pub use sweeper::run_sweeper;

@@ -3,7 +3,6 @@
 //! holds).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -14,14 +13,7 @@ use crate::domain::{Permission, TenantId};
 use crate::error::{Error, Result};
 use crate::model::{Endpoint, EventType, Subscription, Tenant, now_micros};
 use crate::repository::{ChangeKind, Revision};
-use crate::resolve::{Behind, ChangeFeed, FeedChange, FeedEvent};
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
-
-/// How soon a stream whose cursor moved past changes it does not carry
-/// (another tenant's, a credential's) says so with a heartbeat: a local
-/// resolver then knows it is current to that revision. At most one such
-/// heartbeat per stream per this interval, however busy other tenants are.
-pub const PROGRESS: Duration = Duration::from_secs(1);
+use crate::resolve::{Beat, Behind, ChangeFeed, FeedChange, FeedEvent};
 
 /// Events queued for one stream's connection: enough to keep it busy,
 /// small because every open stream has one.
@@ -84,13 +76,15 @@ impl Services {
         }
         let slot = self.watch_slots.take(&caller.api_id)?;
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let wake = self.feed.subscribe(tenant.as_ref().map(TenantId::as_str));
         let watcher = Watcher {
             repo: self.repo.clone(),
             feed: self.feed.clone(),
             api_id: caller.api_id.clone(),
             tenant,
             with_secrets: caller.has(Permission::SecretsRead),
-            tip: self.feed.subscribe(),
+            wake,
+            beat: self.feed.beat(),
             tx,
             told: std::sync::atomic::AtomicI64::new(0),
         };
@@ -142,8 +136,10 @@ struct Watcher {
     api_id: String,
     tenant: Option<TenantId>,
     with_secrets: bool,
-    /// The feed's tip: moves when the follower applied more changes.
-    tip: tokio::sync::watch::Receiver<Revision>,
+    /// Wakes when the feed has a change this stream may carry.
+    wake: tokio::sync::watch::Receiver<()>,
+    /// The replica's beat: progress and keepalive heartbeats.
+    beat: tokio::sync::watch::Receiver<Beat>,
     tx: mpsc::Sender<Result<WatchEvent>>,
     /// The revision of the last message sent: the client knows the stream
     /// up to here.
@@ -234,43 +230,33 @@ impl Watcher {
                 return Ok(Err(Gone));
             }
         }
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
-        // When the client is owed a progress heartbeat; none while idle.
-        let mut progress_due: Option<tokio::time::Instant> = None;
         loop {
-            self.tip.borrow_and_update();
+            self.wake.borrow_and_update();
             if let Err(Gone) = self.forward_changes(&mut cursor).await? {
                 return Ok(Err(Gone));
             }
-            let told = self.told.load(std::sync::atomic::Ordering::Relaxed);
-            if told >= cursor {
-                progress_due = None;
-            } else if progress_due.is_none() {
-                progress_due = Some(tokio::time::Instant::now() + PROGRESS);
-            }
-            let progress = async {
-                match progress_due {
-                    Some(due) => tokio::time::sleep_until(due).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                () = progress => {
-                    progress_due = None;
-                    if self.send(WatchEvent::Heartbeat(cursor)).await.is_err() {
-                        return Ok(Err(Gone));
-                    }
-                }
                 _ = self.tx.closed() => return Ok(Err(Gone)),
-                moved = self.tip.changed() => {
+                woken = self.wake.changed() => {
                     // The feed is gone: the server is stopping.
-                    if moved.is_err() {
+                    if woken.is_err() {
                         return Ok(Err(Gone));
                     }
                 }
-                _ = heartbeat.tick() => {
-                    if self.send(WatchEvent::Heartbeat(cursor)).await.is_err() {
+                beat = self.beat.changed() => {
+                    if beat.is_err() {
+                        return Ok(Err(Gone));
+                    }
+                    let Beat { keepalive } = *self.beat.borrow_and_update();
+                    // Through the feed's tip first, so the heartbeat names
+                    // the latest revision the stream is complete to.
+                    if let Err(Gone) = self.forward_changes(&mut cursor).await? {
+                        return Ok(Err(Gone));
+                    }
+                    let told = self.told.load(std::sync::atomic::Ordering::Relaxed);
+                    if (keepalive || told < cursor)
+                        && self.send(WatchEvent::Heartbeat(cursor)).await.is_err()
+                    {
                         return Ok(Err(Gone));
                     }
                 }

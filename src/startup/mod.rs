@@ -78,11 +78,12 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     );
     let credentials = Arc::new(CredentialCache::new());
     let index = Arc::new(ResolveIndex::default());
+    let feed = Arc::new(ChangeFeed::new(
+        usize::try_from(args.watch_feed_events).unwrap_or(usize::MAX),
+    ));
     let memory = InMemory {
         index: index.clone(),
-        feed: Arc::new(ChangeFeed::new(
-            usize::try_from(args.watch_feed_events).unwrap_or(usize::MAX),
-        )),
+        feed: feed.clone(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let key = master_key(&args.database)?;
@@ -185,6 +186,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         reporter.clone(),
         stop_rx.clone(),
     ));
+    // Holds the feed weakly: it beats until the server drops the feed.
+    tokio::spawn(ChangeFeed::run_beat(Arc::downgrade(&feed)));
     let follower_task = tokio::spawn(follower.run(repo.subscribe_revisions(), stop_rx.clone()));
     let sweeper_task = tokio::spawn(run_sweeper(dyn_repo, change_retention, stop_rx.clone()));
     let worker_task = tokio::spawn(
