@@ -17,6 +17,7 @@ mod limits;
 mod report;
 mod run;
 mod server;
+mod staleness;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +54,9 @@ enum Command {
     WatchIdle(watch::WatchIdleArgs),
     /// Many tenant-scoped snapshots at once against one alone.
     WatchSnapshots(watch::WatchSnapshotsArgs),
+    /// How soon a write is resolvable at every LocalResolver (the client
+    /// library) following its tenant.
+    LocalStaleness(staleness::StalenessArgs),
     /// ValidateEventPayload with a large payload that violates its schema.
     ValidatePayload(limits::ValidateArgs),
 }
@@ -74,6 +78,7 @@ async fn main() -> std::process::ExitCode {
         Command::Compare(args) => limits::compare(args).await,
         Command::WatchIdle(args) => watch::watch_idle(args).await,
         Command::WatchSnapshots(args) => watch::watch_snapshots(args).await,
+        Command::LocalStaleness(args) => staleness::local_staleness(args).await,
         Command::ValidatePayload(args) => limits::validate_payload(args).await,
     };
     match result {

@@ -379,6 +379,7 @@ async fn watch_idle_on(
                 .watch_subscriptions(proto::WatchSubscriptionsRequest {
                     tenant_id: tenant,
                     since_revision,
+                    progress_heartbeats: false,
                 })
                 .await;
             let mut stream = match opened {
@@ -579,6 +580,7 @@ async fn timed_snapshot(
         .watch_subscriptions(proto::WatchSubscriptionsRequest {
             tenant_id: tenant,
             since_revision: 0,
+            progress_heartbeats: false,
         })
         .await
         .context("watch refused")?

@@ -257,7 +257,12 @@ impl SubscriptionService for Api {
         let req = request.get_ref();
         let events = self
             .services
-            .watch_subscriptions(&caller, &req.tenant_id, req.since_revision)
+            .watch_subscriptions(
+                &caller,
+                &req.tenant_id,
+                req.since_revision,
+                req.progress_heartbeats,
+            )
             .await
             .map_err(status)?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(events)

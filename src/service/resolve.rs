@@ -8,6 +8,7 @@ use crate::error::{Error, FieldExt, Result};
 use crate::model::now_micros;
 use crate::repository::Revision;
 use crate::resolve::Match;
+use hookplane_core::subscribers::Page;
 
 /// Targets per page when the caller asks for none, and at most.
 pub const MAX_RESOLVE_PAGE: usize = 1000;
@@ -45,14 +46,16 @@ impl Services {
         let with_secrets = caller.has(Permission::SecretsRead);
         let tenant = checked.tenant.as_str();
         self.index
-            .resolve_with(
+            .resolve_page_with(
                 tenant,
                 &query.event_type,
                 now_micros(),
                 with_secrets,
-                |matches, revision| {
+                checked.after.as_deref(),
+                checked.limit,
+                |page, revision| {
                     let mut unbounded = usize::MAX;
-                    let (page, next) = checked.cut(matches, &mut unbounded);
+                    let (page, next) = checked.cut(&page, &mut unbounded);
                     let token = next.map(|after| self.next_page_token(&checked, after));
                     render(page, revision, token.as_deref().unwrap_or(""))
                 },
@@ -91,13 +94,15 @@ impl Services {
         for (i, checked) in checked.iter().enumerate() {
             let tenant = checked.tenant.as_str();
             self.index
-                .resolve_with(
+                .resolve_page_with(
                     tenant,
                     checked.event_type,
                     now,
                     with_secrets,
-                    |matches, _| {
-                        let (page, next) = checked.cut(matches, &mut budget);
+                    checked.after.as_deref(),
+                    checked.limit,
+                    |page, _| {
+                        let (page, next) = checked.cut(&page, &mut budget);
                         let token = next.map(|after| self.next_page_token(checked, after));
                         answer(page, revision, token.as_deref().unwrap_or(""));
                     },
@@ -193,20 +198,17 @@ impl CheckedQuery<'_> {
         )
     }
 
-    /// The page of `matches` (in subscription-id order) after the page
-    /// before, at most `limit` targets, and targets only while `budget`
-    /// bytes last (it is spent). Returns the page, and the position to
-    /// resume after when more matches follow.
+    /// The part of `page` (the matches after the page before, at most
+    /// `limit`) that fits while `budget` bytes last (it is spent). Returns
+    /// it, and the position to resume after when more matches follow.
     fn cut<'m, 'a>(
         &self,
-        matches: &'m [Match<'a>],
+        page: &'m Page<'a>,
         budget: &mut usize,
     ) -> (&'m [Match<'a>], Option<String>) {
-        let start = self.after.as_deref().map_or(0, |after| {
-            matches.partition_point(|m| m.subscription_id() <= after)
-        });
-        let mut end = start;
-        while end < matches.len() && end - start < self.limit {
+        let matches = &page.matches;
+        let mut end: usize = 0;
+        while end < matches.len() {
             let size = encoded_size(&matches[end]);
             if size > *budget {
                 break;
@@ -214,12 +216,12 @@ impl CheckedQuery<'_> {
             *budget -= size;
             end += 1;
         }
-        let next = (end < matches.len()).then(|| match end.checked_sub(1) {
-            Some(last) if last >= start => matches[last].subscription_id().to_owned(),
+        let next = (end < matches.len() || page.more).then(|| match end.checked_sub(1) {
+            Some(last) => matches[last].subscription_id().to_owned(),
             // Nothing fitted: the next page starts where this one did.
-            _ => self.after.clone().unwrap_or_default(),
+            None => self.after.clone().unwrap_or_default(),
         });
-        (&matches[start..end], next)
+        (&matches[..end], next)
     }
 }
 
@@ -270,15 +272,24 @@ mod tests {
     /// The ids of the page `query` cuts with `budget`, and where the next
     /// page starts.
     fn cut(query: &CheckedQuery<'_>, budget: &mut usize) -> (Vec<String>, Option<String>) {
+        let after = query.after.as_deref();
         index()
-            .resolve_with("acme", "order.created", 0, false, |matches, _| {
-                let (page, next) = query.cut(matches, budget);
-                let ids = page
-                    .iter()
-                    .map(|m| m.subscription_id().to_owned())
-                    .collect();
-                (ids, next)
-            })
+            .resolve_page_with(
+                "acme",
+                "order.created",
+                0,
+                false,
+                after,
+                query.limit,
+                |page, _| {
+                    let (page, next) = query.cut(&page, budget);
+                    let ids = page
+                        .iter()
+                        .map(|m| m.subscription_id().to_owned())
+                        .collect();
+                    (ids, next)
+                },
+            )
             .unwrap()
     }
 

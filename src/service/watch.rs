@@ -52,6 +52,7 @@ impl Services {
         caller: &Caller,
         tenant_id: &str,
         since_revision: i64,
+        progress_heartbeats: bool,
     ) -> Result<mpsc::Receiver<Result<WatchEvent>>> {
         // A platform-wide dispatcher may watch every tenant (empty tenant_id).
         let tenant = self.tenant_scope_or_all(caller, Permission::SubscribersResolve, tenant_id)?;
@@ -84,6 +85,7 @@ impl Services {
             tenant,
             with_secrets: caller.has(Permission::SecretsRead),
             wake,
+            progress_heartbeats,
             beat: self.feed.beat(),
             tx,
             told: std::sync::atomic::AtomicI64::new(0),
@@ -138,6 +140,8 @@ struct Watcher {
     with_secrets: bool,
     /// Wakes when the feed has a change this stream may carry.
     wake: tokio::sync::watch::Receiver<()>,
+    /// The client asked to hear of progress past changes it does not get.
+    progress_heartbeats: bool,
     /// The replica's beat: progress and keepalive heartbeats.
     beat: tokio::sync::watch::Receiver<Beat>,
     tx: mpsc::Sender<Result<WatchEvent>>,
@@ -248,6 +252,9 @@ impl Watcher {
                         return Ok(Err(Gone));
                     }
                     let Beat { keepalive } = *self.beat.borrow_and_update();
+                    if !keepalive && !self.progress_heartbeats {
+                        continue;
+                    }
                     // Through the feed's tip first, so the heartbeat names
                     // the latest revision the stream is complete to.
                     if let Err(Gone) = self.forward_changes(&mut cursor).await? {

@@ -387,6 +387,7 @@ async fn force_deleted_tenant_resolves_nothing_and_its_watch_sees_the_deletes(ba
         .watch_subscriptions(hookplane::proto::WatchSubscriptionsRequest {
             tenant_id: TENANT.to_owned(),
             since_revision: 0,
+            progress_heartbeats: false,
         })
         .await
     {

@@ -219,6 +219,7 @@ async fn shutdown_ends_watch_streams_at_once(backend: Backend) {
         .watch_subscriptions(WatchSubscriptionsRequest {
             tenant_id: TENANT.to_owned(),
             since_revision: 0,
+            progress_heartbeats: false,
         })
         .await);
     // The snapshot's heartbeat: the stream is running.

@@ -1114,6 +1114,7 @@ impl Watch {
             .watch_subscriptions(WatchSubscriptionsRequest {
                 tenant_id: tenant_id.to_owned(),
                 since_revision,
+                progress_heartbeats: false,
             })
             .await);
         Watch { stream }
@@ -1237,6 +1238,7 @@ pub async fn watch_error(clients: &Clients, tenant_id: &str, since_revision: i64
         .watch_subscriptions(WatchSubscriptionsRequest {
             tenant_id: tenant_id.to_owned(),
             since_revision,
+            progress_heartbeats: false,
         })
         .await;
     match response {

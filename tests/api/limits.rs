@@ -362,6 +362,7 @@ async fn open_watch(
         .watch_subscriptions(WatchSubscriptionsRequest {
             tenant_id: TENANT.to_owned(),
             since_revision: 0,
+            progress_heartbeats: false,
         })
         .await
         .map(tonic::Response::into_inner)

@@ -539,6 +539,7 @@ async fn stopped_for_ten_seconds_mid_load(cluster: Arc<Cluster>) {
         .watch_subscriptions(WatchSubscriptionsRequest {
             tenant_id: TENANT.to_owned(),
             since_revision: 0,
+            progress_heartbeats: false,
         })
         .await);
     let first = tokio::time::timeout(CALL_DEADLINE, watch.message()).await;

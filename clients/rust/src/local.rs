@@ -279,6 +279,8 @@ async fn follow(
         let request = WatchSubscriptionsRequest {
             tenant_id: tenant_id.clone(),
             since_revision: since,
+            // So `revision()` keeps up when this tenant is quiet.
+            progress_heartbeats: true,
         };
         let ended = match client.watch_subscriptions(request).await {
             Ok(stream) => {

@@ -37,13 +37,7 @@ impl TenantSubscribers {
         if !self.active {
             return Vec::new();
         }
-        let exact = self.exact.get(&ids.name).map_or(&[][..], Vec::as_slice);
-        let mut tags: Vec<Tagged> = Vec::with_capacity(exact.len() + 16);
-        tags.extend_from_slice(exact);
-        self.wildcards.collect(&ids.segments, &mut tags);
-        tags.sort_unstable();
-        // A slot's lowest tag names the first of its patterns that matched.
-        tags.dedup_by_key(|t| slot_of(*t));
+        let tags = self.tags(ids);
         // In an index larger than the CPU's caches, each entry reached and
         // each string it points to is a likely miss. Asking for all the
         // entries first, then for all their strings, lets those misses
@@ -67,37 +61,47 @@ impl TenantSubscribers {
         }));
         let mut found: Vec<Match<'_>> = Vec::with_capacity(live.len());
         found.extend(live.into_iter().filter_map(|(entry, endpoint, tag)| {
-            let pattern = match pattern_of(tag) {
-                0 => &entry.pattern,
-                n if n < LAST_PATTERN => entry.more_patterns.get(n - 1)?,
-                // Past the tags' range: test those patterns.
-                _ => entry
-                    .patterns()
-                    .skip(LAST_PATTERN)
-                    .find(|p| p.matches(event_type))?,
-            };
-            let secrets = if with_secrets {
-                let previous = endpoint
-                    .previous
-                    .as_ref()
-                    .filter(|(_, until)| !has_expired(*until, now))
-                    .map(|(previous, _)| &**previous);
-                // A local resolver without secrets.read files none.
-                let current = Some(endpoint.text.get(1)).filter(|s| !s.is_empty());
-                [current, previous]
-            } else {
-                [None, None]
-            };
-            Some(Match {
-                entry,
-                endpoint,
-                pattern,
-                secrets,
-            })
+            Match::of(entry, endpoint, tag, event_type, now, with_secrets)
         }));
         // The contract's order, which pages of an answer follow.
         found.sort_unstable_by(|a, b| a.entry.subscription_id().cmp(b.entry.subscription_id()));
         found
+    }
+}
+
+impl TenantSubscribers {
+    /// The tags of the entries `ids` reaches, one per entry: the lowest of
+    /// its tags, which names the first of its patterns that matched.
+    pub(crate) fn tags(&self, ids: &Resolvable) -> Vec<Tagged> {
+        let exact = self.exact.get(&ids.name).map_or(&[][..], Vec::as_slice);
+        let mut tags: Vec<Tagged> = Vec::with_capacity(exact.len() + 16);
+        tags.extend_from_slice(exact);
+        self.wildcards.collect(&ids.segments, &mut tags);
+        tags.sort_unstable();
+        tags.dedup_by_key(|t| slot_of(*t));
+        tags
+    }
+
+    /// The entry a tag files.
+    pub(crate) fn entry(&self, tag: Tagged) -> Option<&Entry> {
+        self.entries.get(slot_of(tag) as usize)?.as_ref()
+    }
+
+    /// The match a tag makes at `now`: `None` if its entry expired or its
+    /// endpoint is not live.
+    pub(crate) fn live_match(
+        &self,
+        tag: Tagged,
+        event_type: &str,
+        now: Micros,
+        with_secrets: bool,
+    ) -> Option<Match<'_>> {
+        let entry = self.entry(tag)?;
+        if entry.expire_time.is_some_and(|t| has_expired(t, now)) {
+            return None;
+        }
+        let endpoint = self.endpoints.get(entry.endpoint as usize)?.as_ref()?;
+        Match::of(entry, endpoint, tag, event_type, now, with_secrets)
     }
 }
 
@@ -138,6 +142,45 @@ pub struct Match<'a> {
 }
 
 impl<'a> Match<'a> {
+    /// The match of a live entry on a live endpoint, filed under `tag`.
+    #[inline]
+    fn of(
+        entry: &'a Entry,
+        endpoint: &'a IndexedEndpoint,
+        tag: Tagged,
+        event_type: &str,
+        now: Micros,
+        with_secrets: bool,
+    ) -> Option<Self> {
+        let pattern = match pattern_of(tag) {
+            0 => &entry.pattern,
+            n if n < LAST_PATTERN => entry.more_patterns.get(n - 1)?,
+            // Past the tags' range: test those patterns.
+            _ => entry
+                .patterns()
+                .skip(LAST_PATTERN)
+                .find(|p| p.matches(event_type))?,
+        };
+        let secrets = if with_secrets {
+            let previous = endpoint
+                .previous
+                .as_ref()
+                .filter(|(_, until)| !has_expired(*until, now))
+                .map(|(previous, _)| &**previous);
+            // A local resolver without secrets.read files none.
+            let current = Some(endpoint.text.get(1)).filter(|s| !s.is_empty());
+            [current, previous]
+        } else {
+            [None, None]
+        };
+        Some(Match {
+            entry,
+            endpoint,
+            pattern,
+            secrets,
+        })
+    }
+
     #[inline]
     pub fn subscription_id(&self) -> &'a str {
         self.entry.text.get(0)

@@ -6,12 +6,14 @@
 
 mod matching;
 mod packed;
+mod pages;
 mod patterns;
 mod tenant;
 #[cfg(test)]
 mod tests;
 
 pub use matching::{Match, Target};
+pub use pages::Page;
 pub use patterns::{Patterns, Resolvable};
 pub use tenant::{EndpointState, SubscriptionState, TenantSubscribers};
 

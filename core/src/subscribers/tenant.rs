@@ -84,6 +84,10 @@ pub struct TenantSubscribers {
     /// By the interned id of the event type name (see [`Patterns`]).
     pub(crate) exact: FastMap<u32, Vec<Tagged>>,
     pub(crate) wildcards: PatternTrie,
+    /// Moves with every subscription filed or taken out: the answer
+    /// orders kept for paging (see `pages.rs`) are good while it stays.
+    pub(crate) version: u64,
+    pub(crate) orders: super::pages::Orders,
 }
 
 impl TenantSubscribers {
@@ -147,6 +151,7 @@ impl TenantSubscribers {
         let Some(slot) = self.slots.remove(subscription_id) else {
             return;
         };
+        self.version += 1;
         if let Some(entry) = self.entries[slot as usize].take() {
             for (i, p) in entry.patterns().enumerate() {
                 if p.is_wildcard() {
@@ -178,6 +183,7 @@ impl TenantSubscribers {
             return;
         };
         let more_patterns: Box<[Arc<EventPattern>]> = patterns.collect();
+        self.version += 1;
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {

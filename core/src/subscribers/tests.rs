@@ -175,3 +175,90 @@ fn expired_inactive_and_suspended_subscriptions_do_not_resolve() {
     index.remove_subscription("sub_1", &patterns);
     assert!(ids(&index, &patterns, 0).is_empty() && index.is_empty());
 }
+
+/// Every page after the one before, from the first, as ids.
+fn walk(
+    index: &TenantSubscribers,
+    patterns: &Patterns,
+    limit: usize,
+    now: i64,
+) -> Vec<Vec<String>> {
+    let ids = patterns.resolvable("order.created");
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = index.matches_page("order.created", &ids, now, false, after.as_deref(), limit);
+        let page_ids: Vec<String> = page
+            .matches
+            .iter()
+            .map(|m| m.subscription_id().to_owned())
+            .collect();
+        assert!(page_ids.len() <= limit);
+        after = page_ids.last().cloned();
+        pages.push(page_ids);
+        if !page.more {
+            return pages;
+        }
+    }
+}
+
+#[test]
+fn a_walk_over_pages_returns_every_match_once_in_order() {
+    let patterns = Patterns::default();
+    let (exact, wild) = (["order.created".to_owned()], ["order.*".to_owned()]);
+    let s = secrets("ep");
+    let mut index = TenantSubscribers::new(true);
+    index.upsert_endpoint(endpoint("ep", "https://a.example/hook", &s, true));
+    let ids: Vec<String> = (0..257)
+        .map(|i| format!("sub_{:04}", (i * 7919) % 1000))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let types = if i % 3 == 0 { &wild } else { &exact };
+        let expire = (i % 10 == 0).then_some(500);
+        index.upsert_subscription(subscription(id, "ep", "", types, expire), &patterns);
+    }
+    let all = ids_of(&index, &patterns, 1_000);
+    assert_eq!(all.len(), 257 - 26, "the expired ones are left out");
+    for limit in [1, 10, 100, 231, 1000] {
+        let pages = walk(&index, &patterns, limit, 1_000);
+        assert_eq!(pages.concat(), all, "pages of {limit}");
+        assert!(pages.iter().rev().skip(1).all(|p| p.len() == limit));
+    }
+
+    // A write between pages: the walk goes on from where it was, and sees
+    // what was written after its position.
+    let ids_page = patterns.resolvable("order.created");
+    let first = index.matches_page("order.created", &ids_page, 1_000, false, None, 100);
+    let after = first.matches.last().map(|m| m.subscription_id().to_owned());
+    drop(first);
+    index.upsert_subscription(subscription("sub_9999", "ep", "", &exact, None), &patterns);
+    index.remove_subscription(&all[150], &patterns);
+    let mut rest = Vec::new();
+    let mut after = after;
+    loop {
+        let page = index.matches_page(
+            "order.created",
+            &ids_page,
+            1_000,
+            false,
+            after.as_deref(),
+            100,
+        );
+        rest.extend(page.matches.iter().map(|m| m.subscription_id().to_owned()));
+        after = rest.last().cloned();
+        if !page.more {
+            break;
+        }
+    }
+    let mut expected: Vec<String> = all[100..]
+        .iter()
+        .filter(|id| **id != all[150])
+        .cloned()
+        .collect();
+    expected.push("sub_9999".into());
+    assert_eq!(rest, expected);
+}
+
+fn ids_of(index: &TenantSubscribers, patterns: &Patterns, now: i64) -> Vec<String> {
+    ids(index, patterns, now)
+}

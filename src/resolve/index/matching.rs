@@ -5,6 +5,8 @@
 use crate::model::Micros;
 use crate::repository::Revision;
 
+use hookplane_core::subscribers::Page;
+
 use super::{Match, ResolveIndex, Target, read};
 
 impl ResolveIndex {
@@ -51,5 +53,39 @@ impl ResolveIndex {
                 .matches(event_type, ids, now, with_secrets),
             revision,
         ))
+    }
+
+    /// What `render` makes of one page of the answer (the matches after
+    /// subscription id `after`, at most `limit`, and whether more follow)
+    /// and the revision it reflects; `None` when the tenant does not exist
+    /// (as far as this replica knows). Later pages of a walk seek to their
+    /// start (see hookplane-core's `pages.rs`). `render` runs while the
+    /// tenant's index is read-locked.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resolve_page_with<R>(
+        &self,
+        tenant_id: &str,
+        event_type: &str,
+        now: Micros,
+        with_secrets: bool,
+        after: Option<&str>,
+        limit: usize,
+        render: impl FnOnce(Page<'_>, Revision) -> R,
+    ) -> Option<R> {
+        let revision = self.applied();
+        let index = self.tenant(tenant_id)?;
+        let resolvable = read(&self.resolvable);
+        let Some(ids) = resolvable.get(event_type) else {
+            let none = Page {
+                matches: Vec::new(),
+                more: false,
+            };
+            return Some(render(none, revision));
+        };
+        let index = read(&index);
+        let page = index
+            .subscribers
+            .matches_page(event_type, ids, now, with_secrets, after, limit);
+        Some(render(page, revision))
     }
 }
