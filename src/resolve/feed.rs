@@ -158,10 +158,10 @@ impl ChangeFeed {
         ring.events.clear();
         ring.floor = revision;
         // Under the ring's lock: a reader sees the events and the tip
-        // that goes with them, never one without the other.
-        self.tip.send_replace(revision);
-        drop(ring);
+        // that goes with them, never one without the other. Streams are
+        // woken before the tip moves (see `push`).
         self.wake(None);
+        self.tip.send_replace(revision);
     }
 
     /// Appends the events of the changes after the tip through `through`,
@@ -192,6 +192,13 @@ impl ChangeFeed {
                 ring.floor = oldest.revision;
             }
         }
+        // The streams a change concerns are woken before the tip moves
+        // past it: a stream that sees the new tip and no wake of its own
+        // knows none of the changes up to that tip is its, and moves its
+        // cursor there without reading them (see `service/watch.rs`).
+        if concerned.as_ref().is_none_or(|tenants| !tenants.is_empty()) {
+            self.wake(concerned.as_deref());
+        }
         // Under the ring's lock, as in `reset`: a reader that found these
         // events and an older tip would read them again from that tip.
         self.tip.send_if_modified(|tip| {
@@ -199,10 +206,6 @@ impl ChangeFeed {
             *tip = (*tip).max(through);
             moved
         });
-        drop(ring);
-        if concerned.as_ref().is_none_or(|tenants| !tenants.is_empty()) {
-            self.wake(concerned.as_deref());
-        }
     }
 
     /// The revision through which the feed is complete.

@@ -3,6 +3,7 @@
 //! holds).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -14,6 +15,10 @@ use crate::error::{Error, Result};
 use crate::model::{Endpoint, EventType, Subscription, Tenant, now_micros};
 use crate::repository::{ChangeKind, Revision};
 use crate::resolve::{Beat, Behind, ChangeFeed, FeedChange, FeedEvent};
+
+/// How long a resume from a revision above the current one waits for it to
+/// become current before it is refused.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// Events queued for one stream's connection: enough to keep it busy,
 /// small because every open stream has one.
@@ -62,7 +67,16 @@ impl Services {
         if let Some(tenant_id) = &tenant {
             self.live_tenant(tenant_id.as_str()).await?;
         }
-        let current = self.repo.current_revision().await?;
+        let mut current = self.repo.current_revision().await?;
+        // A revision a write just answered with can lie above the current
+        // one for a moment on PostgreSQL, while an older transaction is
+        // still running (see the revision rule): wait for it briefly rather
+        // than send a client that resumes from its own write back to 0.
+        let waited = tokio::time::Instant::now();
+        while since_revision > current && waited.elapsed() < SETTLE {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            current = self.repo.current_revision().await?;
+        }
         // The cache that admitted the call may not have the revocation yet.
         ensure_not_revoked(self.repo.as_ref(), &caller.api_id).await?;
         if since_revision > current {
@@ -234,34 +248,49 @@ impl Watcher {
                 return Ok(Err(Gone));
             }
         }
+        // Whether the stream was woken for a change it may carry.
+        let mut woken = true;
         loop {
-            self.wake.borrow_and_update();
-            if let Err(Gone) = self.forward_changes(&mut cursor).await? {
-                return Ok(Err(Gone));
+            if woken {
+                self.wake.borrow_and_update();
+                if let Err(Gone) = self.forward_changes(&mut cursor).await? {
+                    return Ok(Err(Gone));
+                }
             }
+            woken = false;
             tokio::select! {
                 _ = self.tx.closed() => return Ok(Err(Gone)),
-                woken = self.wake.changed() => {
+                wake = self.wake.changed() => {
                     // The feed is gone: the server is stopping.
-                    if woken.is_err() {
+                    if wake.is_err() {
                         return Ok(Err(Gone));
                     }
+                    woken = true;
                 }
                 beat = self.beat.changed() => {
                     if beat.is_err() {
                         return Ok(Err(Gone));
                     }
                     let Beat { keepalive } = *self.beat.borrow_and_update();
-                    if !keepalive && !self.progress_heartbeats {
-                        continue;
-                    }
-                    // Through the feed's tip first, so the heartbeat names
-                    // the latest revision the stream is complete to.
-                    if let Err(Gone) = self.forward_changes(&mut cursor).await? {
-                        return Ok(Err(Gone));
+                    // The tip first, then the wake: the feed wakes a
+                    // stream before its tip passes the stream's change, so
+                    // with no wake pending nothing up to this tip is the
+                    // stream's, and its cursor moves there without reading
+                    // the feed (a beat then costs each stream O(1)).
+                    let tip = self.feed.tip();
+                    match self.wake.has_changed() {
+                        Err(_) => return Ok(Err(Gone)),
+                        Ok(false) => cursor = cursor.max(tip),
+                        Ok(true) => {
+                            self.wake.borrow_and_update();
+                            if let Err(Gone) = self.forward_changes(&mut cursor).await? {
+                                return Ok(Err(Gone));
+                            }
+                        }
                     }
                     let told = self.told.load(std::sync::atomic::Ordering::Relaxed);
-                    if (keepalive || told < cursor)
+                    let progress = self.progress_heartbeats && told < cursor;
+                    if (keepalive || progress)
                         && self.send(WatchEvent::Heartbeat(cursor)).await.is_err()
                     {
                         return Ok(Err(Gone));
