@@ -255,6 +255,13 @@ fn apply_message(state: &mut State, message: &WatchSubscriptionsResponse) {
         Kind::Snapshot | Kind::Upsert => false,
         Kind::Delete => true,
         Kind::Heartbeat | Kind::Unspecified => {
+            if state.revision == 0 {
+                // The snapshot is complete: give back what growing the
+                // tenants' indexes one message at a time left spare.
+                for tenant in state.tenants.values_mut() {
+                    tenant.shrink_to_fit();
+                }
+            }
             state.revision = state.revision.max(message.revision);
             return;
         }

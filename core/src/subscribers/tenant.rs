@@ -121,6 +121,12 @@ impl TenantSubscribers {
     pub fn shrink_to_fit(&mut self) {
         self.entries.shrink_to_fit();
         self.slots.shrink_to_fit();
+        self.endpoints.shrink_to_fit();
+        self.endpoint_slots.shrink_to_fit();
+        self.exact.shrink_to_fit();
+        for list in self.exact.values_mut() {
+            list.shrink_to_fit();
+        }
     }
 
     fn endpoint_slot(&mut self, endpoint_id: &str) -> u32 {
